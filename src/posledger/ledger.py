@@ -1,0 +1,582 @@
+"""The imperative shell: load state, call a pure decision, save the events, retry on conflict.
+
+Every save carries the version the decision was computed against; if another writer got there
+first, the store refuses it (eventsourcing's ``IntegrityError``), the state is reloaded and the
+decision recomputed from scratch, never re-applied. States are cached in process and kept
+coherent by following the application's notification log, so queries see other processes'
+writes and an agreeing reconciliation costs no per-key reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, TypeVar
+
+import attrs
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+)
+
+from posledger.errors import ConcurrencyError, ExecutionConflict, InvalidInput, StorageUnavailable
+from posledger.events import (
+    POSITION_TOPICS,
+    ExecutionEvent,
+    ExecutionSeen,
+    KeyRegistered,
+    PositionEvent,
+)
+from posledger.model import (
+    Fill,
+    PositionKey,
+    Side,
+    Snapshot,
+    Status,
+    aware_utc,
+    positive_decimal,
+)
+from posledger.position import (
+    PositionState,
+    check_fill_key,
+    decide_fills,
+    decide_order_end,
+    decide_request,
+    evolve,
+    project,
+    register,
+)
+from posledger.reconcile import (
+    Judgement,
+    KeyOutcome,
+    ReconcilePolicy,
+    ReconcileReport,
+    decide_reconcile,
+)
+from posledger.storage import StorageSettings, settings_for
+
+log = logging.getLogger("posledger")
+
+EXEC_NAMESPACE = uuid.UUID("2b8f4f3e-6c57-5b1e-8d0c-657865632d69")
+"""uuid5 namespace of execution markers; changing it forgets every recorded exec_id."""
+
+SEEN_CACHE_SIZE = 65_536
+LOG_PAGE = 1_000
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen
+class FillResult:
+    """What became of one execution: applied (and as which event), or a harmless duplicate."""
+
+    exec_id: str
+    duplicate: bool
+    event: str | None
+    overfill: Decimal
+
+
+@attrs.frozen
+class FillBatchResult:
+    position: PositionState
+    fills: tuple[FillResult, ...]
+
+    @property
+    def applied(self) -> int:
+        return sum(1 for f in self.fills if not f.duplicate)
+
+
+class _Store(Application[uuid.UUID]):
+    """eventsourcing Application holding every position stream and execution marker."""
+
+    name = "posledger"
+
+
+def _marker_id(key: PositionKey, exec_id: str) -> uuid.UUID:
+    return uuid.uuid5(EXEC_NAMESPACE, "\x1f".join((key.venue, key.account, exec_id)))
+
+
+def _marker_payload(key: PositionKey, fill: Fill) -> str:
+    return f"{key}|{fill.payload()}"
+
+
+class Ledger:
+    """An event-sourced position ledger. Open with :meth:`open`; close it (or use ``with``)."""
+
+    def __init__(
+        self,
+        settings: StorageSettings,
+        *,
+        policy: ReconcilePolicy | None = None,
+        clock: Clock | None = None,
+        max_retries: int = 12,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy or ReconcilePolicy()
+        self.clock: Clock = clock or utc_now
+        self.max_retries = max_retries
+        self._lock = threading.RLock()
+        self._states: dict[uuid.UUID, PositionState] = {}
+        self._keys: dict[uuid.UUID, PositionKey] = {}
+        self._seen: OrderedDict[uuid.UUID, str] = OrderedDict()
+        self._log_position = 0
+        with self._storage_errors():
+            self._app = _Store(env=settings.env)
+            self._discover_keys()
+
+    @classmethod
+    def open(
+        cls,
+        url: str = "memory://",
+        *,
+        policy: ReconcilePolicy | None = None,
+        clock: Clock | None = None,
+        timeout: float = 5.0,
+        max_retries: int = 12,
+    ) -> Ledger:
+        """Open (creating if needed) the ledger at ``url``: ``memory://``, ``sqlite:///path.db``
+        or ``postgresql://user@host:port/db?schema=name``."""
+        return cls(
+            settings_for(url, lock_timeout_s=timeout),
+            policy=policy,
+            clock=clock,
+            max_retries=max_retries,
+        )
+
+    def close(self) -> None:
+        self._app.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.settings.description!r})"
+
+    # --- commands ------------------------------------------------------------------------
+
+    def request_open(
+        self,
+        key: PositionKey,
+        *,
+        order_id: str,
+        side: Side | str,
+        qty: object,
+        at: datetime | None = None,
+        price: object = None,
+    ) -> PositionState:
+        """Record an order that is not reduce-only, before (or as) it is submitted."""
+        return self._request(key, order_id, Side.parse(side), qty, at, price, reduce_only=False)
+
+    def request_exit(
+        self,
+        key: PositionKey,
+        *,
+        order_id: str,
+        qty: object,
+        at: datetime | None = None,
+        side: Side | str | None = None,
+        price: object = None,
+    ) -> PositionState:
+        """Record a reduce-only order (TP/SL, aged-position exit). Its side is implied by the
+        position; pass ``side`` only to exit a position the ledger does not know yet."""
+        parsed = None if side is None else Side.parse(side)
+        return self._request(key, order_id, parsed, qty, at, price, reduce_only=True)
+
+    def record_fill(self, key: PositionKey, fill: Fill) -> FillResult:
+        """Record one execution. A repeated ``exec_id`` is a no-op; a repeated ``exec_id`` with a
+        different payload raises :class:`ExecutionConflict`."""
+        return self.record_fills(key, [fill]).fills[0]
+
+    def record_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
+        """Record executions of one key in one atomic save (a backfill, a WebSocket burst)."""
+        self._check_key(key)
+        for fill in fills:
+            if not isinstance(fill, Fill):
+                raise InvalidInput(f"expected a Fill, got {type(fill).__name__}")
+            check_fill_key(key, fill)
+        if not fills:
+            raise InvalidInput("record_fills needs at least one fill")
+        at = min(fill.exec_time for fill in fills)
+
+        def decide(state: PositionState) -> tuple[list[Any], tuple[FillResult, ...]]:
+            fresh = self._fresh_fills(key, fills)
+            events: list[Any] = list(decide_fills(state, fresh))
+            applied = {e.exec_id: e for e in events if isinstance(e, ExecutionEvent)}
+            results = tuple(
+                FillResult(
+                    exec_id=f.exec_id,
+                    duplicate=f.exec_id not in applied,
+                    event=type(applied[f.exec_id]).__name__ if f.exec_id in applied else None,
+                    overfill=applied[f.exec_id].overfill if f.exec_id in applied else Decimal(0),
+                )
+                for f in _first_of_each(fills)
+            )
+            events += [
+                ExecutionSeen(
+                    originator_id=_marker_id(key, f.exec_id),
+                    originator_version=1,
+                    timestamp=f.exec_time,
+                    exec_id=f.exec_id,
+                    stream_id=key.stream_id,
+                    payload=_marker_payload(key, f),
+                )
+                for f in fresh
+            ]
+            return events, results
+
+        state, results = self._execute(key, at, decide, on_conflict=lambda: self._learn(key, fills))
+        for result in results:
+            if result.overfill > 0:
+                log.warning("%s: %s overfilled by %s", key, result.exec_id, result.overfill)
+            if not result.duplicate:
+                self._remember(_marker_id(key, result.exec_id), key, fills, result.exec_id)
+        return FillBatchResult(position=state, fills=results)
+
+    def record_order_end(
+        self, key: PositionKey, *, order_id: str, status: str, at: datetime | None = None
+    ) -> PositionState:
+        """An order ended without (full) fill: cancelled, rejected, expired."""
+        when = self._time(at, "at")
+        state, _ = self._execute(
+            key,
+            when,
+            lambda s: (decide_order_end(s, order_id=order_id, status=status, at=when), None),
+        )
+        return state
+
+    def reconcile(
+        self,
+        snapshot: Snapshot,
+        *,
+        now: datetime | None = None,
+        policy: ReconcilePolicy | None = None,
+    ) -> ReconcileReport:
+        """Judge every key the snapshot covers; write only explicit, auditable corrections."""
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidInput(f"expected a Snapshot, got {type(snapshot).__name__}")
+        when = self._time(now, "now")
+        rules = policy or self.policy
+        with self._lock:
+            self._catch_up()
+            keys = {k for k in self._keys.values() if snapshot.covers(k)}
+        keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
+        outcomes = []
+        for key in sorted(keys, key=str):
+
+            def judge(state: PositionState, key: PositionKey = key) -> tuple[Any, Judgement]:
+                judgement = decide_reconcile(state, snapshot, when, rules)
+                return judgement.events, judgement
+
+            _, judgement = self._execute(key, snapshot.taken_at, judge)
+            outcomes.append(
+                KeyOutcome(
+                    key=key,
+                    outcome=judgement.outcome,
+                    correction=judgement.correction,
+                    events=tuple(type(e).__name__ for e in judgement.events),
+                    detail=judgement.detail,
+                )
+            )
+        return ReconcileReport(taken_at=snapshot.taken_at, outcomes=tuple(outcomes))
+
+    # --- queries -------------------------------------------------------------------------
+
+    def position(
+        self, key: PositionKey, *, version: int | None = None, at: datetime | None = None
+    ) -> PositionState | None:
+        """The key's state now, at a stream ``version``, or as of business time ``at``
+        (the events up to the first one stamped later than ``at``). None if never seen."""
+        self._check_key(key)
+        if version is not None and at is not None:
+            raise InvalidInput("pass version= or at=, not both")
+        with self._lock, self._storage_errors():
+            if version is not None:
+                return self._load(key.stream_id, version=version)
+            if at is not None:
+                when = aware_utc(at, "at")
+                state: PositionState | None = None
+                for event in self.history(key):
+                    if event.timestamp > when:
+                        break
+                    state = evolve(state, event)
+                return state
+            self._catch_up()
+            return self._state(key.stream_id)
+
+    def positions(self) -> list[PositionState]:
+        """Every key the ledger has seen, in key order."""
+        with self._lock, self._storage_errors():
+            self._catch_up()
+            self._load_missing()
+            return sorted(self._states.values(), key=lambda s: str(s.key))
+
+    def open_positions(self) -> list[PositionState]:
+        """What the bot holds according to the ledger: status ``open``. Phantoms are closed by
+        reconciliation, never listed here once corrected."""
+        return [s for s in self.positions() if s.status is Status.OPEN]
+
+    def keys(self) -> list[PositionKey]:
+        with self._lock, self._storage_errors():
+            self._catch_up()
+            return sorted(self._keys.values(), key=str)
+
+    def history(self, key: PositionKey) -> list[PositionEvent]:
+        """The key's events, oldest first."""
+        self._check_key(key)
+        with self._storage_errors():
+            return list(self._app.events.get(key.stream_id))  # type: ignore[arg-type]
+
+    # --- shell machinery -----------------------------------------------------------------
+
+    def _request(
+        self,
+        key: PositionKey,
+        order_id: str,
+        side: Side | None,
+        qty: object,
+        at: datetime | None,
+        price: object,
+        *,
+        reduce_only: bool,
+    ) -> PositionState:
+        if not isinstance(order_id, str):
+            raise InvalidInput(f"order_id must be a string, got {order_id!r}")
+        amount = positive_decimal(qty, "qty")
+        limit = None if price is None else positive_decimal(price, "price")
+        when = self._time(at, "at")
+        state, _ = self._execute(
+            key,
+            when,
+            lambda s: (
+                decide_request(
+                    s,
+                    order_id=order_id,
+                    side=side,
+                    qty=amount,
+                    price=limit,
+                    at=when,
+                    reduce_only=reduce_only,
+                ),
+                None,
+            ),
+        )
+        return state
+
+    def _execute(
+        self,
+        key: PositionKey,
+        at: datetime,
+        decide: Callable[[PositionState], tuple[list[Any], T]],
+        on_conflict: Callable[[], None] | None = None,
+    ) -> tuple[PositionState, T]:
+        """Load, decide, save; on a version conflict reload and decide again."""
+        self._check_key(key)
+        for attempt in range(self.max_retries):
+            with self._lock, self._storage_errors():
+                stored = self._state(key.stream_id)
+                registration = None if stored is not None else register(key, at)
+                base = stored if stored is not None else evolve(None, registration)  # type: ignore[arg-type]
+                events, extra = decide(base)
+                if not events:
+                    return base, extra
+                if registration is not None:
+                    events = [registration, *events]
+                try:
+                    recordings = self._app.save(*events)
+                except IntegrityError:
+                    self._states.pop(key.stream_id, None)
+                    if on_conflict is not None:
+                        on_conflict()
+                else:
+                    state = project(
+                        base if stored is not None else None,
+                        [e for e in events if isinstance(e, PositionEvent)],
+                    )
+                    assert state is not None
+                    self._states[key.stream_id] = state
+                    self._keys[key.stream_id] = key
+                    self._advance_log([r.notification.id for r in recordings])
+                    return state, extra
+            time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
+        raise ConcurrencyError(
+            f"{key}: gave up after {self.max_retries} attempts; other writers kept changing it"
+        )
+
+    def _fresh_fills(self, key: PositionKey, fills: Sequence[Fill]) -> list[Fill]:
+        """Fills not recorded before; raises on a known exec_id with another payload."""
+        fresh = []
+        offered: dict[str, str] = {}
+        for fill in fills:
+            payload = _marker_payload(key, fill)
+            if fill.exec_id in offered:
+                if offered[fill.exec_id] != payload:
+                    raise ExecutionConflict(fill.exec_id, offered[fill.exec_id], payload)
+                continue
+            offered[fill.exec_id] = payload
+            recorded = self._seen.get(_marker_id(key, fill.exec_id))
+            if recorded is None:
+                fresh.append(fill)
+            elif recorded != payload:
+                raise ExecutionConflict(fill.exec_id, recorded, payload)
+        return fresh
+
+    def _learn(self, key: PositionKey, fills: Sequence[Fill]) -> None:
+        """After a refused save, learn which of these exec_ids the store already holds."""
+        for fill in fills:
+            marker = _marker_id(key, fill.exec_id)
+            if marker in self._seen:
+                continue
+            for event in self._app.events.get(marker, limit=1):
+                assert isinstance(event, ExecutionSeen)
+                self._seen_put(marker, event.payload)
+
+    def _remember(
+        self, marker: uuid.UUID, key: PositionKey, fills: Sequence[Fill], exec_id: str
+    ) -> None:
+        fill = next(f for f in fills if f.exec_id == exec_id)
+        self._seen_put(marker, _marker_payload(key, fill))
+
+    def _seen_put(self, marker: uuid.UUID, payload: str) -> None:
+        self._seen[marker] = payload
+        self._seen.move_to_end(marker)
+        while len(self._seen) > SEEN_CACHE_SIZE:
+            self._seen.popitem(last=False)
+
+    def _state(self, stream_id: uuid.UUID) -> PositionState | None:
+        state = self._states.get(stream_id)
+        if state is None:
+            state = self._load(stream_id)
+            if state is not None:
+                self._states[stream_id] = state
+                self._keys[stream_id] = state.key
+        return state
+
+    def _load(self, stream_id: uuid.UUID, version: int | None = None) -> PositionState | None:
+        try:
+            return self._app.repository.get(  # type: ignore[type-var]
+                stream_id, version=version, projector_func=project
+            )
+        except AggregateNotFoundError:
+            return None
+
+    def _discover_keys(self) -> None:
+        """Learn every key from the log's KeyRegistered events; states load lazily."""
+        top = self._app.recorder.max_notification_id() or 0
+        position = 0
+        while position < top:
+            page = self._app.recorder.select_notifications(
+                start=position,
+                limit=LOG_PAGE,
+                stop=top,
+                topics=[KeyRegistered.TOPIC],
+                inclusive_of_start=False,
+            )
+            if not page:
+                break
+            for notification in page:
+                event = self._app.mapper.to_domain_event(notification)
+                assert isinstance(event, KeyRegistered)
+                self._keys[event.originator_id] = _key_of(event)
+            position = page[-1].id
+        self._log_position = top
+
+    def _catch_up(self) -> None:
+        """Apply what other writers (and other ledger objects) appended since we last looked."""
+        while True:
+            page = self._app.recorder.select_notifications(
+                start=self._log_position,
+                limit=LOG_PAGE,
+                topics=POSITION_TOPICS,
+                inclusive_of_start=False,
+            )
+            for notification in page:
+                event = self._app.mapper.to_domain_event(notification)
+                assert isinstance(event, PositionEvent)
+                self._follow(event)
+                self._log_position = notification.id
+            if len(page) < LOG_PAGE:
+                return
+
+    def _follow(self, event: PositionEvent) -> None:
+        stream = event.originator_id
+        if isinstance(event, KeyRegistered):
+            self._keys[stream] = _key_of(event)
+        state = self._states.get(stream)
+        if state is None:
+            if isinstance(event, KeyRegistered):
+                self._states[stream] = evolve(None, event)
+        elif event.originator_version == state.version + 1:
+            self._states[stream] = evolve(state, event)
+        elif event.originator_version > state.version + 1:
+            del self._states[stream]
+
+    def _advance_log(self, notification_ids: list[int]) -> None:
+        """Skip re-reading our own save when nothing else was written in between."""
+        ids = sorted(i for i in notification_ids if i is not None)
+        if ids and ids[0] == self._log_position + 1 and ids[-1] - ids[0] == len(ids) - 1:
+            self._log_position = ids[-1]
+
+    def _load_missing(self) -> None:
+        for stream in [s for s in self._keys if s not in self._states]:
+            self._state(stream)
+
+    def _check_key(self, key: object) -> None:
+        if not isinstance(key, PositionKey):
+            raise InvalidInput(f"expected a PositionKey, got {type(key).__name__}")
+
+    def _time(self, value: datetime | None, what: str) -> datetime:
+        return aware_utc(self.clock() if value is None else value, what)
+
+    @contextmanager
+    def _storage_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (OperationalError, InterfaceError, InternalError) as error:
+            raise StorageUnavailable(
+                f"{self.settings.description}: {type(error).__name__}: {error}"
+            ) from error
+
+
+def _key_of(event: KeyRegistered) -> PositionKey:
+    return PositionKey(
+        venue=event.venue,
+        account=event.account,
+        category=event.category,
+        symbol=event.symbol,
+        idx=event.idx,
+    )
+
+
+def _first_of_each(fills: Sequence[Fill]) -> list[Fill]:
+    seen: set[str] = set()
+    unique = []
+    for fill in fills:
+        if fill.exec_id not in seen:
+            seen.add(fill.exec_id)
+            unique.append(fill)
+    return unique

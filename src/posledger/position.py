@@ -1,0 +1,507 @@
+"""The functional core of a position: ``evolve(state, event) -> state`` and the pure decisions.
+
+Nothing here touches a clock, a database or an exchange, so hypothesis can drive it through long
+histories. A stream holds many lifecycles: a lifecycle begins when the key leaves ``flat`` (a
+request, a fill, an adoption) and ends when the position reaches zero, flips side, or the requests
+of a never-filled lifecycle all end. The event that causes an end performs it; the ``Closed`` event
+that decide() appends after it only records the lifecycle's final figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from posledger.errors import InvalidInput
+from posledger.events import (
+    Closed,
+    ExchangeSnapshot,
+    ExecutionEvent,
+    ExitRequested,
+    Filled,
+    FundingSettled,
+    KeyRegistered,
+    OpenRequested,
+    OrderEnded,
+    PartiallyFilled,
+    PositionEvent,
+    Reconciled,
+)
+from posledger.model import ExecKind, Fill, PositionKey, Side, Status, aware_utc
+
+ZERO = Decimal(0)
+
+CLOSE_REASON_BY_KIND = {
+    ExecKind.TRADE: "filled",
+    ExecKind.LIQUIDATION: "liquidated",
+    ExecKind.ADL: "adl",
+    ExecKind.DELIVERY: "delivered",
+    ExecKind.SETTLE: "settled",
+}
+
+
+@attrs.frozen
+class PendingOrder:
+    """An order the bot said it submitted and that has not ended yet."""
+
+    order_id: str
+    side: Side
+    qty: Decimal
+    filled: Decimal
+    reduce_only: bool
+    requested_at: datetime
+    price: Decimal | None = None
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.qty - self.filled, ZERO)
+
+
+@attrs.frozen
+class SuspectRun:
+    """A disagreement seen in ``count`` consecutive snapshots, the latest taken at ``taken_at``."""
+
+    side: Side | None
+    size: Decimal
+    count: int
+    taken_at: datetime
+
+
+@attrs.frozen
+class LifecycleSummary:
+    """The final figures of the most recently ended lifecycle (for its ``Closed`` record)."""
+
+    number: int
+    opened_at: datetime | None
+    realized_pnl: Decimal
+    fees: Decimal
+    funding: Decimal
+    cleared_orders: tuple[str, ...]
+
+
+@attrs.frozen
+class PositionState:
+    """What the ledger believes one key holds, rebuilt from its events. Immutable.
+
+    ``realized_pnl`` (average cost, including funding received/paid), ``fees`` and ``funding``
+    are running totals over every lifecycle of the key; the ``lifecycle_*`` figures are the
+    current lifecycle's own (zero while flat; ``last_closed`` keeps the last one's). Fees are not
+    subtracted from realized PnL.
+    """
+
+    key: PositionKey
+    version: int
+    updated_at: datetime
+    lifecycle: int = 0
+    active: bool = False
+    opened_at: datetime | None = None
+    side: Side | None = None
+    size: Decimal = ZERO
+    avg_entry_price: Decimal | None = None
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    funding: Decimal = ZERO
+    lifecycle_realized_pnl: Decimal = ZERO
+    lifecycle_fees: Decimal = ZERO
+    lifecycle_funding: Decimal = ZERO
+    pending_orders: tuple[PendingOrder, ...] = ()
+    last_fill_seq: int | None = None
+    last_fill_time: datetime | None = None
+    last_snapshot_at: datetime | None = None
+    suspect: SuspectRun | None = None
+    overfills: int = 0
+    last_closed: LifecycleSummary | None = None
+
+    @property
+    def status(self) -> Status:
+        if self.size > 0:
+            return Status.OPEN
+        if any(not order.reduce_only for order in self.pending_orders):
+            return Status.PENDING
+        return Status.FLAT
+
+    @property
+    def signed_size(self) -> Decimal:
+        """Size with the direction as sign: long positive, short negative."""
+        return self.size * self.side.sign if self.side is not None else ZERO
+
+    def pending(self, order_id: str) -> PendingOrder | None:
+        for order in self.pending_orders:
+            if order.order_id == order_id:
+                return order
+        return None
+
+
+# --- evolve ----------------------------------------------------------------------------------
+
+
+def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
+    """Apply one event. Deterministic: replaying a stream always yields the same state."""
+    if state is None:
+        if not isinstance(event, KeyRegistered):
+            raise ValueError(f"a stream must start with KeyRegistered, not {type(event).__name__}")
+        key = PositionKey(
+            venue=event.venue,
+            account=event.account,
+            category=event.category,
+            symbol=event.symbol,
+            idx=event.idx,
+        )
+        return PositionState(key=key, version=event.originator_version, updated_at=event.timestamp)
+    if event.originator_version != state.version + 1:
+        raise ValueError(
+            f"{state.key}: event version {event.originator_version} does not follow {state.version}"
+        )
+    stamped = attrs.evolve(state, version=event.originator_version, updated_at=event.timestamp)
+    if isinstance(event, OpenRequested | ExitRequested):
+        return _apply_request(stamped, event)
+    if isinstance(event, FundingSettled):
+        return _apply_funding(stamped, event)
+    if isinstance(event, PartiallyFilled | Filled):
+        return _apply_execution(stamped, event)
+    if isinstance(event, OrderEnded):
+        return _settle(stamped, _without_orders(stamped, {event.order_id}), event.timestamp)
+    if isinstance(event, ExchangeSnapshot):
+        return _apply_snapshot(stamped, event)
+    if isinstance(event, Reconciled):
+        return _apply_reconciled(stamped, event)
+    if isinstance(event, Closed):
+        return stamped
+    raise ValueError(f"unknown event {type(event).__name__}")
+
+
+def project(state: PositionState | None, events: Iterable[PositionEvent]) -> PositionState | None:
+    """Fold events into a state (the projector eventsourcing's repository calls)."""
+    for event in events:
+        state = evolve(state, event)
+    return state
+
+
+def _apply_request(state: PositionState, event: OpenRequested | ExitRequested) -> PositionState:
+    order = PendingOrder(
+        order_id=event.order_id,
+        side=Side(event.side),
+        qty=event.qty,
+        filled=ZERO,
+        reduce_only=isinstance(event, ExitRequested),
+        requested_at=event.timestamp,
+        price=event.price,
+    )
+    after = attrs.evolve(state, pending_orders=(*state.pending_orders, order))
+    return _settle(state, after, event.timestamp)
+
+
+def _apply_funding(state: PositionState, event: FundingSettled) -> PositionState:
+    return attrs.evolve(
+        state,
+        funding=state.funding + event.fee,
+        realized_pnl=state.realized_pnl - event.fee,
+        lifecycle_funding=state.lifecycle_funding + event.fee,
+        lifecycle_realized_pnl=state.lifecycle_realized_pnl - event.fee,
+    )
+
+
+def _apply_execution(state: PositionState, event: ExecutionEvent) -> PositionState:
+    """Split the execution into the part that reduces the position and the part that opens
+    (or adds); a zero crossing ends the lifecycle between the two parts."""
+    side = Side(event.side)
+    opposes = state.side is not None and side is not state.side
+    closing = min(event.qty, state.size) if opposes else ZERO
+    opening = ZERO if event.reduce_only else event.qty - closing
+    fee_closing = event.fee if opening == 0 else event.fee * closing / event.qty
+    fee_opening = event.fee - fee_closing
+
+    orders = _orders_after_execution(state.pending_orders, event)
+    base = attrs.evolve(
+        state,
+        pending_orders=orders,
+        fees=state.fees + event.fee,
+        last_fill_seq=event.seq if event.seq is not None else state.last_fill_seq,
+        last_fill_time=max(filter(None, (state.last_fill_time, event.exec_time))),
+        overfills=state.overfills + (1 if event.overfill > 0 else 0),
+    )
+
+    after_close = attrs.evolve(base, lifecycle_fees=base.lifecycle_fees + fee_closing)
+    if closing > 0 and state.side is not None:
+        avg = state.avg_entry_price
+        pnl = (event.price - avg) * closing * state.side.sign if avg is not None else ZERO
+        remaining = state.size - closing
+        after_close = _settle(
+            state,
+            attrs.evolve(
+                after_close,
+                size=remaining,
+                side=state.side if remaining > 0 else None,
+                avg_entry_price=avg if remaining > 0 else None,
+                realized_pnl=after_close.realized_pnl + pnl,
+                lifecycle_realized_pnl=after_close.lifecycle_realized_pnl + pnl,
+            ),
+            event.timestamp,
+        )
+    if opening == 0:
+        return after_close if closing > 0 else _settle(state, after_close, event.timestamp)
+
+    held = after_close.size
+    avg = after_close.avg_entry_price
+    new_avg = event.price if held == 0 or avg is None else (avg * held + event.price * opening) / (
+        held + opening
+    )
+    after_open = attrs.evolve(
+        after_close,
+        side=side,
+        size=held + opening,
+        avg_entry_price=new_avg,
+        lifecycle_fees=after_close.lifecycle_fees + fee_opening,
+    )
+    return _settle(after_close, after_open, event.timestamp)
+
+
+def _orders_after_execution(
+    orders: tuple[PendingOrder, ...], event: ExecutionEvent
+) -> tuple[PendingOrder, ...]:
+    if isinstance(event, Filled):
+        return tuple(order for order in orders if order.order_id != event.order_id)
+    return tuple(
+        attrs.evolve(order, filled=order.filled + event.qty)
+        if order.order_id == event.order_id
+        else order
+        for order in orders
+    )
+
+
+def _apply_snapshot(state: PositionState, event: ExchangeSnapshot) -> PositionState:
+    suspect = (
+        SuspectRun(
+            side=Side(event.side) if event.side else None,
+            size=event.size,
+            count=event.confirmations,
+            taken_at=event.taken_at,
+        )
+        if event.suspect
+        else None
+    )
+    return attrs.evolve(state, suspect=suspect, last_snapshot_at=event.taken_at)
+
+
+def _apply_reconciled(state: PositionState, event: Reconciled) -> PositionState:
+    cleared = _without_orders(state, set(event.cleared_orders))
+    after = attrs.evolve(
+        cleared,
+        side=Side(event.after_side) if event.after_side else None,
+        size=event.after_size,
+        avg_entry_price=event.after_avg_price if event.after_size > 0 else None,
+        suspect=None,
+        last_snapshot_at=event.snapshot_taken_at,
+    )
+    return _settle(state, after, event.timestamp)
+
+
+def _without_orders(state: PositionState, order_ids: set[str]) -> PositionState:
+    return attrs.evolve(
+        state,
+        pending_orders=tuple(o for o in state.pending_orders if o.order_id not in order_ids),
+    )
+
+
+def _settle(before: PositionState, after: PositionState, at: datetime) -> PositionState:
+    """Apply lifecycle rules to a transition: end the lifecycle when the position reached zero or
+    changed side (or a never-filled lifecycle went flat), start one when the key left flat.
+
+    Reduce-only exits cannot outlive the position they reduce, so a close drops them.
+    """
+    had_position = before.size > 0
+    closed = had_position and (after.size == 0 or after.side is not before.side)
+    if closed and after.size == 0:
+        exits = tuple(o.order_id for o in after.pending_orders if o.reduce_only)
+        after = _without_orders(after, set(exits))
+    else:
+        exits = ()
+    ended = before.active and (
+        closed or (not had_position and after.status is Status.FLAT)
+    )
+    if ended:
+        after = attrs.evolve(
+            after,
+            active=False,
+            last_closed=LifecycleSummary(
+                number=before.lifecycle,
+                opened_at=before.opened_at,
+                realized_pnl=after.lifecycle_realized_pnl,
+                fees=after.lifecycle_fees,
+                funding=after.lifecycle_funding,
+                cleared_orders=exits,
+            ),
+            lifecycle_realized_pnl=ZERO,
+            lifecycle_fees=ZERO,
+            lifecycle_funding=ZERO,
+        )
+    if not after.active and after.status is not Status.FLAT:
+        after = attrs.evolve(after, active=True, lifecycle=after.lifecycle + 1, opened_at=at)
+    return after
+
+
+# --- decide ----------------------------------------------------------------------------------
+
+
+class Emitter:
+    """Builds the events of one decision with consecutive versions after ``state``, folding each
+    into a preview so later events of the same decision see its effect."""
+
+    def __init__(self, state: PositionState) -> None:
+        self.start = state
+        self.preview = state
+        self.events: list[PositionEvent] = []
+
+    def emit(self, cls: type[PositionEvent], at: datetime, **fields: Any) -> None:
+        event = cls(
+            originator_id=self.start.key.stream_id,
+            originator_version=self.preview.version + 1,
+            timestamp=at,
+            **fields,
+        )
+        self.preview = evolve(self.preview, event)
+        self.events.append(event)
+
+    def close_if_ended(self, reason: str, at: datetime, previous: PositionState) -> None:
+        """Append ``Closed`` when the last emitted event ended a lifecycle."""
+        summary = self.preview.last_closed
+        if summary is not None and summary is not previous.last_closed:
+            self.emit(
+                Closed,
+                at,
+                reason=reason,
+                lifecycle=summary.number,
+                opened_at=summary.opened_at,
+                realized_pnl=summary.realized_pnl,
+                fees=summary.fees,
+                funding=summary.funding,
+                cleared_orders=list(summary.cleared_orders),
+            )
+
+
+def register(key: PositionKey, at: datetime) -> KeyRegistered:
+    return KeyRegistered(
+        originator_id=key.stream_id,
+        originator_version=1,
+        timestamp=aware_utc(at, "at"),
+        venue=key.venue,
+        account=key.account,
+        category=key.category,
+        symbol=key.symbol,
+        idx=key.idx,
+    )
+
+
+def decide_request(
+    state: PositionState,
+    *,
+    order_id: str,
+    side: Side | None,
+    qty: Decimal,
+    price: Decimal | None,
+    at: datetime,
+    reduce_only: bool,
+) -> list[PositionEvent]:
+    """Record an order the bot submitted. Repeating an identical request is a no-op."""
+    if not order_id:
+        raise InvalidInput("order_id must be a non-empty string")
+    if reduce_only:
+        implied = state.side.opposite if state.side is not None else None
+        if side is None:
+            if implied is None:
+                raise InvalidInput(f"{state.key}: no position to exit; pass side= explicitly")
+            side = implied
+        elif implied is not None and side is not implied:
+            raise InvalidInput(f"{state.key}: an exit of a {state.side} position must {implied}")
+    elif side is None:
+        raise InvalidInput("side is required for an open request")
+    leg = state.key.leg_side
+    if leg is not None and (side is not leg) != reduce_only:
+        verb = "exit" if reduce_only else "open"
+        raise InvalidInput(f"{state.key}: a hedge {leg} leg cannot {verb} with a {side} order")
+    existing = state.pending(order_id)
+    if existing is not None:
+        if (existing.side, existing.qty, existing.reduce_only) == (side, qty, reduce_only):
+            return []
+        raise InvalidInput(f"{state.key}: order {order_id!r} is already pending with other terms")
+    emitter = Emitter(state)
+    cls = ExitRequested if reduce_only else OpenRequested
+    emitter.emit(cls, at, order_id=order_id, side=side.value, qty=qty, price=price)
+    return emitter.events
+
+
+def check_fill_key(key: PositionKey, fill: Fill) -> None:
+    if fill.symbol is not None and fill.symbol != key.symbol:
+        raise InvalidInput(f"fill {fill.exec_id} is for {fill.symbol}, not {key}")
+    if fill.idx is not None and fill.idx != key.idx:
+        raise InvalidInput(f"fill {fill.exec_id} is for positionIdx {fill.idx}, not {key}")
+
+
+def decide_fills(state: PositionState, fills: Sequence[Fill]) -> list[PositionEvent]:
+    """Record executions already known to be new (the shell deduplicates against the store);
+    duplicates inside the batch itself are applied once."""
+    emitter = Emitter(state)
+    seen: set[str] = set()
+    for fill in fills:
+        check_fill_key(state.key, fill)
+        if fill.exec_id in seen:
+            continue
+        seen.add(fill.exec_id)
+        _emit_fill(emitter, fill)
+    return emitter.events
+
+
+def _emit_fill(emitter: Emitter, fill: Fill) -> None:
+    state = emitter.preview
+    fields: dict[str, Any] = {
+        "exec_id": fill.exec_id,
+        "order_id": fill.order_id,
+        "side": fill.side.value,
+        "qty": fill.qty,
+        "price": fill.price,
+        "fee": fill.fee,
+        "exec_time": fill.exec_time,
+        "seq": fill.seq,
+        "kind": fill.kind.value,
+        "leaves_qty": fill.leaves_qty,
+    }
+    if not fill.kind.changes_size:
+        emitter.emit(FundingSettled, fill.exec_time, reduce_only=False, overfill=ZERO, **fields)
+        return
+    order = state.pending(fill.order_id) if fill.order_id else None
+    leg = state.key.leg_side
+    reduce_only = (order is not None and order.reduce_only) or (
+        leg is not None and fill.side is not leg
+    )
+    over_order = max(fill.qty - order.remaining, ZERO) if order is not None else ZERO
+    reducible = state.size if state.side is not None and fill.side is not state.side else ZERO
+    over_position = max(fill.qty - reducible, ZERO) if reduce_only else ZERO
+    if fill.leaves_qty is not None:
+        completes = fill.leaves_qty == 0
+    else:
+        completes = order is None or fill.qty >= order.remaining
+    cls = Filled if completes else PartiallyFilled
+    emitter.emit(
+        cls,
+        fill.exec_time,
+        reduce_only=reduce_only,
+        overfill=max(over_order, over_position),
+        **fields,
+    )
+    emitter.close_if_ended(CLOSE_REASON_BY_KIND[fill.kind], fill.exec_time, state)
+
+
+def decide_order_end(
+    state: PositionState, *, order_id: str, status: str, at: datetime
+) -> list[PositionEvent]:
+    """An order ended without (full) fill. Unknown or already-ended orders are a no-op."""
+    if state.pending(order_id) is None:
+        return []
+    emitter = Emitter(state)
+    emitter.emit(OrderEnded, at, order_id=order_id, status=status)
+    emitter.close_if_ended("order_ended", at, state)
+    return emitter.events

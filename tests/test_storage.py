@@ -1,0 +1,47 @@
+"""Ledger URLs: the three backends, clear refusals, and no password in any description."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from posledger import InvalidInput, Ledger
+from posledger.storage import settings_for
+
+
+def test_memory_and_sqlite_urls(tmp_path: Path) -> None:
+    assert settings_for("memory://").scheme == "memory"
+    sqlite = settings_for(f"sqlite:///{tmp_path / 'p.db'}")
+    assert sqlite.env["SQLITE_DBNAME"] == str(tmp_path / "p.db")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["positions.db", "mysql://x/y", "sqlite://", "sqlite:///", "postgresql:///nohost", 42],
+)
+def test_bad_urls_are_refused_with_a_hint(url: object) -> None:
+    with pytest.raises(InvalidInput):
+        settings_for(url)  # type: ignore[arg-type]
+
+
+def test_sqlite_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        Ledger.open(f"sqlite:///{tmp_path / 'missing' / 'p.db'}")
+
+
+def test_passwords_never_appear_in_descriptions_or_reprs() -> None:
+    settings = settings_for("postgresql://bot:s3cr%40t@db.example:6432/ledger?schema=live")
+    assert "s3cr" not in settings.description
+    assert settings.description == "postgresql://bot@db.example:6432/ledger?schema=live"
+    assert settings.env["POSTGRES_PASSWORD"] == "s3cr@t"
+    assert settings.env["POSTGRES_SCHEMA"] == "live"
+    assert "s3cr" not in repr(settings)
+
+
+def test_a_ledger_reopens_its_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    with Ledger.open(url) as first:
+        assert repr(first) == f"Ledger('{url}')"
+    with Ledger.open(url) as second:
+        assert second.keys() == []
