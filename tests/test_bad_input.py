@@ -150,7 +150,7 @@ def test_flat_row_drops_a_side_given_with_zero_size() -> None:
         lambda L: L.request_open(K, order_id="o", side="buy", qty=Decimal(0), at=T0),
         lambda L: L.request_open(K, order_id="o", side="buy", qty=Decimal("NaN"), at=T0),
         lambda L: L.request_open(K, order_id="o", side="up", qty=Decimal(1), at=T0),
-        lambda L: L.request_open(K, order_id="o", side="buy", qty=Decimal(1), at=datetime(2025, 1, 1)),
+        lambda L: L.request_open(K, order_id="o", side="buy", qty=1, at=datetime(2025, 1, 1)),
         lambda L: L.request_open(K, order_id="o", side="buy", qty=Decimal(1), at=T0, price=-1),
         lambda L: L.request_open(K, order_id="", side="buy", qty=Decimal(1), at=T0),
         lambda L: L.request_exit(K, order_id="x", qty=Decimal(1), at=T0),

@@ -174,7 +174,12 @@ def test_position_state_stays_bounded(ledger: Ledger) -> None:
 
 @pytest.mark.parametrize(
     ("kind", "reason"),
-    [("liquidation", "liquidated"), ("adl", "adl"), ("delivery", "delivered"), ("settle", "settled")],
+    [
+        ("liquidation", "liquidated"),
+        ("adl", "adl"),
+        ("delivery", "delivered"),
+        ("settle", "settled"),
+    ],
 )
 def test_non_trade_executions_change_size_and_name_the_close(
     ledger: Ledger, kind: str, reason: str

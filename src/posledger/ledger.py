@@ -55,6 +55,7 @@ from posledger.position import (
     decide_order_end,
     decide_request,
     evolve,
+    key_of,
     project,
     register,
 )
@@ -501,7 +502,7 @@ class Ledger:
             for notification in page:
                 event = self._app.mapper.to_domain_event(notification)
                 assert isinstance(event, KeyRegistered)
-                self._keys[event.originator_id] = _key_of(event)
+                self._keys[event.originator_id] = key_of(event)
             position = page[-1].id
         self._log_position = top
 
@@ -525,7 +526,7 @@ class Ledger:
     def _follow(self, event: PositionEvent) -> None:
         stream = event.originator_id
         if isinstance(event, KeyRegistered):
-            self._keys[stream] = _key_of(event)
+            self._keys[stream] = key_of(event)
         state = self._states.get(stream)
         if state is None:
             if isinstance(event, KeyRegistered):
@@ -560,16 +561,6 @@ class Ledger:
             raise StorageUnavailable(
                 f"{self.settings.description}: {type(error).__name__}: {error}"
             ) from error
-
-
-def _key_of(event: KeyRegistered) -> PositionKey:
-    return PositionKey(
-        venue=event.venue,
-        account=event.account,
-        category=event.category,
-        symbol=event.symbol,
-        idx=event.idx,
-    )
 
 
 def _first_of_each(fills: Sequence[Fill]) -> list[Fill]:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
+from typing import TypeVar
 
 import attrs
 
@@ -19,6 +20,22 @@ from posledger.errors import InvalidInput
 
 STREAM_NAMESPACE = uuid.UUID("6f1c1e0a-3b0e-5d55-9a55-706f736c6564")
 """uuid5 namespace of position streams; changing it orphans every stored stream."""
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _parse_choice(cls: type[E], value: object, noun: str) -> E:
+    """An enum member from itself or its case-insensitive value; anything else is refused."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            pass
+    choices = ", ".join(repr(member.value) for member in cls)
+    raise InvalidInput(f"unknown {noun} {value!r}: expected one of {choices}")
 
 
 class Side(StrEnum):
@@ -30,14 +47,7 @@ class Side(StrEnum):
     @classmethod
     def parse(cls, value: object) -> Side:
         """Accept a Side or a case-insensitive 'buy'/'sell' (Bybit writes 'Buy'/'Sell')."""
-        if isinstance(value, Side):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls(value.strip().lower())
-            except ValueError:
-                pass
-        raise InvalidInput(f"unknown side {value!r}: expected 'buy' or 'sell'")
+        return _parse_choice(cls, value, "side")
 
     @property
     def opposite(self) -> Side:
@@ -60,15 +70,7 @@ class ExecKind(StrEnum):
 
     @classmethod
     def parse(cls, value: object) -> ExecKind:
-        if isinstance(value, ExecKind):
-            return value
-        if isinstance(value, str):
-            try:
-                return cls(value.strip().lower())
-            except ValueError:
-                pass
-        kinds = ", ".join(k.value for k in cls)
-        raise InvalidInput(f"unknown execution kind {value!r}: expected one of {kinds}")
+        return _parse_choice(cls, value, "execution kind")
 
     @property
     def changes_size(self) -> bool:

@@ -144,14 +144,9 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
     if state is None:
         if not isinstance(event, KeyRegistered):
             raise ValueError(f"a stream must start with KeyRegistered, not {type(event).__name__}")
-        key = PositionKey(
-            venue=event.venue,
-            account=event.account,
-            category=event.category,
-            symbol=event.symbol,
-            idx=event.idx,
+        return PositionState(
+            key=key_of(event), version=event.originator_version, updated_at=event.timestamp
         )
-        return PositionState(key=key, version=event.originator_version, updated_at=event.timestamp)
     if event.originator_version != state.version + 1:
         raise ValueError(
             f"{state.key}: event version {event.originator_version} does not follow {state.version}"
@@ -172,6 +167,16 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
     if isinstance(event, Closed):
         return stamped
     raise ValueError(f"unknown event {type(event).__name__}")
+
+
+def key_of(event: KeyRegistered) -> PositionKey:
+    return PositionKey(
+        venue=event.venue,
+        account=event.account,
+        category=event.category,
+        symbol=event.symbol,
+        idx=event.idx,
+    )
 
 
 def project(state: PositionState | None, events: Iterable[PositionEvent]) -> PositionState | None:
