@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -276,8 +276,10 @@ class Ledger:
         *,
         now: datetime | None = None,
         policy: ReconcilePolicy | None = None,
+        skip: Collection[PositionKey] = (),
     ) -> ReconcileReport:
-        """Judge every key the snapshot covers; write only explicit, auditable corrections."""
+        """Judge every key the snapshot covers (but those in ``skip``); write only explicit,
+        auditable corrections."""
         if not isinstance(snapshot, Snapshot):
             raise InvalidInput(f"expected a Snapshot, got {type(snapshot).__name__}")
         when = self._time(now, "now")
@@ -286,6 +288,7 @@ class Ledger:
             self._catch_up()
             keys = {k for k in self._keys.values() if snapshot.covers(k)}
         keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
+        keys.difference_update(skip)
         outcomes = []
         for key in sorted(keys, key=str):
 

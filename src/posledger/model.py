@@ -399,10 +399,10 @@ class Snapshot:
         return self._by_leg.get((key.symbol, key.idx))
 
     def key_for(self, position: ExchangePosition) -> PositionKey:
+        return self.key(position.symbol, position.idx)
+
+    def key(self, symbol: str, idx: int = 0) -> PositionKey:
+        """The key of ``symbol``/``idx`` in this snapshot's venue, account and category."""
         return PositionKey(
-            venue=self.venue,
-            account=self.account,
-            category=self.category,
-            symbol=position.symbol,
-            idx=position.idx,
+            venue=self.venue, account=self.account, category=self.category, symbol=symbol, idx=idx
         )

@@ -177,6 +177,19 @@ def decide_reconcile(
     return Judgement(Outcome.CORRECTED, correction, emitter.events)
 
 
+def needs_recovery(
+    state: PositionState, snapshot: Snapshot, now: datetime, policy: ReconcilePolicy
+) -> bool:
+    """Whether the exchange's execution history may explain something before any correction:
+    the sizes disagree, or requests past grace might have filled unseen."""
+    exchange = snapshot.position(state.key)
+    side = exchange.side if exchange is not None else None
+    size = exchange.size if exchange is not None else ZERO
+    if not _agrees(state, side, size, policy.tolerance):
+        return True
+    return any(now - order.requested_at >= policy.grace for order in state.pending_orders)
+
+
 def _agrees(state: PositionState, side: Side | None, size: Decimal, tolerance: Decimal) -> bool:
     if state.size == 0 or size == 0:
         return state.size == 0 and size == 0
