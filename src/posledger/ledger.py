@@ -9,6 +9,7 @@ writes and an agreeing reconciliation costs no per-key reads.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -66,6 +67,7 @@ from posledger.reconcile import (
     ReconcileReport,
     decide_reconcile,
 )
+from posledger.snapshot import PositionSnapshot, project_from_store
 from posledger.storage import StorageSettings, settings_for
 
 log = logging.getLogger("posledger")
@@ -128,8 +130,10 @@ class Ledger:
         policy: ReconcilePolicy | None = None,
         clock: Clock | None = None,
         max_retries: int = 12,
+        snapshot_every: int = 200,
     ) -> None:
         self.settings = settings
+        self.snapshot_every = snapshot_every
         self.policy = policy or ReconcilePolicy()
         self.clock: Clock = clock or utc_now
         self.max_retries = max_retries
@@ -139,7 +143,7 @@ class Ledger:
         self._seen: OrderedDict[uuid.UUID, str] = OrderedDict()
         self._log_position = 0
         with self._storage_errors():
-            self._app = _Store(env=settings.env)
+            self._app = _Store(env={**settings.env, "IS_SNAPSHOTTING_ENABLED": "y"})
             self._discover_keys()
 
     @classmethod
@@ -151,14 +155,17 @@ class Ledger:
         clock: Clock | None = None,
         timeout: float = 5.0,
         max_retries: int = 12,
+        snapshot_every: int = 200,
     ) -> Ledger:
         """Open (creating if needed) the ledger at ``url``: ``memory://``, ``sqlite:///path.db``
-        or ``postgresql://user@host:port/db?schema=name``."""
+        or ``postgresql://user@host:port/db?schema=name``. A key's state is snapshotted every
+        ``snapshot_every`` events so loading it never replays its whole history."""
         return cls(
             settings_for(url, lock_timeout_s=timeout),
             policy=policy,
             clock=clock,
             max_retries=max_retries,
+            snapshot_every=snapshot_every,
         )
 
     def close(self) -> None:
@@ -425,11 +432,21 @@ class Ledger:
                     self._states[key.stream_id] = state
                     self._keys[key.stream_id] = key
                     self._advance_log([r.notification.id for r in recordings])
+                    self._snapshot_if_due(base.version if stored is not None else 0, state)
                     return state, extra
             time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
         raise ConcurrencyError(
             f"{key}: gave up after {self.max_retries} attempts; other writers kept changing it"
         )
+
+    def _snapshot_if_due(self, previous_version: int, state: PositionState) -> None:
+        """Snapshot the state we already hold when a save crossed a multiple of the interval.
+        A concurrent writer's identical snapshot wins harmlessly."""
+        every = self.snapshot_every
+        if self._app.snapshots is None or state.version // every == previous_version // every:
+            return
+        with contextlib.suppress(IntegrityError):
+            self._app.snapshots.put([PositionSnapshot.take(state)])
 
     def _fresh_fills(self, key: PositionKey, fills: Sequence[Fill]) -> list[Fill]:
         """Fills not recorded before; raises on a known exec_id with another payload."""
@@ -483,7 +500,7 @@ class Ledger:
     def _load(self, stream_id: uuid.UUID, version: int | None = None) -> PositionState | None:
         try:
             return self._app.repository.get(  # type: ignore[type-var]
-                stream_id, version=version, projector_func=project
+                stream_id, version=version, projector_func=project_from_store
             )
         except AggregateNotFoundError:
             return None
