@@ -269,3 +269,18 @@ def test_time_travel_by_version_and_time(ledger: Ledger) -> None:
     assert ledger.position(K, at=at(2.5)).size == 3  # type: ignore[union-attr]
     assert ledger.position(K, at=at(0)) is None
     assert ledger.position(K).status is Status.FLAT  # type: ignore[union-attr]
+
+
+def test_a_flip_drops_the_exits_of_the_old_side(ledger: Ledger) -> None:
+    ledger.record_fill(K, fill("e1", "buy", "1"))
+    ledger.request_exit(K, order_id="tp", qty=Decimal(1), at=T0)
+    ledger.record_fill(K, fill("e2", "sell", "3"))
+    state = ledger.position(K)
+    assert state is not None and state.side is Side.SELL and state.pending_orders == ()
+    assert last_event(ledger, K, "Closed").cleared_orders == ["tp"]
+
+
+def test_a_late_older_fill_never_lowers_the_last_seq(ledger: Ledger) -> None:
+    ledger.record_fill(K, fill("e2", "buy", "1", seq=200))
+    ledger.record_fill(K, fill("e1", "buy", "1", seq=100))
+    assert ledger.position(K).last_fill_seq == 200  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -34,6 +34,7 @@ from posledger.events import (
 from posledger.model import ExecKind, Fill, PositionKey, Side, Status, aware_utc
 
 ZERO = Decimal(0)
+T = TypeVar("T", int, datetime)
 
 CLOSE_REASON_BY_KIND = {
     ExecKind.TRADE: "filled",
@@ -225,8 +226,8 @@ def _apply_execution(state: PositionState, event: ExecutionEvent) -> PositionSta
         state,
         pending_orders=orders,
         fees=state.fees + event.fee,
-        last_fill_seq=event.seq if event.seq is not None else state.last_fill_seq,
-        last_fill_time=max(filter(None, (state.last_fill_time, event.exec_time))),
+        last_fill_seq=_latest(state.last_fill_seq, event.seq),
+        last_fill_time=_latest(state.last_fill_time, event.exec_time),
         overfills=state.overfills + (1 if event.overfill > 0 else 0),
     )
 
@@ -263,6 +264,12 @@ def _apply_execution(state: PositionState, event: ExecutionEvent) -> PositionSta
         lifecycle_fees=after_close.lifecycle_fees + fee_opening,
     )
     return _settle(after_close, after_open, event.timestamp)
+
+
+def _latest(known: T | None, new: T | None) -> T | None:
+    if known is None or (new is not None and new > known):
+        return new
+    return known
 
 
 def _orders_after_execution(
@@ -316,15 +323,12 @@ def _settle(before: PositionState, after: PositionState, at: datetime) -> Positi
     """Apply lifecycle rules to a transition: end the lifecycle when the position reached zero or
     changed side (or a never-filled lifecycle went flat), start one when the key left flat.
 
-    Reduce-only exits cannot outlive the position they reduce, so a close drops them.
+    Reduce-only exits cannot outlive the position they reduce, so a close or a flip drops them.
     """
     had_position = before.size > 0
     closed = had_position and (after.size == 0 or after.side is not before.side)
-    if closed and after.size == 0:
-        exits = tuple(o.order_id for o in after.pending_orders if o.reduce_only)
-        after = _without_orders(after, set(exits))
-    else:
-        exits = ()
+    exits = tuple(o.order_id for o in after.pending_orders if o.reduce_only) if closed else ()
+    after = _without_orders(after, set(exits))
     ended = before.active and (
         closed or (not had_position and after.status is Status.FLAT)
     )
