@@ -321,3 +321,36 @@ def test_a_decision_is_recomputed_when_a_fill_lands_meanwhile(
         assert report.outcome(BTC).outcome is Outcome.AGREES  # type: ignore[union-attr]
         assert "Reconciled" not in event_names(reconciler, BTC)
         assert reconciler.position(BTC).size == 1  # type: ignore[union-attr]
+
+
+def test_a_late_fill_the_phantom_snapshot_already_reflected_is_absorbed(ledger: Ledger) -> None:
+    ledger.record_fill(BTC, fill("open", "buy", "1", exec_time=T0, seq=10))
+    ledger.reconcile(snapshot(at(5)), now=at(5))
+    ledger.reconcile(snapshot(at(6)), now=at(6))
+    late_tp = ledger.record_fill(BTC, fill("tp", "sell", "1", "110", exec_time=at(3), fee="0.1"))
+    assert late_tp.event == "Filled" and not late_tp.duplicate
+    assert last_event(ledger, BTC, "Filled").absorbed is True
+    state = ledger.position(BTC)
+    assert state is not None and state.status is Status.FLAT and state.side is None
+    assert state.fees == Decimal("0.1")
+    fresh = ledger.record_fill(BTC, fill("next", "sell", "2", exec_time=at(7)))
+    assert fresh.event == "Filled"
+    assert ledger.position(BTC).signed_size == Decimal(-2)  # type: ignore[union-attr]
+
+
+def test_seq_decides_absorption_when_both_sides_have_it(ledger: Ledger) -> None:
+    k = key("AGIUSDT")
+    ledger.record_fill(k, fill("open", "sell", "4160", "0.05", exec_time=T0, seq=100))
+    ledger.request_exit(k, order_id="aged-exit", qty=Decimal(4160), at=at(1))
+    exchange = [row("AGIUSDT", "sell", "3160", seq=150)]
+    for minute in (10, 11):
+        ledger.reconcile(
+            snapshot(at(minute), exchange, open_order_ids=["aged-exit"]), now=at(minute)
+        )
+    assert ledger.position(k).size == 3160  # type: ignore[union-attr]
+    ledger.record_fill(k, fill("p1", "buy", "1000", order_id="aged-exit", exec_time=at(9), seq=140))
+    assert ledger.position(k).size == 3160  # type: ignore[union-attr]
+    ledger.record_fill(k, fill("p2", "buy", "160", order_id="aged-exit", exec_time=at(9), seq=160))
+    state = ledger.position(k)
+    assert state is not None and state.size == 3000
+    assert state.pending("aged-exit").filled == 1160  # type: ignore[union-attr]

@@ -72,7 +72,9 @@ class ExecutionEvent(PositionEvent):
     ``reduce_only`` says the fill may only shrink the position (its order was an exit, or the
     key is a hedge leg and the fill is on the other side); ``overfill`` is the quantity beyond
     what the order had left, or beyond the position for a reduce-only fill: recorded, never
-    silently dropped.
+    silently dropped. ``absorbed`` marks a late execution that the snapshot behind the last
+    correction already reflected (its seq, else its time, is not later): it is recorded and its
+    fee counted, but it does not change the size a second time.
     """
 
     TOPIC: ClassVar[str] = "posledger:ExecutionEvent"
@@ -89,6 +91,7 @@ class ExecutionEvent(PositionEvent):
     leaves_qty: Decimal | None
     reduce_only: bool
     overfill: Decimal
+    absorbed: bool
 
 
 @dataclass(frozen=True)

@@ -112,6 +112,8 @@ class PositionState:
     pending_orders: tuple[PendingOrder, ...] = ()
     last_fill_seq: int | None = None
     last_fill_time: datetime | None = None
+    corrected_seq: int | None = None
+    corrected_at: datetime | None = None
     last_snapshot_at: datetime | None = None
     suspect: SuspectRun | None = None
     overfills: int = 0
@@ -216,8 +218,8 @@ def _apply_execution(state: PositionState, event: ExecutionEvent) -> PositionSta
     (or adds); a zero crossing ends the lifecycle between the two parts."""
     side = Side(event.side)
     opposes = state.side is not None and side is not state.side
-    closing = min(event.qty, state.size) if opposes else ZERO
-    opening = ZERO if event.reduce_only else event.qty - closing
+    closing = min(event.qty, state.size) if opposes and not event.absorbed else ZERO
+    opening = ZERO if event.reduce_only or event.absorbed else event.qty - closing
     fee_closing = event.fee if opening == 0 else event.fee * closing / event.qty
     fee_opening = event.fee - fee_closing
 
@@ -308,6 +310,8 @@ def _apply_reconciled(state: PositionState, event: Reconciled) -> PositionState:
         avg_entry_price=event.after_avg_price if event.after_size > 0 else None,
         suspect=None,
         last_snapshot_at=event.snapshot_taken_at,
+        corrected_seq=_latest(state.corrected_seq, event.snapshot_seq),
+        corrected_at=_latest(state.corrected_at, event.snapshot_taken_at),
     )
     return _settle(state, after, event.timestamp)
 
@@ -479,8 +483,16 @@ def _emit_fill(emitter: Emitter, fill: Fill) -> None:
         "leaves_qty": fill.leaves_qty,
     }
     if not fill.kind.changes_size:
-        emitter.emit(FundingSettled, fill.exec_time, reduce_only=False, overfill=ZERO, **fields)
+        emitter.emit(
+            FundingSettled,
+            fill.exec_time,
+            reduce_only=False,
+            overfill=ZERO,
+            absorbed=False,
+            **fields,
+        )
         return
+    absorbed = _reflected_by_last_correction(state, fill)
     order = state.pending(fill.order_id) if fill.order_id else None
     leg = state.key.leg_side
     reduce_only = (order is not None and order.reduce_only) or (
@@ -498,10 +510,19 @@ def _emit_fill(emitter: Emitter, fill: Fill) -> None:
         cls,
         fill.exec_time,
         reduce_only=reduce_only,
-        overfill=max(over_order, over_position),
+        overfill=ZERO if absorbed else max(over_order, over_position),
+        absorbed=absorbed,
         **fields,
     )
     emitter.close_if_ended(CLOSE_REASON_BY_KIND[fill.kind], fill.exec_time, state)
+
+
+def _reflected_by_last_correction(state: PositionState, fill: Fill) -> bool:
+    """Bybit ``seq`` orders an execution against the snapshot a correction came from; without
+    it, time does."""
+    if fill.seq is not None and state.corrected_seq is not None:
+        return fill.seq <= state.corrected_seq
+    return state.corrected_at is not None and fill.exec_time <= state.corrected_at
 
 
 def decide_order_end(
