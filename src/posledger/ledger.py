@@ -106,10 +106,18 @@ class FillBatchResult:
         return sum(1 for f in self.fills if not f.duplicate)
 
 
-class _Store(Application[uuid.UUID]):
-    """eventsourcing Application holding every position stream and execution marker."""
+class LedgerApplication(Application[uuid.UUID]):
+    """eventsourcing Application holding every position stream and execution marker.
+
+    Its name fixes the table names, so every reader of a store (ledgers, read models, audit)
+    constructs this class with the environment of :func:`posledger.storage.settings_for`.
+    """
 
     name = "posledger"
+
+    @classmethod
+    def for_settings(cls, settings: StorageSettings) -> LedgerApplication:
+        return cls(env={**settings.env, "IS_SNAPSHOTTING_ENABLED": "y"})
 
 
 def _marker_id(key: PositionKey, exec_id: str) -> uuid.UUID:
@@ -143,7 +151,7 @@ class Ledger:
         self._seen: OrderedDict[uuid.UUID, str] = OrderedDict()
         self._log_position = 0
         with self._storage_errors():
-            self._app = _Store(env={**settings.env, "IS_SNAPSHOTTING_ENABLED": "y"})
+            self._app = LedgerApplication.for_settings(settings)
             self._discover_keys()
 
     @classmethod
