@@ -70,7 +70,8 @@ def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
         raise InvalidInput("postgresql URL needs a host and a database: postgresql://user@host/db")
     query = parse_qs(parts.query)
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "posledger.postgres:BoundedPostgresFactory",
+        "POSLEDGER_STORAGE_TIMEOUT": str(lock_timeout_s),
         "POSTGRES_DBNAME": unquote(dbname),
         "POSTGRES_HOST": parts.hostname,
         "POSTGRES_PORT": str(parts.port or 5432),
