@@ -38,40 +38,34 @@ def _within(deadline_s: float, call: Callable[[], R]) -> R:
             time.sleep(pause)
 
 
+def _bounded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The method without eventsourcing's fixed retries, retried within ``self.deadline_s``."""
+    unwrapped: Callable[..., Any] = getattr(method, "__wrapped__")  # noqa: B009
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    return call
+
+
 class BoundedAggregateRecorder(PostgresAggregateRecorder):
     """Snapshots: the aggregate recorder with deadline-bounded retries."""
 
     deadline_s = 5.0
-
-    def insert_events(self, *args: Any, **kwargs: Any) -> Any:
-        unwrapped = PostgresAggregateRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
-        return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
-
-    def select_events(self, *args: Any, **kwargs: Any) -> Any:
-        unwrapped = PostgresAggregateRecorder.select_events.__wrapped__  # type: ignore[attr-defined]
-        return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
+    insert_events = _bounded(PostgresAggregateRecorder.insert_events)
+    select_events = _bounded(PostgresAggregateRecorder.select_events)
 
 
 class BoundedApplicationRecorder(PostgresApplicationRecorder):
     """Events and the notification log, with deadline-bounded retries."""
 
     deadline_s = 5.0
-
-    def insert_events(self, *args: Any, **kwargs: Any) -> Any:
-        unwrapped = PostgresApplicationRecorder.insert_events.__wrapped__  # type: ignore[attr-defined]
-        return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
-
-    def select_events(self, *args: Any, **kwargs: Any) -> Any:
-        unwrapped = PostgresAggregateRecorder.select_events.__wrapped__  # type: ignore[attr-defined]
-        return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
-
-    def select_notifications(self, *args: Any, **kwargs: Any) -> Any:
-        unwrapped = PostgresApplicationRecorder.select_notifications.__wrapped__  # type: ignore[attr-defined]
-        return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
-
-    def max_notification_id(self) -> Any:
-        unwrapped = PostgresApplicationRecorder.max_notification_id.__wrapped__  # type: ignore[attr-defined]
-        return _within(self.deadline_s, lambda: unwrapped(self))
+    insert_events = _bounded(PostgresApplicationRecorder.insert_events)
+    select_events = _bounded(PostgresAggregateRecorder.select_events)
+    select_notifications = _bounded(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _bounded(PostgresApplicationRecorder.max_notification_id)
 
 
 class BoundedPostgresFactory(PostgresFactory):
