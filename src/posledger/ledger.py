@@ -150,6 +150,8 @@ class Ledger:
         self._keys: dict[uuid.UUID, PositionKey] = {}
         self._seen: OrderedDict[uuid.UUID, str] = OrderedDict()
         self._log_position = 0
+        self.conflict_retries = 0
+        """Saves refused for a stale version and recomputed: an operational figure."""
         with self._storage_errors():
             self._app = LedgerApplication.for_settings(settings)
             self._discover_keys()
@@ -428,6 +430,7 @@ class Ledger:
                 try:
                     recordings = self._app.save(*events)
                 except IntegrityError:
+                    self.conflict_retries += 1
                     self._states.pop(key.stream_id, None)
                     if on_conflict is not None:
                         on_conflict()
