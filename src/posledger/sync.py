@@ -30,7 +30,7 @@ from posledger.reconcile import (
     ReconcileReport,
     needs_recovery,
 )
-from posledger.venues.base import Venue
+from posledger.venues.base import AsyncVenue, Venue
 
 log = logging.getLogger("posledger.sync")
 
@@ -57,6 +57,109 @@ class SyncReport:
         return sum(self.recovered.values())
 
 
+@attrs.frozen
+class RecoveryPlan:
+    """Which keys may have missed executions, since when, and which fetched fills are theirs.
+
+    Pure, so the blocking and the asyncio synchronizers share every decision."""
+
+    since: datetime | None
+    knowledge: dict[PositionKey, datetime]
+    states: dict[PositionKey, PositionState]
+
+    @classmethod
+    def for_round(
+        cls,
+        states: dict[PositionKey, PositionState],
+        snapshot: Snapshot,
+        now: datetime,
+        policy: ReconcilePolicy,
+        lookback: timedelta,
+    ) -> RecoveryPlan:
+        covered = {key: state for key, state in states.items() if snapshot.covers(key)}
+        knowledge = {
+            key: _knowledge_point(state)
+            for key, state in covered.items()
+            if needs_recovery(state, snapshot, now, policy)
+        }
+        since = (
+            max(min(knowledge.values()) - RECOVERY_MARGIN, now - lookback) if knowledge else None
+        )
+        return cls(since, knowledge, covered)
+
+    def assign(self, snapshot: Snapshot, fills: list[Fill]) -> list[tuple[PositionKey, list[Fill]]]:
+        """Fetched fills grouped by the recovering key they belong to, in key order. A fill
+        older than the key's last known event is offered only if it is of a pending order."""
+        by_key: dict[PositionKey, list[Fill]] = defaultdict(list)
+        for fill in fills:
+            if fill.symbol is None:
+                continue
+            key = snapshot.key(fill.symbol, fill.idx or 0)
+            if key not in self.knowledge:
+                continue
+            ours = bool(fill.order_id) and self.states[key].pending(fill.order_id) is not None
+            if ours or fill.exec_time >= self.knowledge[key] - RECOVERY_MARGIN:
+                by_key[key].append(fill)
+        return sorted(by_key.items(), key=lambda item: str(item[0]))
+
+
+def conflict_outcome(key: PositionKey, conflict: ExecutionConflict) -> KeyOutcome:
+    log.error("%s: recovered execution conflicts: %s", key, conflict)
+    return KeyOutcome(key, Outcome.CONFLICT, detail=str(conflict))
+
+
+def finish_round(
+    venue: Venue | AsyncVenue,
+    snapshot: Snapshot,
+    recovered: dict[PositionKey, int],
+    conflicts: list[KeyOutcome],
+    report: ReconcileReport,
+) -> SyncReport:
+    result = SyncReport(snapshot, recovered, tuple(conflicts), report)
+    log.info(
+        "sync round",
+        extra={
+            "venue": venue.venue,
+            "account": venue.account,
+            "category": venue.category,
+            "taken_at": snapshot.taken_at.isoformat(),
+            "fills_recovered": result.fills_recovered,
+            "corrections": len(report.corrections),
+            "suspects": len(report.suspects),
+            "conflicts": len(conflicts),
+        },
+    )
+    return result
+
+
+class Backoff:
+    """Exponential backoff with jitter after failed reads, capped; reset by a good round."""
+
+    def __init__(self, interval: timedelta, max_backoff: timedelta) -> None:
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.failures = 0
+
+    def succeeded(self) -> timedelta:
+        self.failures = 0
+        return self.interval
+
+    def failed(self, error: ExchangeUnavailable, staleness: timedelta | None) -> timedelta:
+        self.failures += 1
+        base: timedelta = self.interval * 2 ** min(self.failures - 1, 16)
+        delay = min(base, self.max_backoff) * random.uniform(0.5, 1.0)
+        log.warning(
+            "exchange read failed (%s); retrying in %.1fs",
+            error,
+            delay.total_seconds(),
+            extra={
+                "failures": self.failures,
+                "staleness_s": None if staleness is None else staleness.total_seconds(),
+            },
+        )
+        return delay
+
+
 class Synchronizer:
     """Keeps one ledger in step with one venue account/category."""
 
@@ -75,11 +178,13 @@ class Synchronizer:
         self.venue = venue
         self.policy = policy or ledger.policy
         self.lookback = lookback
-        self.interval = interval
-        self.max_backoff = max_backoff
+        self.backoff = Backoff(interval, max_backoff)
         self.clock = clock or ledger.clock
         self.last_good_snapshot_at: datetime | None = None
-        self.consecutive_failures = 0
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.backoff.failures
 
     def staleness(self, now: datetime | None = None) -> timedelta | None:
         """Time since the last complete snapshot; None before the first one."""
@@ -91,66 +196,24 @@ class Synchronizer:
         """One round. Raises ExchangeUnavailable (writing nothing) if any read fails."""
         when = aware_utc(now or self.clock(), "now")
         snapshot = self.venue.fetch_snapshot()
-        states = {s.key: s for s in self.ledger.positions() if snapshot.covers(s.key)}
-        recovering = {
-            key: _knowledge_point(state)
-            for key, state in states.items()
-            if needs_recovery(state, snapshot, when, self.policy)
-        }
-        fills: list[Fill] = []
-        if recovering:
-            since = max(min(recovering.values()) - RECOVERY_MARGIN, when - self.lookback)
-            fills = self.venue.fetch_executions(since=since, until=when)
+        states = {s.key: s for s in self.ledger.positions()}
+        plan = RecoveryPlan.for_round(states, snapshot, when, self.policy, self.lookback)
+        fills = [] if plan.since is None else self.venue.fetch_executions(plan.since, when)
         self.last_good_snapshot_at = snapshot.taken_at
-        recovered, conflicts = self._apply(snapshot, recovering, states, fills)
+        recovered: dict[PositionKey, int] = {}
+        conflicts: list[KeyOutcome] = []
+        for key, key_fills in plan.assign(snapshot, fills):
+            try:
+                applied = self.ledger.record_fills(key, key_fills).applied
+            except ExecutionConflict as conflict:
+                conflicts.append(conflict_outcome(key, conflict))
+                continue
+            if applied:
+                recovered[key] = applied
         report = self.ledger.reconcile(
             snapshot, now=when, policy=self.policy, skip=[c.key for c in conflicts]
         )
-        result = SyncReport(snapshot, recovered, tuple(conflicts), report)
-        log.info(
-            "sync round",
-            extra={
-                "venue": self.venue.venue,
-                "account": self.venue.account,
-                "category": self.venue.category,
-                "taken_at": snapshot.taken_at.isoformat(),
-                "fills_recovered": result.fills_recovered,
-                "corrections": len(report.corrections),
-                "suspects": len(report.suspects),
-                "conflicts": len(conflicts),
-            },
-        )
-        return result
-
-    def _apply(
-        self,
-        snapshot: Snapshot,
-        recovering: dict[PositionKey, datetime],
-        states: dict[PositionKey, PositionState],
-        fills: list[Fill],
-    ) -> tuple[dict[PositionKey, int], list[KeyOutcome]]:
-        by_key: dict[PositionKey, list[Fill]] = defaultdict(list)
-        for fill in fills:
-            if fill.symbol is None:
-                continue
-            key = snapshot.key(fill.symbol, fill.idx or 0)
-            if key not in recovering:
-                continue
-            ours = states[key].pending(fill.order_id) is not None if fill.order_id else False
-            if ours or fill.exec_time >= recovering[key] - RECOVERY_MARGIN:
-                by_key[key].append(fill)
-        recovered: dict[PositionKey, int] = {}
-        conflicts: list[KeyOutcome] = []
-        for key, key_fills in sorted(by_key.items(), key=lambda item: str(item[0])):
-            try:
-                batch = self.ledger.record_fills(key, key_fills)
-            except ExecutionConflict as conflict:
-                log.error("%s: recovered execution conflicts: %s", key, conflict)
-                conflicts.append(KeyOutcome(key, Outcome.CONFLICT, detail=str(conflict)))
-                continue
-            if batch.applied:
-                recovered[key] = batch.applied
-        return recovered, conflicts
+        return finish_round(self.venue, snapshot, recovered, conflicts, report)
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         """Run rounds every ``interval`` until ``stop`` is set; on a failed read back off
@@ -160,25 +223,10 @@ class Synchronizer:
             try:
                 self.run_once()
             except ExchangeUnavailable as error:
-                self.consecutive_failures += 1
-                delay = self._backoff()
-                log.warning(
-                    "exchange read failed (%s); retrying in %.1fs",
-                    error,
-                    delay.total_seconds(),
-                    extra={
-                        "failures": self.consecutive_failures,
-                        "staleness_s": _seconds(self.staleness()),
-                    },
-                )
+                delay = self.backoff.failed(error, self.staleness())
             else:
-                self.consecutive_failures = 0
-                delay = self.interval
+                delay = self.backoff.succeeded()
             stop.wait(delay.total_seconds())
-
-    def _backoff(self) -> timedelta:
-        base: timedelta = self.interval * 2 ** min(self.consecutive_failures - 1, 16)
-        return min(base, self.max_backoff) * random.uniform(0.5, 1.0)
 
 
 def _knowledge_point(state: PositionState) -> datetime:
@@ -188,7 +236,3 @@ def _knowledge_point(state: PositionState) -> datetime:
     if state.pending_orders:
         return min(order.requested_at for order in state.pending_orders)
     return state.updated_at
-
-
-def _seconds(delta: timedelta | None) -> float | None:
-    return None if delta is None else delta.total_seconds()

@@ -27,3 +27,18 @@ class Venue(Protocol):
     def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
         """Every execution in ``[since, until]``, oldest first, with ``symbol`` and ``idx`` set."""
         ...
+
+
+@runtime_checkable
+class AsyncVenue(Protocol):
+    """The same reads as :class:`Venue`, as coroutines (ccxt's ``async_support``)."""
+
+    venue: str
+    account: str
+    category: str
+
+    async def fetch_snapshot(self) -> Snapshot: ...
+
+    async def fetch_executions(
+        self, since: datetime, until: datetime | None = None
+    ) -> list[Fill]: ...
