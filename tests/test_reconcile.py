@@ -354,3 +354,16 @@ def test_seq_decides_absorption_when_both_sides_have_it(ledger: Ledger) -> None:
     state = ledger.position(k)
     assert state is not None and state.size == 3000
     assert state.pending("aged-exit").filled == 1160  # type: ignore[union-attr]
+
+
+def test_snapshots_older_than_a_correction_cannot_undo_it(ledger: Ledger) -> None:
+    open_long(ledger, size="0.5")
+    ledger.reconcile(snapshot(at(60)), now=at(60))
+    ledger.reconcile(snapshot(at(61)), now=at(61))
+    assert ledger.open_positions() == []
+    history = ledger.history(BTC)
+    for minute in (30, 31):
+        late = ledger.reconcile(snapshot(at(minute), [row("BTCUSDT", "buy", "0.5")]), now=at(62))
+        assert late.outcome(BTC).outcome is Outcome.ALREADY_SEEN  # type: ignore[union-attr]
+    assert ledger.history(BTC) == history
+    assert ledger.open_positions() == []

@@ -76,7 +76,8 @@ class Outcome(StrEnum):
     PENDING = "pending"
     """An order for the key is younger than ``grace``; nothing judged yet."""
     ALREADY_SEEN = "already_seen"
-    """Not later than a snapshot already counted; counts nothing."""
+    """Not later than the last snapshot recorded for the key (a suspect, a reset or the
+    evidence of a correction): old news that can neither count nor undo anything."""
     SUSPECT = "suspect"
     """A disagreement recorded, waiting for more confirmations."""
     CORRECTED = "corrected"
@@ -146,9 +147,12 @@ def decide_reconcile(
         if young:
             return Judgement(Outcome.PENDING, None, [], f"orders in flight: {', '.join(young)}")
     correction = _classify(state, ex_side, ex_size, agrees)
+    last = state.last_snapshot_at
+    if last is not None and snapshot.taken_at <= last:
+        return Judgement(
+            Outcome.ALREADY_SEEN, correction, [], "not later than the last recorded snapshot"
+        )
     suspect = state.suspect
-    if suspect is not None and snapshot.taken_at <= suspect.taken_at:
-        return Judgement(Outcome.ALREADY_SEEN, correction, [], "snapshot already counted")
     same = suspect is not None and (suspect.side, suspect.size) == (ex_side, ex_size)
     count = suspect.count + 1 if same and suspect is not None else 1
     emitter = Emitter(state)
