@@ -33,7 +33,8 @@ def test_bot_loop_runs_and_ends_in_agreement(tmp_path: Path) -> None:
 
 def test_the_readme_api_tour_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
-    (tour,) = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    section = readme.split("## API tour", 1)[1].split("\n## ", 1)[0]
+    (tour,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     monkeypatch.chdir(tmp_path)  # it creates positions.db in the working directory
     exec(compile(tour, "README.md", "exec"), {})
     assert (tmp_path / "positions.db").is_file()
