@@ -88,19 +88,27 @@ def writer(url: str, worker: int, results: multiprocessing.Queue) -> None:  # ty
     deliveries = mine + overlap
     random.Random(worker).shuffle(deliveries)
     duplicates = 0
-    with Ledger.open(url, timeout=30) as ledger:
-        for k, fill in deliveries:
-            duplicates += ledger.record_fill(KEYS[k], fill).duplicate
-        results.put(("writer", worker, ledger.conflict_retries, duplicates))
+    try:
+        with Ledger.open(url, timeout=30) as ledger:
+            for k, fill in deliveries:
+                duplicates += ledger.record_fill(KEYS[k], fill).duplicate
+            results.put(("writer", worker, ledger.conflict_retries, duplicates))
+    except Exception as error:
+        results.put(("error", worker, repr(error), 0))
+        raise
 
 
 def reconciler(url: str, rounds: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    with Ledger.open(url, timeout=30) as ledger:
-        corrections = 0
-        for minute in range(rounds):
-            snapshot = exchange_snapshot(minute)
-            corrections += len(ledger.reconcile(snapshot, now=snapshot.taken_at).corrections)
-        results.put(("reconciler", 0, ledger.conflict_retries, corrections))
+    try:
+        with Ledger.open(url, timeout=30) as ledger:
+            corrections = 0
+            for minute in range(rounds):
+                snapshot = exchange_snapshot(minute)
+                corrections += len(ledger.reconcile(snapshot, now=snapshot.taken_at).corrections)
+            results.put(("reconciler", 0, ledger.conflict_retries, corrections))
+    except Exception as error:
+        results.put(("error", 0, repr(error), 0))
+        raise
 
 
 def test_concurrent_writers_and_a_reconciler_lose_and_double_nothing(durable_url: str) -> None:
@@ -115,6 +123,7 @@ def test_concurrent_writers_and_a_reconciler_lose_and_double_nothing(durable_url
     for process in processes:
         process.start()
     reports = [results.get(timeout=240) for _ in processes]
+    assert [r for r in reports if r[0] == "error"] == []
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0

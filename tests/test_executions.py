@@ -284,3 +284,24 @@ def test_a_late_older_fill_never_lowers_the_last_seq(ledger: Ledger) -> None:
     ledger.record_fill(K, fill("e2", "buy", "1", seq=200))
     ledger.record_fill(K, fill("e1", "buy", "1", seq=100))
     assert ledger.position(K).last_fill_seq == 200  # type: ignore[union-attr]
+
+
+def test_retries_that_run_out_raise_a_clear_concurrency_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eventsourcing.persistence import IntegrityError
+
+    from posledger import ConcurrencyError
+
+    with Ledger.open("memory://", timeout=0.2, max_retries=3) as ledger:
+        ledger.record_fill(K, fill("e1", "buy", "1"))
+
+        def always_conflicting(*_: object, **__: object) -> None:
+            raise IntegrityError("another writer got there first")
+
+        monkeypatch.setattr(ledger._app, "save", always_conflicting)
+        with pytest.raises(ConcurrencyError, match="gave up after"):
+            ledger.record_fill(K, fill("e2", "buy", "1"))
+        assert ledger.conflict_retries >= 3
+        monkeypatch.undo()
+        assert ledger.position(K).size == 1  # type: ignore[union-attr]

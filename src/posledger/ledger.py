@@ -142,6 +142,7 @@ class Ledger:
     ) -> None:
         self.settings = settings
         self.snapshot_every = snapshot_every
+        self.retry_budget_s = settings.timeout_s
         self.policy = policy or ReconcilePolicy()
         self.clock: Clock = clock or utc_now
         self.max_retries = max_retries
@@ -168,8 +169,12 @@ class Ledger:
         snapshot_every: int = 200,
     ) -> Ledger:
         """Open (creating if needed) the ledger at ``url``: ``memory://``, ``sqlite:///path.db``
-        or ``postgresql://user@host:port/db?schema=name``. A key's state is snapshotted every
-        ``snapshot_every`` events so loading it never replays its whole history."""
+        or ``postgresql://user@host:port/db?schema=name``.
+
+        ``timeout`` bounds each wait for the database; a decision refused because another writer
+        changed the position is recomputed at least ``max_retries`` times and for at least
+        ``timeout`` seconds before :class:`ConcurrencyError`. A key's state is snapshotted
+        every ``snapshot_every`` events so loading it never replays its whole history."""
         return cls(
             settings_for(url, lock_timeout_s=timeout),
             policy=policy,
@@ -417,7 +422,10 @@ class Ledger:
     ) -> tuple[PositionState, T]:
         """Load, decide, save; on a version conflict reload and decide again."""
         self._check_key(key)
-        for attempt in range(self.max_retries):
+        started = time.monotonic()
+        attempt = 0
+        while attempt < self.max_retries or time.monotonic() - started < self.retry_budget_s:
+            attempt += 1
             with self._lock, self._storage_errors():
                 stored = self._state(key.stream_id)
                 registration = None if stored is not None else register(key, at)
@@ -445,9 +453,10 @@ class Ledger:
                     self._advance_log([r.notification.id for r in recordings])
                     self._snapshot_if_due(base.version if stored is not None else 0, state)
                     return state, extra
-            time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 6)))
+            time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 5)))
         raise ConcurrencyError(
-            f"{key}: gave up after {self.max_retries} attempts; other writers kept changing it"
+            f"{key}: gave up after {attempt} attempts in {time.monotonic() - started:.1f}s; "
+            "other writers kept changing it"
         )
 
     def _snapshot_if_due(self, previous_version: int, state: PositionState) -> None:

@@ -143,7 +143,10 @@ class PositionState:
 
 
 def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
-    """Apply one event. Deterministic: replaying a stream always yields the same state."""
+    """Apply one event. Deterministic: replaying a stream always yields the same state.
+
+    Replay speed matters (whole ledgers are rebuilt in notebooks), so the common event builds
+    exactly one new state; intermediate states exist only where a lifecycle ends or starts."""
     if state is None:
         if not isinstance(event, KeyRegistered):
             raise ValueError(f"a stream must start with KeyRegistered, not {type(event).__name__}")
@@ -154,21 +157,22 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
         raise ValueError(
             f"{state.key}: event version {event.originator_version} does not follow {state.version}"
         )
-    stamped = attrs.evolve(state, version=event.originator_version, updated_at=event.timestamp)
-    if isinstance(event, OpenRequested | ExitRequested):
-        return _apply_request(stamped, event)
-    if isinstance(event, FundingSettled):
-        return _apply_funding(stamped, event)
+    stamp: dict[str, Any] = {"version": event.originator_version, "updated_at": event.timestamp}
     if isinstance(event, PartiallyFilled | Filled):
-        return _apply_execution(stamped, event)
+        return _apply_execution(state, event, stamp)
+    if isinstance(event, FundingSettled):
+        return _apply_funding(state, event, stamp)
+    if isinstance(event, OpenRequested | ExitRequested):
+        return _apply_request(state, event, stamp)
     if isinstance(event, OrderEnded):
-        return _settle(stamped, _without_orders(stamped, {event.order_id}), event.timestamp)
+        after = _without_orders(state, {event.order_id}, **stamp)
+        return _settle(state, after, event.timestamp)
     if isinstance(event, ExchangeSnapshot):
-        return _apply_snapshot(stamped, event)
+        return _apply_snapshot(state, event, stamp)
     if isinstance(event, Reconciled):
-        return _apply_reconciled(stamped, event)
+        return _apply_reconciled(state, event, stamp)
     if isinstance(event, Closed):
-        return stamped
+        return attrs.evolve(state, **stamp)
     raise ValueError(f"unknown event {type(event).__name__}")
 
 
@@ -189,7 +193,9 @@ def project(state: PositionState | None, events: Iterable[PositionEvent]) -> Pos
     return state
 
 
-def _apply_request(state: PositionState, event: OpenRequested | ExitRequested) -> PositionState:
+def _apply_request(
+    state: PositionState, event: OpenRequested | ExitRequested, stamp: dict[str, Any]
+) -> PositionState:
     order = PendingOrder(
         order_id=event.order_id,
         side=Side(event.side),
@@ -199,21 +205,26 @@ def _apply_request(state: PositionState, event: OpenRequested | ExitRequested) -
         requested_at=event.timestamp,
         price=event.price,
     )
-    after = attrs.evolve(state, pending_orders=(*state.pending_orders, order))
+    after = attrs.evolve(state, pending_orders=(*state.pending_orders, order), **stamp)
     return _settle(state, after, event.timestamp)
 
 
-def _apply_funding(state: PositionState, event: FundingSettled) -> PositionState:
+def _apply_funding(
+    state: PositionState, event: FundingSettled, stamp: dict[str, Any]
+) -> PositionState:
     return attrs.evolve(
         state,
         funding=state.funding + event.fee,
         realized_pnl=state.realized_pnl - event.fee,
         lifecycle_funding=state.lifecycle_funding + event.fee,
         lifecycle_realized_pnl=state.lifecycle_realized_pnl - event.fee,
+        **stamp,
     )
 
 
-def _apply_execution(state: PositionState, event: ExecutionEvent) -> PositionState:
+def _apply_execution(
+    state: PositionState, event: ExecutionEvent, stamp: dict[str, Any]
+) -> PositionState:
     """Split the execution into the part that reduces the position and the part that opens
     (or adds); a zero crossing ends the lifecycle between the two parts."""
     side = Side(event.side)
@@ -223,49 +234,54 @@ def _apply_execution(state: PositionState, event: ExecutionEvent) -> PositionSta
     fee_closing = event.fee if opening == 0 else event.fee * closing / event.qty
     fee_opening = event.fee - fee_closing
 
-    orders = _orders_after_execution(state.pending_orders, event)
-    base = attrs.evolve(
-        state,
-        pending_orders=orders,
-        fees=state.fees + event.fee,
-        last_fill_seq=_latest(state.last_fill_seq, event.seq),
-        last_fill_time=_latest(state.last_fill_time, event.exec_time),
-        overfills=state.overfills + (1 if event.overfill > 0 else 0),
-    )
-
-    after_close = attrs.evolve(base, lifecycle_fees=base.lifecycle_fees + fee_closing)
+    changes: dict[str, Any] = {
+        **stamp,
+        "pending_orders": _orders_after_execution(state.pending_orders, event),
+        "fees": state.fees + event.fee,
+        "last_fill_seq": _latest(state.last_fill_seq, event.seq),
+        "last_fill_time": _latest(state.last_fill_time, event.exec_time),
+        "overfills": state.overfills + (1 if event.overfill > 0 else 0),
+        "lifecycle_fees": state.lifecycle_fees + fee_closing,
+    }
     if closing > 0 and state.side is not None:
         avg = state.avg_entry_price
         pnl = (event.price - avg) * closing * state.side.sign if avg is not None else ZERO
         remaining = state.size - closing
-        after_close = _settle(
-            state,
-            attrs.evolve(
-                after_close,
-                size=remaining,
-                side=state.side if remaining > 0 else None,
-                avg_entry_price=avg if remaining > 0 else None,
-                realized_pnl=after_close.realized_pnl + pnl,
-                lifecycle_realized_pnl=after_close.lifecycle_realized_pnl + pnl,
-            ),
-            event.timestamp,
+        changes.update(
+            size=remaining,
+            side=state.side if remaining > 0 else None,
+            avg_entry_price=avg if remaining > 0 else None,
+            realized_pnl=state.realized_pnl + pnl,
+            lifecycle_realized_pnl=state.lifecycle_realized_pnl + pnl,
         )
+        after_close = _settle(state, attrs.evolve(state, **changes), event.timestamp)
+        if opening == 0:
+            return after_close
+        return _open(after_close, after_close, side, opening, event, fee_opening, {})
     if opening == 0:
-        return after_close if closing > 0 else _settle(state, after_close, event.timestamp)
+        return _settle(state, attrs.evolve(state, **changes), event.timestamp)
+    return _open(state, state, side, opening, event, fee_opening, changes)
 
-    held = after_close.size
-    avg = after_close.avg_entry_price
-    new_avg = event.price if held == 0 or avg is None else (avg * held + event.price * opening) / (
-        held + opening
+
+def _open(
+    before: PositionState,
+    held: PositionState,
+    side: Side,
+    opening: Decimal,
+    event: ExecutionEvent,
+    fee: Decimal,
+    changes: dict[str, Any],
+) -> PositionState:
+    """Add ``opening`` at the execution's price to what ``held`` holds (average cost)."""
+    size, avg = held.size, held.avg_entry_price
+    new_avg = event.price if size == 0 or avg is None else (avg * size + event.price * opening) / (
+        size + opening
     )
-    after_open = attrs.evolve(
-        after_close,
-        side=side,
-        size=held + opening,
-        avg_entry_price=new_avg,
-        lifecycle_fees=after_close.lifecycle_fees + fee_opening,
+    lifecycle_fees = changes.get("lifecycle_fees", held.lifecycle_fees) + fee
+    changes.update(
+        side=side, size=size + opening, avg_entry_price=new_avg, lifecycle_fees=lifecycle_fees
     )
-    return _settle(after_close, after_open, event.timestamp)
+    return _settle(before, attrs.evolve(held, **changes), event.timestamp)
 
 
 def _latest(known: T | None, new: T | None) -> T | None:
@@ -287,7 +303,9 @@ def _orders_after_execution(
     )
 
 
-def _apply_snapshot(state: PositionState, event: ExchangeSnapshot) -> PositionState:
+def _apply_snapshot(
+    state: PositionState, event: ExchangeSnapshot, stamp: dict[str, Any]
+) -> PositionState:
     suspect = (
         SuspectRun(
             side=Side(event.side) if event.side else None,
@@ -298,13 +316,15 @@ def _apply_snapshot(state: PositionState, event: ExchangeSnapshot) -> PositionSt
         if event.suspect
         else None
     )
-    return attrs.evolve(state, suspect=suspect, last_snapshot_at=event.taken_at)
+    return attrs.evolve(state, suspect=suspect, last_snapshot_at=event.taken_at, **stamp)
 
 
-def _apply_reconciled(state: PositionState, event: Reconciled) -> PositionState:
-    cleared = _without_orders(state, set(event.cleared_orders))
-    after = attrs.evolve(
-        cleared,
+def _apply_reconciled(
+    state: PositionState, event: Reconciled, stamp: dict[str, Any]
+) -> PositionState:
+    after = _without_orders(
+        state,
+        set(event.cleared_orders),
         side=Side(event.after_side) if event.after_side else None,
         size=event.after_size,
         avg_entry_price=event.after_avg_price if event.after_size > 0 else None,
@@ -312,15 +332,18 @@ def _apply_reconciled(state: PositionState, event: Reconciled) -> PositionState:
         last_snapshot_at=event.snapshot_taken_at,
         corrected_seq=_latest(state.corrected_seq, event.snapshot_seq),
         corrected_at=_latest(state.corrected_at, event.snapshot_taken_at),
+        **stamp,
     )
     return _settle(state, after, event.timestamp)
 
 
-def _without_orders(state: PositionState, order_ids: set[str]) -> PositionState:
-    return attrs.evolve(
-        state,
-        pending_orders=tuple(o for o in state.pending_orders if o.order_id not in order_ids),
-    )
+def _without_orders(state: PositionState, order_ids: set[str], **changes: Any) -> PositionState:
+    """``state`` without those pending orders, plus ``changes``; itself if nothing changes."""
+    if order_ids and any(o.order_id in order_ids for o in state.pending_orders):
+        changes["pending_orders"] = tuple(
+            o for o in state.pending_orders if o.order_id not in order_ids
+        )
+    return attrs.evolve(state, **changes) if changes else state
 
 
 def _settle(before: PositionState, after: PositionState, at: datetime) -> PositionState:

@@ -23,6 +23,7 @@ class StorageSettings:
     scheme: str
     env: dict[str, str] = attrs.field(repr=False)
     description: str = ""
+    timeout_s: float = 5.0
 
 
 def settings_for(url: str, *, lock_timeout_s: float = 5.0) -> StorageSettings:
@@ -34,7 +35,9 @@ def settings_for(url: str, *, lock_timeout_s: float = 5.0) -> StorageSettings:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme == "memory":
-        return StorageSettings("memory", {"PERSISTENCE_MODULE": "eventsourcing.popo"}, "memory://")
+        return StorageSettings(
+            "memory", {"PERSISTENCE_MODULE": "eventsourcing.popo"}, "memory://", lock_timeout_s
+        )
     if scheme == "sqlite":
         return _sqlite(url, lock_timeout_s)
     if scheme in ("postgresql", "postgres"):
@@ -58,7 +61,7 @@ def _sqlite(url: str, lock_timeout_s: float) -> StorageSettings:
         "SQLITE_DBNAME": path,
         "SQLITE_LOCK_TIMEOUT": str(max(1, round(lock_timeout_s))),
     }
-    return StorageSettings("sqlite", env, f"sqlite:///{path}")
+    return StorageSettings("sqlite", env, f"sqlite:///{path}", lock_timeout_s)
 
 
 def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
@@ -86,4 +89,4 @@ def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
     user = f"{unquote(parts.username)}@" if parts.username else ""
     schema = f"?schema={env['POSTGRES_SCHEMA']}" if "POSTGRES_SCHEMA" in env else ""
     description = f"postgresql://{user}{parts.hostname}:{env['POSTGRES_PORT']}/{dbname}{schema}"
-    return StorageSettings("postgresql", env, description)
+    return StorageSettings("postgresql", env, description, lock_timeout_s)
