@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from posledger import InvalidInput, Ledger
+from posledger import InvalidInput, Ledger, StorageUnavailable
 from posledger.storage import settings_for
 
 
@@ -45,3 +45,36 @@ def test_a_ledger_reopens_its_sqlite_file(tmp_path: Path) -> None:
         assert repr(first) == f"Ledger('{url}')"
     with Ledger.open(url) as second:
         assert second.keys() == []
+
+
+def test_init_db_then_a_least_privilege_open(durable_url: str) -> None:
+    import subprocess
+    import sys
+
+    with pytest.raises(StorageUnavailable, match="init-db"):
+        Ledger.open(durable_url, create_tables=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "posledger.cli", "init-db", durable_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Ledger tables ready" in done.stdout
+    with Ledger.open(durable_url, create_tables=False) as ledger:
+        assert ledger.keys() == []
+
+
+def test_init_db_with_a_bad_url_is_one_clean_line() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "posledger.cli", "init-db", "mysql://x/y"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1

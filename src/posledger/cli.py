@@ -354,6 +354,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# --- posledger init-db ------------------------------------------------------------------
+
+
+@subcommand(
+    "init-db",
+    help="create the ledger's tables (once, with a role that may create them)",
+    description="""\
+Create the event store's tables in the database (and schema) of URL, so that bots can
+run with a least-privilege role and Ledger.open(url, create_tables=False). Running it
+again is harmless: existing tables are kept as they are.""",
+    epilog="""\
+examples:
+  posledger init-db 'postgresql://owner@db:5432/trading?schema=bot1'
+  posledger init-db sqlite:///positions.db
+""",
+    arguments=(argument("url", metavar="URL", help="ledger URL (sqlite:/// or postgresql://)"),),
+)
+def init_db(args: argparse.Namespace, console: Console) -> int:
+    from posledger.ledger import Ledger
+
+    with Ledger.open(args.url) as ledger:
+        keys = len(ledger.keys())
+    console.print(f"Ledger tables ready in {ledger.settings.description} ({keys} keys stored).")
+    return 0
+
+
 def _console() -> Console:
     """A terminal gets colours and its own width; a pipe or file gets plain text, PIPE_WIDTH
     columns (unless $COLUMNS says otherwise) and no trailing spaces."""

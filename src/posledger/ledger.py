@@ -30,6 +30,7 @@ from eventsourcing.persistence import (
     InterfaceError,
     InternalError,
     OperationalError,
+    ProgrammingError,
 )
 
 from posledger.errors import ConcurrencyError, ExecutionConflict, InvalidInput, StorageUnavailable
@@ -167,6 +168,7 @@ class Ledger:
         timeout: float = 5.0,
         max_retries: int = 12,
         snapshot_every: int = 200,
+        create_tables: bool = True,
     ) -> Ledger:
         """Open (creating if needed) the ledger at ``url``: ``memory://``, ``sqlite:///path.db``
         or ``postgresql://user@host:port/db?schema=name``.
@@ -174,9 +176,10 @@ class Ledger:
         ``timeout`` bounds each wait for the database; a decision refused because another writer
         changed the position is recomputed at least ``max_retries`` times and for at least
         ``timeout`` seconds before :class:`ConcurrencyError`. A key's state is snapshotted
-        every ``snapshot_every`` events so loading it never replays its whole history."""
+        every ``snapshot_every`` events so loading it never replays its whole history. With
+        ``create_tables=False`` the tables must exist (``posledger init-db URL``)."""
         return cls(
-            settings_for(url, lock_timeout_s=timeout),
+            settings_for(url, lock_timeout_s=timeout, create_tables=create_tables),
             policy=policy,
             clock=clock,
             max_retries=max_retries,
@@ -597,7 +600,17 @@ class Ledger:
     def _storage_errors(self) -> Iterator[None]:
         try:
             yield
-        except (OperationalError, InterfaceError, InternalError) as error:
+        except (OperationalError, InterfaceError, InternalError, ProgrammingError) as error:
+            missing_table = "no such table" in str(error) or (
+                isinstance(error, ProgrammingError) and "does not exist" in str(error)
+            )
+            if missing_table:
+                raise StorageUnavailable(
+                    f"{self.settings.description}: the ledger's tables are missing; create "
+                    f"them once with `posledger init-db URL` ({error})"
+                ) from error
+            if isinstance(error, ProgrammingError):
+                raise
             raise StorageUnavailable(
                 f"{self.settings.description}: {type(error).__name__}: {error}"
             ) from error

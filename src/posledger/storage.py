@@ -26,7 +26,17 @@ class StorageSettings:
     timeout_s: float = 5.0
 
 
-def settings_for(url: str, *, lock_timeout_s: float = 5.0) -> StorageSettings:
+def settings_for(
+    url: str, *, lock_timeout_s: float = 5.0, create_tables: bool = True
+) -> StorageSettings:
+    """Settings for ``url``. ``create_tables=False`` is for least-privilege roles: the tables
+    must exist already (``posledger init-db URL``, run once by a role that may create them)."""
+    settings = _settings_for(url, lock_timeout_s)
+    settings.env["CREATE_TABLE"] = "y" if create_tables else "n"
+    return settings
+
+
+def _settings_for(url: str, lock_timeout_s: float) -> StorageSettings:
     if not isinstance(url, str) or "://" not in url:
         raise InvalidInput(
             f"not a ledger URL: {url!r}; expected memory://, sqlite:///path.db "
