@@ -367,3 +367,13 @@ def test_snapshots_older_than_a_correction_cannot_undo_it(ledger: Ledger) -> Non
         assert late.outcome(BTC).outcome is Outcome.ALREADY_SEEN  # type: ignore[union-attr]
     assert ledger.history(BTC) == history
     assert ledger.open_positions() == []
+
+
+def test_a_snapshot_cannot_judge_an_order_requested_after_it(ledger: Ledger) -> None:
+    no_grace = ReconcilePolicy(grace=timedelta(0), confirmations=1)
+    ledger.request_open(BTC, order_id="o1", side="buy", qty=Decimal(1), at=at(2))
+    report = ledger.reconcile(snapshot(at(0)), now=at(3), policy=no_grace)
+    assert report.events_written == 0
+    assert ledger.position(BTC).pending("o1") is not None  # type: ignore[union-attr]
+    report = ledger.reconcile(snapshot(at(4)), now=at(4), policy=no_grace)
+    assert report.outcome(BTC).correction is Correction.UNFILLED_OPEN  # type: ignore[union-attr]

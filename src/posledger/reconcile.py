@@ -143,7 +143,7 @@ def decide_reconcile(
     if not agrees:
         if _is_stale(state, exchange, snapshot):
             return Judgement(Outcome.STALE, None, [], "snapshot predates the last applied fill")
-        young = [o.order_id for o in state.pending_orders if now - o.requested_at < policy.grace]
+        young = [o.order_id for o in state.pending_orders if _in_flight(o, snapshot, now, policy)]
         if young:
             return Judgement(Outcome.PENDING, None, [], f"orders in flight: {', '.join(young)}")
     correction = _classify(state, ex_side, ex_size, agrees)
@@ -261,9 +261,17 @@ def _dead_open_orders(
         order.order_id
         for order in state.pending_orders
         if not order.reduce_only
-        and now - order.requested_at >= policy.grace
+        and not _in_flight(order, snapshot, now, policy)
         and not _still_working(order, snapshot, now, policy)
     ]
+
+
+def _in_flight(
+    order: PendingOrder, snapshot: Snapshot, now: datetime, policy: ReconcilePolicy
+) -> bool:
+    """Too young to judge: within grace, or requested after the snapshot was taken (the read
+    could not have seen it)."""
+    return now - order.requested_at < policy.grace or order.requested_at >= snapshot.taken_at
 
 
 def _still_working(
