@@ -305,3 +305,13 @@ def test_retries_that_run_out_raise_a_clear_concurrency_error(
         assert ledger.conflict_retries >= 3
         monkeypatch.undo()
         assert ledger.position(K).size == 1  # type: ignore[union-attr]
+
+
+def test_realized_pnl_is_exact_when_a_lifecycle_closes(ledger: Ledger) -> None:
+    ledger.record_fill(K, fill("e1", "buy", "1", "100"))
+    ledger.record_fill(K, fill("e2", "buy", "2", "101"))
+    ledger.record_fill(K, fill("e3", "sell", "1", "104"))
+    ledger.record_fill(K, fill("e4", "sell", "2", "104"))
+    state = ledger.position(K)
+    assert state is not None and state.realized_pnl == Decimal(10)
+    assert last_event(ledger, K, "Closed").realized_pnl == Decimal(10)

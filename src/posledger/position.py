@@ -103,6 +103,7 @@ class PositionState:
     side: Side | None = None
     size: Decimal = ZERO
     avg_entry_price: Decimal | None = None
+    cost_basis: Decimal | None = None
     realized_pnl: Decimal = ZERO
     fees: Decimal = ZERO
     funding: Decimal = ZERO
@@ -244,13 +245,17 @@ def _apply_execution(
         "lifecycle_fees": state.lifecycle_fees + fee_closing,
     }
     if closing > 0 and state.side is not None:
-        avg = state.avg_entry_price
-        pnl = (event.price - avg) * closing * state.side.sign if avg is not None else ZERO
         remaining = state.size - closing
+        cost = state.cost_basis
+        # The last close takes whatever cost remains, so a lifecycle's PnL is exact even though
+        # a partial close's share of the cost needs a (28-digit) division.
+        removed = None if cost is None else cost if remaining == 0 else cost * closing / state.size
+        pnl = ZERO if removed is None else (event.price * closing - removed) * state.side.sign
         changes.update(
             size=remaining,
             side=state.side if remaining > 0 else None,
-            avg_entry_price=avg if remaining > 0 else None,
+            avg_entry_price=state.avg_entry_price if remaining > 0 else None,
+            cost_basis=None if removed is None or remaining == 0 else cost - removed,  # type: ignore[operator]
             realized_pnl=state.realized_pnl + pnl,
             lifecycle_realized_pnl=state.lifecycle_realized_pnl + pnl,
         )
@@ -273,13 +278,16 @@ def _open(
     changes: dict[str, Any],
 ) -> PositionState:
     """Add ``opening`` at the execution's price to what ``held`` holds (average cost)."""
-    size, avg = held.size, held.avg_entry_price
-    new_avg = event.price if size == 0 or avg is None else (avg * size + event.price * opening) / (
-        size + opening
-    )
+    size = held.size
+    known = held.cost_basis if size > 0 else ZERO
+    cost = (known if known is not None else event.price * size) + event.price * opening
     lifecycle_fees = changes.get("lifecycle_fees", held.lifecycle_fees) + fee
     changes.update(
-        side=side, size=size + opening, avg_entry_price=new_avg, lifecycle_fees=lifecycle_fees
+        side=side,
+        size=size + opening,
+        cost_basis=cost,
+        avg_entry_price=cost / (size + opening),
+        lifecycle_fees=lifecycle_fees,
     )
     return _settle(before, attrs.evolve(held, **changes), event.timestamp)
 
@@ -328,6 +336,11 @@ def _apply_reconciled(
         side=Side(event.after_side) if event.after_side else None,
         size=event.after_size,
         avg_entry_price=event.after_avg_price if event.after_size > 0 else None,
+        cost_basis=(
+            event.after_avg_price * event.after_size
+            if event.after_avg_price is not None and event.after_size > 0
+            else None
+        ),
         suspect=None,
         last_snapshot_at=event.snapshot_taken_at,
         corrected_seq=_latest(state.corrected_seq, event.snapshot_seq),
