@@ -208,3 +208,23 @@ def test_a_writer_killed_mid_stream_counts_every_fill_once(
         assert len(applied) == len(exchange_history())
         for key in KEYS:
             assert fresh.position(key).signed_size == signed[key]  # type: ignore[union-attr]
+
+
+def opener(url: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        with Ledger.open(url, timeout=30) as ledger:
+            results.put(("ok", len(ledger.keys())))
+    except Exception as error:
+        results.put(("error", repr(error)))
+
+
+def test_many_processes_may_create_the_tables_at_once(durable_url: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    processes = [context.Process(target=opener, args=(durable_url, results)) for _ in range(6)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    assert outcomes == [("ok", 0)] * len(processes)

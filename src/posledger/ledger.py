@@ -155,8 +155,24 @@ class Ledger:
         self.conflict_retries = 0
         """Saves refused for a stale version and recomputed: an operational figure."""
         with self._storage_errors():
-            self._app = LedgerApplication.for_settings(settings)
+            self._app = self._create_application(settings)
             self._discover_keys()
+
+    @staticmethod
+    def _create_application(settings: StorageSettings) -> LedgerApplication:
+        """Creating tables is idempotent, but PostgreSQL refuses concurrent catalog changes
+        ("tuple concurrently updated", a type that "already exists") when several processes
+        start at once: try again."""
+        started = time.monotonic()
+        while True:
+            try:
+                return LedgerApplication.for_settings(settings)
+            except (InternalError, IntegrityError) as error:
+                if "concurrently" not in str(error) and "already exists" not in str(error):
+                    raise
+                if time.monotonic() - started > settings.timeout_s:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
 
     @classmethod
     def open(
