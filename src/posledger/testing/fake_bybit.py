@@ -1,0 +1,1166 @@
+"""A fake Bybit V5 REST server on 127.0.0.1, for tests that drive a real pybit session.
+
+It checks HMAC signatures the way Bybit does, answers in Bybit's shapes (numbers as strings,
+``retCode``/``retMsg``/``result``/``retExtInfo``/``time``, ``nextPageCursor`` paging), and keeps
+an in-memory exchange that a test scripts: positions (one-way and hedge legs), open orders,
+order history and executions. Faults can be armed per endpoint, so a test can prove that every
+way a read can fail is told apart from "no position"::
+
+    from pybit.unified_trading import HTTP
+    from posledger.testing.fake_bybit import POSITIONS, FakeBybit, HttpError
+
+    with FakeBybit() as fake:
+        session = HTTP(api_key=fake.api_key, api_secret=fake.api_secret, testnet=False)
+        session.endpoint = fake.url                     # or: session = fake.session()
+        fake.set_position("AGIUSDT", "Sell", "4160", "0.25")
+        fake.inject(POSITIONS, HttpError(502))          # the next position read gets a 502
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.message import Message
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+POSITIONS = "/v5/position/list"
+OPEN_ORDERS = "/v5/order/realtime"
+ORDER_HISTORY = "/v5/order/history"
+EXECUTIONS = "/v5/execution/list"
+SERVER_TIME = "/v5/market/time"
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+"""Bybit serves executions and order history in windows of at most seven days."""
+
+OPEN_STATUSES = ("New", "PartiallyFilled")
+CATEGORIES = ("linear", "inverse", "option", "spot")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CURSOR = re.compile(r"page_token=(\d+)&")
+
+Number = Decimal | str | int
+Row = dict[str, Any]
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, exactly (Bybit's unit for every timestamp)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _decimal(value: Number) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
+        raise TypeError(f"use Decimal, str or int for exchange numbers, not {value!r}")
+    return Decimal(value)
+
+
+def _text(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _settle_coin(category: str, symbol: str) -> str:
+    if category == "inverse":
+        return symbol.removesuffix("USD")
+    return "USDT" if symbol.endswith("USDT") else "USDC"
+
+
+@dataclass(frozen=True)
+class FakePosition:
+    """One leg as the exchange holds it; ``side`` is "" when the leg is flat."""
+
+    category: str
+    symbol: str
+    idx: int
+    side: str
+    size: Decimal
+    avg_price: Decimal
+    seq: int
+    updated_ms: int
+    settle_coin: str
+
+    def row(self) -> Row:
+        return {
+            "positionIdx": self.idx,
+            "riskId": 1,
+            "riskLimitValue": "2000000",
+            "symbol": self.symbol,
+            "side": self.side,
+            "size": _text(self.size),
+            "avgPrice": _text(self.avg_price),
+            "positionValue": _text(self.size * self.avg_price),
+            "tradeMode": 0,
+            "positionStatus": "Normal",
+            "autoAddMargin": 0,
+            "adlRankIndicator": 2 if self.size else 0,
+            "leverage": "10",
+            "positionBalance": "0",
+            "markPrice": _text(self.avg_price),
+            "liqPrice": "",
+            "bustPrice": "",
+            "positionMM": "0",
+            "positionIM": "0",
+            "tpslMode": "Full",
+            "takeProfit": "",
+            "stopLoss": "",
+            "trailingStop": "0",
+            "unrealisedPnl": "0",
+            "curRealisedPnl": "0",
+            "cumRealisedPnl": "0",
+            "seq": self.seq,
+            "isReduceOnly": False,
+            "mmrSysUpdatedTime": "",
+            "leverageSysUpdatedTime": "",
+            "sessionAvgPrice": "",
+            "createdTime": str(self.updated_ms),
+            "updatedTime": str(self.updated_ms),
+        }
+
+
+@dataclass(frozen=True)
+class FakeOrder:
+    """An order; open while its status is New or PartiallyFilled."""
+
+    category: str
+    symbol: str
+    order_id: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    idx: int
+    order_type: str
+    reduce_only: bool
+    status: str
+    cum_exec_qty: Decimal
+    created_ms: int
+    updated_ms: int
+    settle_coin: str
+
+    @property
+    def leaves_qty(self) -> Decimal:
+        return self.qty - self.cum_exec_qty if self.is_open else Decimal(0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def row(self) -> Row:
+        return {
+            "orderId": self.order_id,
+            "orderLinkId": "",
+            "blockTradeId": "",
+            "symbol": self.symbol,
+            "price": _text(self.price),
+            "qty": _text(self.qty),
+            "side": self.side,
+            "isLeverage": "",
+            "positionIdx": self.idx,
+            "orderStatus": self.status,
+            "createType": "CreateByUser",
+            "cancelType": "UNKNOWN",
+            "rejectReason": "EC_NoError",
+            "avgPrice": _text(self.price) if self.cum_exec_qty else "",
+            "leavesQty": _text(self.leaves_qty),
+            "leavesValue": _text(self.leaves_qty * self.price),
+            "cumExecQty": _text(self.cum_exec_qty),
+            "cumExecValue": _text(self.cum_exec_qty * self.price),
+            "cumExecFee": "0",
+            "timeInForce": "GTC",
+            "orderType": self.order_type,
+            "stopOrderType": "",
+            "orderIv": "",
+            "triggerPrice": "",
+            "takeProfit": "",
+            "stopLoss": "",
+            "tpTriggerBy": "",
+            "slTriggerBy": "",
+            "triggerDirection": 0,
+            "triggerBy": "",
+            "lastPriceOnCreated": _text(self.price),
+            "reduceOnly": self.reduce_only,
+            "closeOnTrigger": False,
+            "smpType": "None",
+            "smpGroup": 0,
+            "smpOrderId": "",
+            "tpslMode": "",
+            "tpLimitPrice": "",
+            "slLimitPrice": "",
+            "placeType": "",
+            "createdTime": str(self.created_ms),
+            "updatedTime": str(self.updated_ms),
+        }
+
+
+@dataclass(frozen=True)
+class FakeExecution:
+    """One execution record, as /v5/execution/list reports it (it carries no positionIdx)."""
+
+    category: str
+    symbol: str
+    exec_id: str
+    order_id: str
+    side: str
+    exec_qty: Decimal
+    exec_price: Decimal
+    exec_fee: Decimal
+    exec_ms: int
+    exec_type: str
+    seq: int
+    leaves_qty: Decimal
+    closed_size: Decimal
+    order_type: str
+    is_maker: bool
+
+    def row(self) -> Row:
+        return {
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "orderLinkId": "",
+            "side": self.side,
+            "orderPrice": _text(self.exec_price),
+            "orderQty": _text(self.exec_qty + self.leaves_qty),
+            "leavesQty": _text(self.leaves_qty),
+            "createType": "CreateByUser",
+            "orderType": self.order_type,
+            "stopOrderType": "UNKNOWN",
+            "execFee": _text(self.exec_fee),
+            "execId": self.exec_id,
+            "execPrice": _text(self.exec_price),
+            "execQty": _text(self.exec_qty),
+            "execType": self.exec_type,
+            "execValue": _text(self.exec_qty * self.exec_price),
+            "execTime": str(self.exec_ms),
+            "feeCurrency": "",
+            "isMaker": self.is_maker,
+            "feeRate": "0.00055",
+            "tradeIv": "",
+            "markIv": "",
+            "markPrice": _text(self.exec_price),
+            "indexPrice": "",
+            "underlyingPrice": "",
+            "blockTradeId": "",
+            "closedSize": _text(self.closed_size),
+            "seq": self.seq,
+            "extraFees": "",
+        }
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake received: its path, its decoded query, and whether it was signed."""
+
+    method: str
+    path: str
+    params: dict[str, str]
+    authenticated: bool
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the fake sends back, and how: in full, not at all, or cut short mid-body."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    drop_connection: bool = False
+    send_only: int | None = None
+
+
+def json_reply(envelope: Mapping[str, Any], headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(body=json.dumps(envelope, separators=(",", ":")).encode(), headers=headers)
+
+
+class Fault:
+    """An armed failure: it turns the reply the fake would have sent into a broken one."""
+
+    @property
+    def delay(self) -> float:
+        """Seconds to wait before answering."""
+        return 0.0
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        return json_reply(envelope)
+
+
+@dataclass(frozen=True)
+class HttpError(Fault):
+    """A gateway error page, as Bybit's CDN sends while the API is down."""
+
+    status: int = 502
+    body: str = "<html><head><title>502 Bad Gateway</title></head><body>502</body></html>"
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        return Reply(status=self.status, body=self.body.encode(), content_type="text/html")
+
+
+@dataclass(frozen=True)
+class RetCode(Fault):
+    """HTTP 200 with a non-zero ``retCode`` (10006 rate limit, 10002 timestamp, 10016 ...).
+
+    The rate-limit reset header is sent ``reset_after_ms`` ahead: pybit sleeps until then
+    before retrying a 10006 (and two seconds when the header is missing)."""
+
+    code: int = 10006
+    message: str = "Too many visits!"
+    reset_after_ms: int = 100
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        reset = int(time.time() * 1000) + self.reset_after_ms
+        headers = (("X-Bapi-Limit-Status", "0"), ("X-Bapi-Limit-Reset-Timestamp", str(reset)))
+        failed = {**envelope, "retCode": self.code, "retMsg": self.message, "result": {}}
+        return json_reply(failed, headers)
+
+
+@dataclass(frozen=True)
+class NoRetCode(Fault):
+    """A JSON body without ``retCode``/``retMsg``: pybit returns it as if it had succeeded."""
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        return json_reply({k: v for k, v in envelope.items() if k not in ("retCode", "retMsg")})
+
+
+@dataclass(frozen=True)
+class NotJson(Fault):
+    """HTTP 200 whose body is not JSON at all (a maintenance page)."""
+
+    body: str = "<html><body>Service maintenance</body></html>"
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        return Reply(body=self.body.encode(), content_type="text/html")
+
+
+@dataclass(frozen=True)
+class TruncatedJson(Fault):
+    """A complete HTTP reply whose JSON text stops half way."""
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        body = json_reply(envelope).body
+        return Reply(body=body[: len(body) // 2])
+
+
+@dataclass(frozen=True)
+class NoList(Fault):
+    """A successful envelope whose ``result`` lacks ``list``."""
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        result = {k: v for k, v in envelope["result"].items() if k != "list"}
+        return json_reply({**envelope, "result": result})
+
+
+@dataclass(frozen=True)
+class RowField(Fault):
+    """Every listed row gets ``name`` set to ``value`` (or removed, for ``remove=True``): a
+    malformed number ("1,5", a JSON float), an unknown side, a missing field."""
+
+    name: str
+    value: Any = None
+    remove: bool = False
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        rows = []
+        for row in envelope["result"].get("list", []):
+            changed = {k: v for k, v in row.items() if k != self.name}
+            if not self.remove:
+                changed[self.name] = self.value
+            rows.append(changed)
+        return json_reply({**envelope, "result": {**envelope["result"], "list": rows}})
+
+
+@dataclass(frozen=True)
+class StuckCursor(Fault):
+    """``nextPageCursor`` always points back at the first page: paging would never end."""
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        result = {**envelope["result"], "nextPageCursor": _cursor(0)}
+        return json_reply({**envelope, "result": result})
+
+
+@dataclass(frozen=True)
+class Slow(Fault):
+    """The normal reply, after ``seconds``: a client with a shorter timeout gives up first."""
+
+    seconds: float = 1.0
+
+    @property
+    def delay(self) -> float:
+        return self.seconds
+
+
+@dataclass(frozen=True)
+class DropConnection(Fault):
+    """The connection closes with no reply, or (``mid_body``) after half the body was sent."""
+
+    mid_body: bool = False
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        body = json_reply(envelope).body
+        if self.mid_body:
+            return Reply(body=body, send_only=len(body) // 2)
+        return Reply(drop_connection=True)
+
+
+@dataclass
+class _Armed:
+    endpoint: str | None
+    fault: Fault
+    remaining: int | None
+    skip: int
+
+
+class _ApiError(Exception):
+    """A Bybit error answer: HTTP 200 with this ``retCode`` and ``retMsg``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def _cursor(offset: int) -> str:
+    """Bybit's cursors are URL-encoded tokens; pybit sends them back verbatim."""
+    return f"page_token%3D{offset}%26"
+
+
+@dataclass
+class _Book:
+    """The exchange's state. Every access holds the fake's lock."""
+
+    positions: dict[tuple[str, str, int], FakePosition] = field(default_factory=dict)
+    orders: dict[str, FakeOrder] = field(default_factory=dict)
+    executions: list[FakeExecution] = field(default_factory=list)
+    hedged: set[tuple[str, str]] = field(default_factory=set)
+
+
+class FakeBybit:
+    """A scripted Bybit V5 account behind a real HTTP server; use it as a context manager.
+
+    ``clock`` (an aware UTC datetime source) stamps scripted events and the replies' ``time``;
+    signatures are checked against the real wall clock, like Bybit does. ``page_size`` caps
+    every page, so paging is exercised with a handful of rows.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "fake-api-key",
+        api_secret: str = "fake-api-secret",
+        clock: Callable[[], datetime] | None = None,
+        page_size: int | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.page_size = page_size
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._address = (host, port)
+        self._lock = threading.RLock()
+        self._book = _Book()
+        self._faults: list[_Armed] = []
+        self._requests: list[RecordedRequest] = []
+        self._seq = itertools.count(1000)
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # lifecycle
+
+    @property
+    def url(self) -> str:
+        """The base URL to set as a pybit session's ``endpoint``."""
+        if self._server is None:
+            raise RuntimeError("the fake Bybit server is not running; use it as a context manager")
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def session(self, **options: Any) -> Any:
+        """A real ``pybit.unified_trading.HTTP`` signed with this fake's keys and pointed at it.
+
+        pybit pauses 3 s before each retry by default; here it retries at once unless
+        ``options`` (any HTTP argument: max_retries, retry_codes, timeout ...) say otherwise."""
+        from pybit.unified_trading import HTTP  # type: ignore[import-untyped]
+
+        settings: dict[str, Any] = {
+            "api_key": self.api_key,
+            "api_secret": self.api_secret,
+            "testnet": False,
+            "max_retries": 2,
+            "retry_delay": 0,
+            "timeout": 2,
+        }
+        http = HTTP(**{**settings, **options})
+        http.endpoint = self.url
+        return http
+
+    def start(self) -> FakeBybit:
+        if self._server is None:
+            self._stopping.clear()
+            self._server = _Server(self._address, self)
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.02},
+                name="fake-bybit",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def close(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._stopping.set()
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeBybit:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # scripting the exchange
+
+    def set_hedge_mode(self, symbol: str, hedge: bool = True, *, category: str = "linear") -> None:
+        """Switch a symbol between one-way (positionIdx 0) and hedge mode (legs 1 and 2)."""
+        with self._lock:
+            held = [p for p in self._stored_legs(category, symbol) if p.size]
+            if held:
+                raise ValueError(f"{symbol}: Bybit switches position mode only while flat")
+            if hedge:
+                self._book.hedged.add((category, symbol))
+            else:
+                self._book.hedged.discard((category, symbol))
+
+    def set_position(
+        self,
+        symbol: str,
+        side: str,
+        size: Number,
+        avg_price: Number = 0,
+        *,
+        idx: int = 0,
+        category: str = "linear",
+        seq: int | None = None,
+        at: datetime | None = None,
+    ) -> FakePosition:
+        """Make the exchange hold this leg, whatever it held before (``size`` 0: flat)."""
+        amount = _decimal(size)
+        if amount < 0 or (amount > 0) != (side in ("Buy", "Sell")):
+            raise ValueError(f"{symbol}: size {size} with side {side!r}")
+        with self._lock:
+            self._check_leg(category, symbol, idx, side if amount else "")
+            position = FakePosition(
+                category=category,
+                symbol=symbol,
+                idx=idx,
+                side=side if amount else "",
+                size=amount,
+                avg_price=_decimal(avg_price) if amount else Decimal(0),
+                seq=next(self._seq) if seq is None else seq,
+                updated_ms=to_ms(at or self._clock()),
+                settle_coin=_settle_coin(category, symbol),
+            )
+            self._book.positions[(category, symbol, idx)] = position
+            return position
+
+    def position(self, symbol: str, idx: int = 0, *, category: str = "linear") -> FakePosition:
+        """The leg as the exchange holds it now (a flat leg if it was never set)."""
+        with self._lock:
+            return self._leg(category, symbol, idx)
+
+    def add_open_order(
+        self,
+        symbol: str,
+        side: str,
+        qty: Number,
+        price: Number,
+        *,
+        idx: int = 0,
+        order_id: str | None = None,
+        category: str = "linear",
+        order_type: str = "Limit",
+        reduce_only: bool = False,
+        at: datetime | None = None,
+    ) -> str:
+        """A resting order (status New); returns its id."""
+        with self._lock:
+            self._check_leg(category, symbol, idx, "")
+            created = to_ms(at or self._clock())
+            order = FakeOrder(
+                category=category,
+                symbol=symbol,
+                order_id=order_id or f"order-{next(self._ids)}",
+                side=side,
+                qty=_decimal(qty),
+                price=_decimal(price),
+                idx=idx,
+                order_type=order_type,
+                reduce_only=reduce_only,
+                status="New",
+                cum_exec_qty=Decimal(0),
+                created_ms=created,
+                updated_ms=created,
+                settle_coin=_settle_coin(category, symbol),
+            )
+            self._book.orders[order.order_id] = order
+            return order.order_id
+
+    def cancel_order(self, order_id: str, *, at: datetime | None = None) -> None:
+        """End a resting order: Cancelled, or PartiallyFilledCanceled if it had fills."""
+        with self._lock:
+            order = self._open_order(order_id)
+            status = "PartiallyFilledCanceled" if order.cum_exec_qty else "Cancelled"
+            updated = to_ms(at or self._clock())
+            self._book.orders[order_id] = replace(order, status=status, updated_ms=updated)
+
+    def order(self, order_id: str) -> FakeOrder:
+        with self._lock:
+            return self._book.orders[order_id]
+
+    def partial_fill(
+        self,
+        order_id: str,
+        qty: Number,
+        *,
+        price: Number | None = None,
+        fee: Number = 0,
+        exec_id: str | None = None,
+        is_maker: bool = True,
+        at: datetime | None = None,
+    ) -> FakeExecution:
+        """Execute part (or the rest) of an open order: the leg's size moves AND the execution
+        is recorded, so a test can make the exchange move while the client misses the fill."""
+        amount = _decimal(qty)
+        with self._lock:
+            order = self._open_order(order_id)
+            if not 0 < amount <= order.leaves_qty:
+                raise ValueError(f"{order_id}: cannot fill {qty}, {order.leaves_qty} left")
+            when = to_ms(at or self._clock())
+            fill_price = order.price if price is None else _decimal(price)
+            seq = next(self._seq)
+            closed = self._trade(order, amount, fill_price, seq, when)
+            cum = order.cum_exec_qty + amount
+            status = "Filled" if cum == order.qty else "PartiallyFilled"
+            order = replace(order, cum_exec_qty=cum, status=status, updated_ms=when)
+            self._book.orders[order_id] = order
+            execution = FakeExecution(
+                category=order.category,
+                symbol=order.symbol,
+                exec_id=exec_id or f"exec-{next(self._ids)}",
+                order_id=order_id,
+                side=order.side,
+                exec_qty=amount,
+                exec_price=fill_price,
+                exec_fee=_decimal(fee),
+                exec_ms=when,
+                exec_type="Trade",
+                seq=seq,
+                leaves_qty=order.qty - cum,
+                closed_size=closed,
+                order_type=order.order_type,
+                is_maker=is_maker,
+            )
+            self._book.executions.append(execution)
+            return execution
+
+    def add_execution(
+        self,
+        symbol: str,
+        side: str,
+        qty: Number,
+        price: Number,
+        *,
+        exec_type: str = "Trade",
+        idx: int = 0,
+        order_id: str | None = None,
+        exec_id: str | None = None,
+        fee: Number = 0,
+        leaves_qty: Number = 0,
+        closed_size: Number = 0,
+        order_type: str = "Market",
+        is_maker: bool = False,
+        seq: int | None = None,
+        category: str = "linear",
+        at: datetime | None = None,
+    ) -> FakeExecution:
+        """Record an execution only (positions are untouched). Its order, if new, is put in the
+        order history with ``idx`` as its positionIdx, so hedge legs can be looked up; a funding
+        execution has no real order."""
+        with self._lock:
+            when = to_ms(at or self._clock())
+            oid = f"order-{next(self._ids)}" if order_id is None else order_id
+            if oid and oid not in self._book.orders and exec_type != "Funding":
+                self._book.orders[oid] = FakeOrder(
+                    category=category,
+                    symbol=symbol,
+                    order_id=oid,
+                    side=side,
+                    qty=_decimal(qty) + _decimal(leaves_qty),
+                    price=_decimal(price),
+                    idx=idx,
+                    order_type=order_type,
+                    reduce_only=False,
+                    status="Filled",
+                    cum_exec_qty=_decimal(qty),
+                    created_ms=when,
+                    updated_ms=when,
+                    settle_coin=_settle_coin(category, symbol),
+                )
+            execution = FakeExecution(
+                category=category,
+                symbol=symbol,
+                exec_id=exec_id or f"exec-{next(self._ids)}",
+                order_id=oid,
+                side=side,
+                exec_qty=_decimal(qty),
+                exec_price=_decimal(price),
+                exec_fee=_decimal(fee),
+                exec_ms=when,
+                exec_type=exec_type,
+                seq=next(self._seq) if seq is None else seq,
+                leaves_qty=_decimal(leaves_qty),
+                closed_size=_decimal(closed_size),
+                order_type=order_type,
+                is_maker=is_maker,
+            )
+            self._book.executions.append(execution)
+            return execution
+
+    def settle_funding(
+        self,
+        symbol: str,
+        *,
+        fee: Number,
+        price: Number,
+        idx: int = 0,
+        exec_id: str | None = None,
+        category: str = "linear",
+        at: datetime | None = None,
+    ) -> FakeExecution:
+        """A funding execution on a held leg: ``execQty`` is the whole position size, the side
+        is the position's, the size does not change, and the ``orderId`` is synthetic, shaped
+        like Bybit's ("1682553600-BTCUSDT-592334-Sell") and in no order list."""
+        with self._lock:
+            leg = self._leg(category, symbol, idx)
+            if not leg.size:
+                raise ValueError(f"{symbol}#{idx}: funding needs a held position")
+            when = at or self._clock()
+            return self.add_execution(
+                symbol,
+                leg.side,
+                leg.size,
+                price,
+                exec_type="Funding",
+                idx=idx,
+                order_id=f"{to_ms(when) // 1000}-{symbol}-592334-{leg.side}",
+                exec_id=exec_id,
+                fee=fee,
+                order_type="UNKNOWN",
+                category=category,
+                at=when,
+            )
+
+    # faults and observation
+
+    def inject(
+        self, endpoint: str | None, fault: Fault, *, times: int | None = 1, after: int = 0
+    ) -> None:
+        """Arm ``fault`` for the next ``times`` calls of ``endpoint`` (None: any endpoint;
+        ``times`` None: until :meth:`clear_faults`), after letting ``after`` calls through."""
+        with self._lock:
+            self._faults.append(_Armed(endpoint, fault, times, after))
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def requests(self, endpoint: str | None = None) -> list[RecordedRequest]:
+        """Requests received so far, oldest first (only those to ``endpoint`` if given)."""
+        with self._lock:
+            return [r for r in self._requests if endpoint in (None, r.path)]
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # the exchange's rules
+
+    def _check_leg(self, category: str, symbol: str, idx: int, side: str) -> None:
+        """Bybit's position-mode rules; a hedge leg on a flat one-way symbol switches it."""
+        if idx not in (0, 1, 2):
+            raise ValueError(f"positionIdx must be 0, 1 or 2, not {idx}")
+        if side and idx and side != ("Buy" if idx == 1 else "Sell"):
+            raise ValueError(f"{symbol}: hedge leg {idx} cannot hold side {side}")
+        hedged = (category, symbol) in self._book.hedged
+        if idx == 0 and hedged:
+            raise ValueError(f"{symbol} is in hedge mode: use idx 1 (long) or 2 (short)")
+        if idx and not hedged:
+            if any(p.size for p in self._stored_legs(category, symbol)):
+                raise ValueError(f"{symbol} holds a one-way position; it cannot take hedge legs")
+            self._book.hedged.add((category, symbol))
+
+    def _stored_legs(self, category: str, symbol: str) -> list[FakePosition]:
+        return [
+            p for p in self._book.positions.values() if (p.category, p.symbol) == (category, symbol)
+        ]
+
+    def _leg(self, category: str, symbol: str, idx: int) -> FakePosition:
+        """The stored leg, or the flat row Bybit shows for a never-traded one (seq -1)."""
+        return self._book.positions.get((category, symbol, idx)) or FakePosition(
+            category=category,
+            symbol=symbol,
+            idx=idx,
+            side="",
+            size=Decimal(0),
+            avg_price=Decimal(0),
+            seq=-1,
+            updated_ms=0,
+            settle_coin=_settle_coin(category, symbol),
+        )
+
+    def _open_order(self, order_id: str) -> FakeOrder:
+        order = self._book.orders.get(order_id)
+        if order is None or not order.is_open:
+            raise ValueError(f"{order_id} is not an open order")
+        return order
+
+    def _trade(self, order: FakeOrder, qty: Decimal, price: Decimal, seq: int, ms: int) -> Decimal:
+        """Move the order's leg by one execution; returns the size it closed."""
+        leg = self._leg(order.category, order.symbol, order.idx)
+        held = leg.size if leg.side == "Buy" else -leg.size
+        delta = qty if order.side == "Buy" else -qty
+        after = held + delta
+        if order.idx and (after < 0 if order.idx == 1 else after > 0):
+            raise ValueError(f"{order.order_id}: would push hedge leg {order.idx} past zero")
+        closed = min(abs(held), qty) if held * delta < 0 else Decimal(0)
+        if held * delta >= 0:
+            avg = (abs(held) * leg.avg_price + qty * price) / (abs(held) + qty)
+        elif held * after > 0:
+            avg = leg.avg_price
+        else:
+            avg = price
+        side = "" if after == 0 else ("Buy" if after > 0 else "Sell")
+        self._book.positions[(leg.category, leg.symbol, leg.idx)] = replace(
+            leg,
+            side=side,
+            size=abs(after),
+            avg_price=avg if after else Decimal(0),
+            seq=seq,
+            updated_ms=ms,
+        )
+        return closed
+
+    # serving requests
+
+    def _take_fault(self, path: str) -> Fault | None:
+        """The first armed fault due on this call; every call counts towards each ``after``."""
+        with self._lock:
+            due = None
+            for armed in self._faults:
+                if armed.endpoint not in (None, path):
+                    continue
+                if armed.skip:
+                    armed.skip -= 1
+                elif due is None:
+                    due = armed
+            if due is None:
+                return None
+            if due.remaining is not None:
+                due.remaining -= 1
+                if due.remaining == 0:
+                    self._faults.remove(due)
+            return due.fault
+
+    def _serve(self, method: str, target: str, body: bytes, headers: Message) -> Reply:
+        split = urlsplit(target)
+        params = dict(parse_qsl(split.query, keep_blank_values=True))
+        payload = body.decode("utf-8", "replace") if method == "POST" else split.query
+        fault = self._take_fault(split.path)
+        if fault is not None and fault.delay:
+            self._stopping.wait(fault.delay)
+        envelope = self._envelope_for(method, split.path, params, payload, headers)
+        if envelope is None:
+            return Reply(status=404, body=b"404 page not found", content_type="text/plain")
+        return json_reply(envelope) if fault is None else fault.render(envelope)
+
+    def _envelope_for(
+        self, method: str, path: str, params: dict[str, str], payload: str, headers: Message
+    ) -> Row | None:
+        """The answer to one request; None for a route Bybit would not know (HTTP 404)."""
+        routes: dict[str, Callable[[dict[str, str]], Row]] = {
+            POSITIONS: self._positions,
+            OPEN_ORDERS: self._open_orders,
+            ORDER_HISTORY: self._order_history,
+            EXECUTIONS: self._executions,
+        }
+        public = path == SERVER_TIME
+        try:
+            if not public:
+                self._authenticate(payload, headers)
+        except _ApiError as error:
+            self._record(RecordedRequest(method, path, params, authenticated=False))
+            return self._envelope(error.code, error.message, {})
+        self._record(RecordedRequest(method, path, params, authenticated=not public))
+        if public:
+            return self._envelope(0, "OK", self._server_time())
+        route = routes.get(path)
+        if route is None or method != "GET":
+            return None
+        try:
+            with self._lock:
+                return self._envelope(0, "OK", route(params))
+        except _ApiError as error:
+            return self._envelope(error.code, error.message, {})
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _envelope(self, code: int, message: str, result: Row) -> Row:
+        return {
+            "retCode": code,
+            "retMsg": message,
+            "result": result,
+            "retExtInfo": {},
+            "time": to_ms(self._clock()),
+        }
+
+    def _authenticate(self, payload: str, headers: Message) -> None:
+        """Bybit V5 HMAC: hex HMAC-SHA256(secret, timestamp + key + recv_window + payload)."""
+        key = headers.get("X-BAPI-API-KEY")
+        if key != self.api_key:
+            raise _ApiError(10003, "API key is invalid.")
+        stamp = headers.get("X-BAPI-TIMESTAMP", "")
+        window = headers.get("X-BAPI-RECV-WINDOW", "5000")
+        now = int(time.time() * 1000)
+        if not (stamp.isdigit() and window.isdigit()) or not (
+            now - int(window) <= int(stamp) < now + 1000
+        ):
+            raise _ApiError(
+                10002,
+                "invalid request, please check your server timestamp or recv_window param. "
+                f"req_timestamp[{stamp}],server_timestamp[{now}],recv_window[{window}]",
+            )
+        origin = f"{stamp}{key}{window}{payload}"
+        expected = hmac.new(self.api_secret.encode(), origin.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, headers.get("X-BAPI-SIGN", "")):
+            raise _ApiError(10004, f"error sign! origin_string[{origin}]")
+
+    def _server_time(self) -> Row:
+        now = self._clock()
+        nanos = to_ms(now) * 1_000_000
+        return {"timeSecond": str(nanos // 1_000_000_000), "timeNano": str(nanos)}
+
+    def _positions(self, params: dict[str, str]) -> Row:
+        category = _category(params)
+        symbol, settle = params.get("symbol"), params.get("settleCoin")
+        if category == "linear" and not (symbol or settle):
+            raise _ApiError(
+                10001, "Missing some parameters that must be filled in, symbol or settleCoin"
+            )
+        if symbol:
+            legs = (1, 2) if (category, symbol) in self._book.hedged else (0,)
+            rows = [self._leg(category, symbol, idx) for idx in legs]
+        else:
+            rows = sorted(
+                (
+                    p
+                    for p in self._book.positions.values()
+                    if p.category == category and p.size and settle in (None, p.settle_coin)
+                ),
+                key=lambda p: (p.symbol, p.idx),
+            )
+        return self._page(category, [p.row() for p in rows], params, default=20, maximum=200)
+
+    def _open_orders(self, params: dict[str, str]) -> Row:
+        category = _category(params)
+        order_id = params.get("orderId")
+        filters = ("symbol", "baseCoin", "settleCoin")
+        if category == "linear" and not order_id and not any(params.get(f) for f in filters):
+            raise _ApiError(
+                10001,
+                "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin",
+            )
+        orders = [
+            o
+            for o in self._book.orders.values()
+            if o.category == category
+            and (o.order_id == order_id if order_id else o.is_open)
+            and _matches(o, params)
+        ]
+        orders.sort(key=lambda o: (o.created_ms, o.order_id), reverse=True)
+        return self._page(category, [o.row() for o in orders], params, default=20, maximum=50)
+
+    def _order_history(self, params: dict[str, str]) -> Row:
+        """Closed orders only (Bybit's unified account); ``orderId`` finds one at any age."""
+        category = _category(params)
+        order_id = params.get("orderId")
+        if order_id:
+            orders = [
+                o
+                for o in self._book.orders.values()
+                if o.order_id == order_id and o.category == category and not o.is_open
+            ]
+        else:
+            start, end = self._window(params)
+            orders = [
+                o
+                for o in self._book.orders.values()
+                if o.category == category
+                and not o.is_open
+                and start <= o.created_ms <= end
+                and _matches(o, params)
+            ]
+        orders.sort(key=lambda o: (o.created_ms, o.order_id), reverse=True)
+        return self._page(category, [o.row() for o in orders], params, default=20, maximum=50)
+
+    def _executions(self, params: dict[str, str]) -> Row:
+        """Newest first, within a window of at most seven days, like Bybit."""
+        category = _category(params)
+        start, end = self._window(params)
+        wanted = {
+            "symbol": params.get("symbol"),
+            "order_id": params.get("orderId"),
+            "exec_type": params.get("execType"),
+        }
+        executions = [
+            e
+            for e in self._book.executions
+            if e.category == category
+            and start <= e.exec_ms <= end
+            and all(value in (None, getattr(e, name)) for name, value in wanted.items())
+        ]
+        executions.sort(key=lambda e: (e.exec_ms, e.seq), reverse=True)
+        return self._page(category, [e.row() for e in executions], params, default=50, maximum=100)
+
+    def _window(self, params: dict[str, str]) -> tuple[int, int]:
+        start, end = _optional_int(params, "startTime"), _optional_int(params, "endTime")
+        if end is None:
+            end = to_ms(self._clock()) if start is None else start + WEEK_MS
+        if start is None:
+            start = end - WEEK_MS
+        if end - start > WEEK_MS:
+            raise _ApiError(
+                10001, "The time range between startTime and endTime cannot exceed 7 days"
+            )
+        if end < start:
+            raise _ApiError(10001, "startTime should be less than endTime")
+        return start, end
+
+    def _page(
+        self, category: str, rows: list[Row], params: dict[str, str], *, default: int, maximum: int
+    ) -> Row:
+        limit = _optional_int(params, "limit") or default
+        if not 1 <= limit <= maximum:
+            raise _ApiError(10001, f"params error: limit must be in [1, {maximum}]")
+        size = min(limit, self.page_size or limit)
+        cursor = params.get("cursor", "")
+        match = _CURSOR.fullmatch(cursor)
+        if cursor and match is None:
+            raise _ApiError(10001, "params error: cursor invalid")
+        offset = int(match.group(1)) if match else 0
+        end = offset + size
+        return {
+            "list": rows[offset:end],
+            "nextPageCursor": _cursor(end) if end < len(rows) else "",
+            "category": category,
+        }
+
+
+def _category(params: dict[str, str]) -> str:
+    category = params.get("category", "")
+    if category not in CATEGORIES:
+        raise _ApiError(10001, f"params error: category {category!r} invalid")
+    return category
+
+
+def _matches(order: FakeOrder, params: dict[str, str]) -> bool:
+    symbol, settle = params.get("symbol"), params.get("settleCoin")
+    return symbol in (None, order.symbol) and settle in (None, order.settle_coin)
+
+
+def _optional_int(params: dict[str, str], name: str) -> int | None:
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if not value.lstrip("-").isdigit():
+        raise _ApiError(10001, f"params error: {name} must be an integer")
+    return int(value)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], fake: FakeBybit) -> None:
+        self.fake = fake
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (timeout) leaves a broken pipe behind; anything else is a bug
+        in the fake and is printed."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        """Headers and body go out as separate writes: without TCP_NODELAY each reply would
+        wait ~40 ms for the client's delayed ACK."""
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: tests read :meth:`FakeBybit.requests` instead."""
+
+    def _answer(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        reply = self.server.fake._serve(method, self.path, body, self.headers)
+        if reply.drop_connection:
+            self._hang_up()
+            return
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if reply.send_only is None:
+            self.wfile.write(reply.body)
+            return
+        self.wfile.write(reply.body[: reply.send_only])
+        self.wfile.flush()
+        self._hang_up()
+
+    def _hang_up(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)

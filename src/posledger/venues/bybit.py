@@ -1,0 +1,410 @@
+"""Bybit V5 through pybit: complete snapshots and normalised executions, or an exception.
+
+pybit turns only some failures into exceptions: a JSON body without ``retCode`` comes back as if
+it had succeeded, a code in ``ignore_codes`` is returned as data, retried codes end in a
+``FailedRequestError`` and a rate-limit reset in the past makes it raise ``ValueError``. So this
+adapter checks every reply itself and turns anything short of a complete answer into
+:class:`~posledger.ExchangeUnavailable` (:class:`~posledger.ExchangeRejected` for a non-zero
+``retCode``) with the cause chained. It never returns ``None`` or part of a read.
+
+Requires the ``bybit`` extra (``pip install 'posledger[bybit]'``); the pybit session is injected,
+so tests point it at :mod:`posledger.testing.fake_bybit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import attrs
+
+from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
+
+EXEC_KINDS: Mapping[str, ExecKind] = {
+    "Trade": ExecKind.TRADE,
+    "AdlTrade": ExecKind.ADL,
+    "BustTrade": ExecKind.LIQUIDATION,
+    "Delivery": ExecKind.DELIVERY,
+    "Settle": ExecKind.SETTLE,
+    "Funding": ExecKind.FUNDING,
+}
+"""Bybit's ``execType`` values this adapter understands; any other is refused, never guessed."""
+
+WINDOW_MS = 7 * 24 * 3600 * 1000
+"""Bybit serves executions and order history at most seven days per request."""
+
+POSITIONS_PAGE, ORDERS_PAGE, EXECUTIONS_PAGE = 200, 50, 100
+"""The largest page Bybit allows per endpoint: fewest requests per complete read."""
+
+ORDER_LEG_MEMORY = 10_000
+"""Order ids whose positionIdx is remembered (an order never changes leg); oldest forgotten."""
+
+_FLAT_SIDES = ("", "None")
+"""Bybit writes "" for a flat leg (unified accounts) or "None" (classic accounts)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Row = Mapping[str, Any]
+T = TypeVar("T")
+
+
+class BybitSession(Protocol):
+    """The part of ``pybit.unified_trading.HTTP`` this adapter uses."""
+
+    def get_positions(self, **query: Any) -> Any: ...
+
+    def get_open_orders(self, **query: Any) -> Any: ...
+
+    def get_executions(self, **query: Any) -> Any: ...
+
+    def get_order_history(self, **query: Any) -> Any: ...
+
+
+def _pybit_rejection() -> type[Exception]:
+    """pybit's exception for an answer with a non-zero ``retCode``; fails early without pybit."""
+    try:
+        from pybit.exceptions import InvalidRequestError  # type: ignore[import-untyped]
+    except ImportError as error:
+        raise ImportError(
+            "posledger.venues.bybit needs pybit: pip install 'posledger[bybit]'"
+        ) from error
+    rejection: type[Exception] = InvalidRequestError
+    return rejection
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BybitVenue:
+    """One Bybit account and category, read through an injected pybit ``HTTP`` session.
+
+    ``symbols`` None covers the whole category (or ``settle_coin``); a list covers only those
+    symbols, read one by one so flat legs come back as explicit flat rows. ``hedge_mode`` None
+    asks the exchange per symbol; True/False skips the question.
+    """
+
+    def __init__(
+        self,
+        http: BybitSession,
+        *,
+        account: str,
+        category: str,
+        settle_coin: str | None = None,
+        symbols: Iterable[str] | None = None,
+        venue: str = "bybit",
+        clock: Callable[[], datetime] | None = None,
+        hedge_mode: bool | None = None,
+    ) -> None:
+        self._rejection = _pybit_rejection()
+        if isinstance(symbols, str):
+            raise InvalidInput("symbols must be a collection of symbols, not one string")
+        self.symbols = None if symbols is None else tuple(sorted(set(symbols)))
+        if self.symbols == ():
+            raise InvalidInput("symbols must name at least one symbol (None covers them all)")
+        self._http = http
+        self.venue = venue
+        self.account = account
+        self.category = category
+        self.settle_coin = settle_coin
+        self.hedge_mode = hedge_mode
+        self._clock = clock or _utc_now
+        self._order_legs: dict[str, int] = {}
+
+    def fetch_snapshot(self) -> Snapshot:
+        """Every position and open order, every page, or ExchangeUnavailable.
+
+        ``taken_at`` is read before the first request, so the snapshot never claims to be newer
+        than its oldest page."""
+        taken_at = self._now()
+        rows = [
+            row
+            for scope in self._scopes()
+            for row in self._read_all(
+                "position list", self._http.get_positions, scope, POSITIONS_PAGE
+            )
+        ]
+        orders = [
+            row
+            for scope in self._scopes()
+            for row in self._read_all("open orders", self._http.get_open_orders, scope, ORDERS_PAGE)
+        ]
+        positions = [_parsed("position", row, _position) for row in rows]
+        order_ids = [_parsed("open order", row, _order_id) for row in orders]
+        self._remember_legs(orders)
+        try:
+            return Snapshot(
+                venue=self.venue,
+                account=self.account,
+                category=self.category,
+                taken_at=taken_at,
+                positions=positions,
+                symbols=self.symbols,
+                open_order_ids=order_ids,
+            )
+        except InvalidInput as error:
+            raise ExchangeUnavailable(f"Bybit positions do not form a snapshot: {error}") from error
+
+    def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
+        """Every execution in ``[since, until]`` (until: now), oldest first, deduplicated by
+        ``execId``, with ``symbol`` and ``idx`` set; read in windows of at most seven days."""
+        start = _to_ms(aware_utc(since, "since"))
+        end = _to_ms(self._now() if until is None else aware_utc(until, "until"))
+        windows = list(_windows(start, end))
+        fills: list[Fill] = []
+        for window_start, window_end in windows:
+            rows: list[Row] = []
+            for scope in self._execution_scopes():
+                query = {**scope, "startTime": window_start, "endTime": window_end}
+                rows.extend(
+                    self._read_all("executions", self._http.get_executions, query, EXECUTIONS_PAGE)
+                )
+            fills.extend(_parsed("execution", row, _fill) for row in reversed(rows))
+        unique = sorted(_deduplicated(fills), key=lambda fill: fill.exec_time)
+        return self._with_legs(unique, windows)
+
+    def _now(self) -> datetime:
+        return aware_utc(self._clock(), "clock")
+
+    def _scopes(self) -> list[dict[str, Any]]:
+        """The queries that together cover this venue's positions and open orders."""
+        if self.symbols is not None:
+            return [{"category": self.category, "symbol": symbol} for symbol in self.symbols]
+        if self.settle_coin is not None:
+            return [{"category": self.category, "settleCoin": self.settle_coin}]
+        return [{"category": self.category}]
+
+    def _execution_scopes(self) -> list[dict[str, Any]]:
+        """Execution history has no settle-coin filter: per symbol, or the whole category."""
+        if self.symbols is not None:
+            return self._scopes()
+        return [{"category": self.category}]
+
+    def _read_all(
+        self, what: str, read: Callable[..., Any], query: Mapping[str, Any], limit: int
+    ) -> list[Row]:
+        """Every page of one listing; a cursor seen before means the listing would never end."""
+        rows: list[Row] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            result = self._result(what, read, {**query, "limit": limit, "cursor": cursor})
+            rows.extend(_rows(what, result))
+            cursor = _next_cursor(what, result)
+            if not cursor:
+                return rows
+            if cursor in seen:
+                raise ExchangeUnavailable(f"Bybit {what}: cursor {cursor!r} came back again")
+            seen.add(cursor)
+
+    def _result(self, what: str, read: Callable[..., Any], query: dict[str, Any]) -> Row:
+        """One request's ``result``, from a reply with ``retCode`` 0, or an exception."""
+        try:
+            reply = read(**query)
+        except self._rejection as error:
+            code = getattr(error, "status_code", None)
+            raise ExchangeRejected(f"Bybit {what}: {error}", code=code) from error
+        except Exception as error:
+            raise ExchangeUnavailable(f"Bybit {what}: {type(error).__name__}: {error}") from error
+        if isinstance(reply, tuple):  # pybit's record_request_time / return_response_headers
+            reply = reply[0]
+        if not isinstance(reply, Mapping):
+            raise ExchangeUnavailable(f"Bybit {what}: reply is not a JSON object: {reply!r:.200}")
+        if "retCode" not in reply:
+            raise ExchangeUnavailable(f"Bybit {what}: reply has no retCode: {reply!r:.200}")
+        code = reply["retCode"]
+        if code != 0 or isinstance(code, bool):
+            raise ExchangeRejected(
+                f"Bybit {what}: retCode {code!r}: {reply.get('retMsg')}", code=code
+            )
+        result = reply.get("result")
+        if not isinstance(result, Mapping) or not isinstance(result.get("list"), list):
+            raise ExchangeUnavailable(f"Bybit {what}: reply has no result.list: {reply!r:.200}")
+        return result
+
+    def _with_legs(self, fills: list[Fill], windows: list[tuple[int, int]]) -> list[Fill]:
+        """Set each fill's ``idx``: 0 in one-way mode; in hedge mode its order's positionIdx
+        (executions carry none), looked up in the order history."""
+        symbols = sorted({str(fill.symbol) for fill in fills})
+        hedged = {symbol for symbol in symbols if self._is_hedged(symbol)}
+        traded = [f for f in fills if f.symbol in hedged and f.kind is not ExecKind.FUNDING]
+        self._learn_legs([fill.order_id for fill in traded], windows)
+        return [
+            attrs.evolve(fill, idx=self._leg_of(fill) if fill.symbol in hedged else 0)
+            for fill in fills
+        ]
+
+    def _is_hedged(self, symbol: str) -> bool:
+        """A symbol query lists every leg, flat ones included: idx 1/2 rows mean hedge mode."""
+        if self.hedge_mode is not None:
+            return self.hedge_mode
+        query = {"category": self.category, "symbol": symbol}
+        rows = self._read_all("position list", self._http.get_positions, query, POSITIONS_PAGE)
+        legs = {_parsed("position", row, _position).idx for row in rows}
+        if not legs:
+            raise ExchangeUnavailable(f"Bybit position list for {symbol} is empty: mode unknown")
+        return legs != {0}
+
+    def _learn_legs(self, order_ids: list[str], windows: list[tuple[int, int]]) -> None:
+        """Find the positionIdx of unknown orders: one sweep of the order history per window,
+        then one lookup per order still missing (older orders, or orders still open)."""
+        missing = {oid for oid in order_ids if oid and oid not in self._order_legs}
+        if not missing:
+            return
+        history, open_orders = self._http.get_order_history, self._http.get_open_orders
+        scope: dict[str, Any] = {"category": self.category}
+        if self.settle_coin:
+            scope["settleCoin"] = self.settle_coin
+        for window_start, window_end in windows:
+            query = {**scope, "startTime": window_start, "endTime": window_end}
+            self._remember_legs(self._read_all("order history", history, query, ORDERS_PAGE))
+        for order_id in sorted(missing - self._order_legs.keys()):
+            query = {"category": self.category, "orderId": order_id}
+            self._remember_legs(self._read_all("order history", history, query, ORDERS_PAGE))
+            if order_id not in self._order_legs:
+                self._remember_legs(self._read_all("open orders", open_orders, query, ORDERS_PAGE))
+
+    def _remember_legs(self, orders: list[Row]) -> None:
+        for row in orders:
+            order_id, idx = _parsed("order", row, _order_leg)
+            self._order_legs.pop(order_id, None)
+            self._order_legs[order_id] = idx
+        while len(self._order_legs) > ORDER_LEG_MEMORY:
+            del self._order_legs[next(iter(self._order_legs))]
+
+    def _leg_of(self, fill: Fill) -> int:
+        """The order's positionIdx. A funding execution has no real order (its orderId is
+        synthetic): it goes to the leg holding its side, as Bybit books funding with the
+        position's side (an assumption: Bybit's documentation does not say so)."""
+        if fill.kind is ExecKind.FUNDING:
+            return 1 if fill.side is Side.BUY else 2
+        idx = self._order_legs.get(fill.order_id)
+        if idx is not None:
+            return idx
+        raise ExchangeUnavailable(
+            f"Bybit execution {fill.exec_id} of hedge-mode {fill.symbol}: order "
+            f"{fill.order_id!r} is in neither order history nor open orders; its leg is unknown"
+        )
+
+
+def _rows(what: str, result: Row) -> list[Row]:
+    rows = result["list"]
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise ExchangeUnavailable(f"Bybit {what}: a listed row is not an object: {row!r:.200}")
+    return list(rows)
+
+
+def _next_cursor(what: str, result: Row) -> str:
+    cursor = result.get("nextPageCursor") or ""
+    if not isinstance(cursor, str):
+        raise ExchangeUnavailable(f"Bybit {what}: nextPageCursor is not a string: {cursor!r}")
+    return cursor
+
+
+def _parsed(what: str, row: Row, parse: Callable[[Row], T]) -> T:
+    """A value object from one row; any missing or malformed field fails the whole read."""
+    try:
+        return parse(row)
+    except (InvalidInput, KeyError, TypeError, ValueError, ArithmeticError) as error:
+        raise ExchangeUnavailable(
+            f"Bybit {what} row is malformed ({error}): {row!r:.300}"
+        ) from error
+
+
+def _position(row: Row) -> ExchangePosition:
+    side = row["side"]
+    return ExchangePosition(
+        symbol=row["symbol"],
+        idx=row["positionIdx"],
+        side=None if side in _FLAT_SIDES else side,
+        size=row["size"],
+        avg_price=row.get("avgPrice") or None,
+        seq=_seq(row.get("seq")),
+        updated_at=_time(row.get("updatedTime")),
+    )
+
+
+def _order_id(row: Row) -> str:
+    order_id = row["orderId"]
+    if not isinstance(order_id, str) or not order_id:
+        raise InvalidInput(f"orderId must be a non-empty string, got {order_id!r}")
+    return order_id
+
+
+def _order_leg(row: Row) -> tuple[str, int]:
+    idx = row["positionIdx"]
+    if isinstance(idx, bool) or idx not in (0, 1, 2):
+        raise InvalidInput(f"positionIdx must be 0, 1 or 2, got {idx!r}")
+    return _order_id(row), idx
+
+
+def _fill(row: Row) -> Fill:
+    exec_type = row["execType"]
+    kind = EXEC_KINDS.get(exec_type)
+    if kind is None:
+        raise ExchangeUnavailable(
+            f"Bybit execution {row.get('execId')!r} has execType {exec_type!r}, which posledger "
+            f"does not know; refusing to guess what it did to the position"
+        )
+    leaves = row.get("leavesQty")
+    return Fill(
+        exec_id=row["execId"],
+        order_id=row["orderId"],
+        side=row["side"],
+        qty=row["execQty"],
+        price=row["execPrice"],
+        fee=row["execFee"],
+        exec_time=_time(row["execTime"]),
+        seq=_seq(row.get("seq")),
+        kind=kind,
+        leaves_qty=leaves if leaves not in (None, "") else None,
+        symbol=row["symbol"],
+    )
+
+
+def _deduplicated(fills: list[Fill]) -> Iterator[Fill]:
+    """Each execId once (pages can overlap while new executions arrive); the same id with a
+    different payload is an inconsistent read, not something to pick from."""
+    seen: dict[str, Fill] = {}
+    for fill in fills:
+        first = seen.setdefault(fill.exec_id, fill)
+        if first is fill:
+            yield fill
+        elif first.payload() != fill.payload():
+            raise ExchangeUnavailable(
+                f"Bybit listed execution {fill.exec_id} twice with different payloads: "
+                f"{first.payload()} and {fill.payload()}"
+            )
+
+
+def _seq(value: Any) -> int | None:
+    """Bybit's cross sequence: a JSON integer (documented as "-1" for a never-traded symbol)."""
+    if value is None or isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    raise InvalidInput(f"seq must be an integer, got {value!r}")
+
+
+def _time(value: Any) -> datetime | None:
+    """A Bybit millisecond timestamp string; "" means not reported."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.isdigit():
+        raise InvalidInput(f"timestamp must be a string of milliseconds, got {value!r}")
+    return _EPOCH + timedelta(milliseconds=int(value))
+
+
+def _to_ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _windows(start_ms: int, end_ms: int) -> Iterator[tuple[int, int]]:
+    """``[start, end]`` as consecutive inclusive windows of at most seven days, oldest first."""
+    while start_ms <= end_ms:
+        stop = min(start_ms + WINDOW_MS, end_ms)
+        yield start_ms, stop
+        start_ms = stop + 1
