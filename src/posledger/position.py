@@ -133,6 +133,12 @@ class PositionState:
         """Size with the direction as sign: long positive, short negative."""
         return self.size * self.side.sign if self.side is not None else ZERO
 
+    def _repr_html_(self) -> str:
+        """A table in Jupyter (rendered by posledger.audit)."""
+        from posledger.audit import state_html
+
+        return state_html(self)
+
     def pending(self, order_id: str) -> PendingOrder | None:
         for order in self.pending_orders:
             if order.order_id == order_id:
