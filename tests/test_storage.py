@@ -63,6 +63,10 @@ def test_init_db_then_a_least_privilege_open(durable_url: str) -> None:
     assert "Ledger tables ready" in done.stdout
     with Ledger.open(durable_url, create_tables=False) as ledger:
         assert ledger.keys() == []
+    from posledger.readmodel import ReadModel
+
+    with ReadModel.open(durable_url, create_tables=False) as model:
+        assert model.positions() == []
 
 
 def test_init_db_with_a_bad_url_is_one_clean_line() -> None:

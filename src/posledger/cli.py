@@ -361,7 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     "init-db",
     help="create the ledger's tables (once, with a role that may create them)",
     description="""\
-Create the event store's tables in the database (and schema) of URL, so that bots can
+Create the event store's tables and the posledger_positions read model (with its
+posledger_open_positions view) in the database (and schema) of URL, so that bots can
 run with a least-privilege role and Ledger.open(url, create_tables=False). Running it
 again is harmless: existing tables are kept as they are.""",
     epilog="""\
@@ -373,10 +374,15 @@ examples:
 )
 def init_db(args: argparse.Namespace, console: Console) -> int:
     from posledger.ledger import Ledger
+    from posledger.readmodel import ReadModel
 
     with Ledger.open(args.url) as ledger:
         keys = len(ledger.keys())
-    console.print(f"Ledger tables ready in {ledger.settings.description} ({keys} keys stored).")
+    ReadModel.open(args.url).close()
+    console.print(
+        f"Ledger tables ready in {ledger.settings.description} ({keys} keys stored), "
+        "with the posledger_positions read model."
+    )
     return 0
 
 
