@@ -377,3 +377,15 @@ def test_a_snapshot_cannot_judge_an_order_requested_after_it(ledger: Ledger) -> 
     assert ledger.position(BTC).pending("o1") is not None  # type: ignore[union-attr]
     report = ledger.reconcile(snapshot(at(4)), now=at(4), policy=no_grace)
     assert report.outcome(BTC).correction is Correction.UNFILLED_OPEN  # type: ignore[union-attr]
+
+
+def test_an_order_the_snapshot_lists_was_seen_even_at_the_same_instant(ledger: Ledger) -> None:
+    no_grace = ReconcilePolicy(grace=timedelta(0))
+    ledger.request_open(BTC, order_id="o3", side="buy", qty=Decimal(1), at=at(3))
+    exchange = [row("BTCUSDT", "buy", "0.1")]
+    for minute in (3, 4):
+        report = ledger.reconcile(
+            snapshot(at(minute), exchange, open_order_ids=["o3"]), now=at(minute), policy=no_grace
+        )
+    assert report.outcome(BTC).correction is Correction.ADOPTED  # type: ignore[union-attr]
+    assert ledger.position(BTC).size == Decimal("0.1")  # type: ignore[union-attr]

@@ -349,8 +349,8 @@ def _apply_reconciled(
         ),
         suspect=None,
         last_snapshot_at=event.snapshot_taken_at,
-        corrected_seq=_latest(state.corrected_seq, event.snapshot_seq),
-        corrected_at=_latest(state.corrected_at, event.snapshot_taken_at),
+        corrected_seq=event.snapshot_seq,
+        corrected_at=event.snapshot_taken_at,
         **stamp,
     )
     return _settle(state, after, event.timestamp)

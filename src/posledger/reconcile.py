@@ -269,9 +269,12 @@ def _dead_open_orders(
 def _in_flight(
     order: PendingOrder, snapshot: Snapshot, now: datetime, policy: ReconcilePolicy
 ) -> bool:
-    """Too young to judge: within grace, or requested after the snapshot was taken (the read
-    could not have seen it)."""
-    return now - order.requested_at < policy.grace or order.requested_at >= snapshot.taken_at
+    """Too young to judge: within grace, or requested no earlier than the snapshot was taken
+    and not listed by it (the read cannot have seen it)."""
+    if now - order.requested_at < policy.grace:
+        return True
+    seen = snapshot.open_order_ids is not None and order.order_id in snapshot.open_order_ids
+    return order.requested_at >= snapshot.taken_at and not seen
 
 
 def _still_working(
