@@ -960,7 +960,10 @@ def figure_replay(backend: Backend, cfg: Config, results: list[Result], url: str
             rows / t_repo,
             "rows/s (repository.get)",
             t_repo / t_ours,
-            [f"{shape}; repository.get per key {fmt_seconds(t_repo)}"],
+            [
+                f"{shape}; repository.get per key {fmt_seconds(t_repo)} "
+                f"(runs {[round(v, 3) for v in repo]})"
+            ],
         ),
         results,
     )
