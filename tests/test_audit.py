@@ -25,6 +25,7 @@ from posledger.audit import (
     HistoryRow,
     history_html,
     history_rows,
+    history_stream,
     plot_position,
     replay,
     replay_all,
@@ -225,6 +226,13 @@ def test_bulk_replay_equals_the_ledger_on_every_backend(store: Ledger, ledger_ur
         assert state.key.stream_id == event.originator_id
 
 
+def test_history_stream_equals_history_rows_per_key(store: Ledger, ledger_url: str) -> None:
+    streamed = list(history_stream(source_of(store, ledger_url), page_size=4))
+    assert len(streamed) == sum(s.version for s in store.positions())
+    for state in store.positions():
+        assert [r for r in streamed if r.key == state.key] == history_rows(store, state.key)
+
+
 def test_replay_reports_progress_to_the_end(store: Ledger, ledger_url: str) -> None:
     calls: list[tuple[int, int]] = []
     replay_all(source_of(store, ledger_url), page_size=10, progress=lambda *c: calls.append(c))
@@ -421,6 +429,53 @@ def test_verify_catches_each_corruption_under_its_key_and_check(ledger_url: str)
     assert report.for_key(BTC)[0].version == 18
     assert len(report.by_check("lifecycles")) == 3
     assert "problem(s) in 8 key(s)" in report.summary()
+
+
+def forge_fill_by_sql(url: str, k: PositionKey, exec_id: str = "forged-by-hand") -> int:
+    """Append a copy of the key's first fill, under a new exec_id, straight into the stored
+    events table with SQL (no Ledger, no eventsourcing), as a hand-edit would; returns the
+    version it took."""
+    if url.startswith("sqlite"):
+        db = sqlite3.connect(url[len("sqlite:///") :])
+        table, mark = "stored_events", "?"
+        stream: object = k.stream_id.hex
+    else:
+        import psycopg
+
+        server, schema = url.split("?schema=")
+        db = psycopg.connect(server, autocommit=True)  # type: ignore[assignment]
+        db.execute(f"SET search_path TO {schema}")
+        table, mark, stream = "posledger_events", "%s", k.stream_id
+    with db:
+        rows = db.execute(
+            f"SELECT originator_version, topic, state FROM {table} WHERE originator_id = {mark} "
+            "ORDER BY originator_version",
+            (stream,),
+        ).fetchall()
+        state = next(bytes(r[2]) for r in rows if r[1] == "posledger:Filled")
+        forged = state.replace(b'"exec_id":"', f'"exec_id":"{exec_id}-'.encode(), 1)
+        version = rows[-1][0] + 1
+        db.execute(
+            f"INSERT INTO {table} (originator_id, originator_version, topic, state) "
+            f"VALUES ({mark}, {mark}, {mark}, {mark})",
+            (stream, version, "posledger:Filled", forged),
+        )
+    db.close()
+    return int(version)
+
+
+def test_an_event_inserted_with_raw_sql_is_caught(durable_url: str) -> None:
+    """The issue's bar: an event written into the events table behind the ledger's back."""
+    with Ledger.open(durable_url, clock=lambda: T0) as ledger:
+        build(ledger)
+    assert verify(durable_url).ok
+    version = forge_fill_by_sql(durable_url, ETH)
+    report = verify(durable_url)
+    assert not report.ok
+    assert report.keys_with_problems == [ETH], str(report)
+    (problem,) = report.problems
+    assert (problem.check, problem.version) == (Check.EXECUTIONS, version)
+    assert "forged-by-hand-h1" in problem.detail and "without its ExecutionSeen" in problem.detail
 
 
 def test_a_marker_that_disagrees_with_its_execution_is_caught(ledger: Ledger) -> None:
@@ -635,6 +690,26 @@ def test_plot_position_renders_a_png(tmp_path: Path) -> None:
         assert plot_position(ledger, SOL, ax=axes[1]) is axes[1]
         fig.savefig(tmp_path / "two.png", dpi=60)
         plt.close(fig)
+
+
+def test_plot_position_zooms_on_a_window() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    with Ledger.open("memory://", clock=lambda: T0) as ledger:
+        build(ledger)
+        ax = plot_position(ledger, BTC, since=at(9), until=at(12))
+        left, right = (mdates.num2date(x) for x in ax.get_xlim())
+        assert (left, right) == (at(9), at(12))
+        labels = " ".join(t.get_text() for t in ax.texts)
+        assert "stale_quantity" in labels and "phantom" not in labels  # the phantom is at 13
+        assert "17 events" in ax.get_title(loc="left")  # the title counts the whole history
+        plt.close(ax.figure)
+        with pytest.raises(InvalidInput, match="nothing to show"):
+            plot_position(ledger, BTC, since=at(12), until=at(9))
+        plt.close("all")
 
 
 def test_html_tables_escape_everything() -> None:

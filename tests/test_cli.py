@@ -50,6 +50,7 @@ def test_demo_runs_and_prints_the_story(tmp_path: Path) -> None:
         "open_positions(): 2 before, 0 after",
         "Demo complete: 10 chapters, 36 events written to tmp.db.",
         "Corrections: phantom 2, stale_quantity 2, unfilled_open 1. Open positions at the end: 0.",
+        "Explore it: posledger history --db tmp.db AGIUSDT, posledger verify --db tmp.db",
     ):
         assert line in out, line
     assert (tmp_path / "tmp.db").is_file()

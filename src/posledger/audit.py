@@ -73,14 +73,18 @@ __all__ = [
     "HistoryRows",
     "Problem",
     "VerifyReport",
+    "evidence_text",
     "history_html",
+    "history_record",
     "history_rows",
+    "history_stream",
     "plot_position",
     "replay",
     "replay_all",
     "replay_events",
     "state_at",
     "state_html",
+    "state_record",
     "to_dataframe",
     "verify",
     "verify_html",
@@ -458,6 +462,21 @@ def history_rows(
         rows.append(_row(state, event, after))
         state = after
     return rows
+
+
+def history_stream(
+    source: Source,
+    *,
+    progress: Progress | None = None,
+    page_size: int = PAGE_SIZE,
+) -> Generator[HistoryRow, None, None]:
+    """Every key's :class:`HistoryRow` s in log order, from one bulk replay: memory grows with
+    the number of keys, never with the number of events, so a whole store can be exported.
+    A key's rows equal :func:`history_rows` for that key."""
+    before: dict[uuid.UUID, PositionState] = {}
+    for event, after in replay_events(source, progress=progress, page_size=page_size):
+        yield _row(before.get(event.originator_id), event, after)
+        before[event.originator_id] = after
 
 
 # --- verify ------------------------------------------------------------------------------------
@@ -1319,7 +1338,8 @@ _NULLABLE_INT_COLUMNS = ("evidence_seq", "evidence_confirmations", "suspect_coun
 _BOOL_COLUMNS = ("reduce_only", "absorbed")
 
 
-def _history_record(row: HistoryRow) -> dict[str, Any]:
+def history_record(row: HistoryRow) -> dict[str, Any]:
+    """One history row as a flat record with :data:`HISTORY_COLUMNS` (exact values)."""
     evidence = row.evidence
     return {
         "key": str(row.key),
@@ -1364,7 +1384,8 @@ def _problem_record(problem: Problem) -> dict[str, Any]:
     }
 
 
-def _state_record(state: PositionState) -> dict[str, Any]:
+def state_record(state: PositionState) -> dict[str, Any]:
+    """One position state as a flat record with :data:`STATE_COLUMNS` (exact values)."""
     key = state.key
     return {
         "key": str(key),
@@ -1414,7 +1435,7 @@ def to_dataframe(
     columns: tuple[str, ...]
     if values and all(isinstance(v, PositionState) for v in values):
         columns = STATE_COLUMNS
-        records = [_state_record(v) for v in values if isinstance(v, PositionState)]
+        records = [state_record(v) for v in values if isinstance(v, PositionState)]
     elif values and all(isinstance(v, Problem) for v in values):
         frame = pandas.DataFrame.from_records(
             [_problem_record(v) for v in values if isinstance(v, Problem)],
@@ -1424,7 +1445,7 @@ def to_dataframe(
         return frame
     elif all(isinstance(v, HistoryRow) for v in values):
         columns = HISTORY_COLUMNS
-        records = [_history_record(v) for v in values if isinstance(v, HistoryRow)]
+        records = [history_record(v) for v in values if isinstance(v, HistoryRow)]
     else:
         kinds = sorted({type(v).__name__ for v in values})
         raise InvalidInput(
@@ -1461,11 +1482,17 @@ def plot_position(
     source: Source | Iterable[PositionEvent] | Sequence[HistoryRow],
     key: PositionKey | None = None,
     ax: Any = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Any:
     """Plot one key's size over time: the ledger's size as a step line (long above zero, short
     below), the exchange's snapshots as diamonds (hollow while suspect), every correction as a
     vertical line labelled with its kind, and fills as ticks along the bottom. Returns the axes
-    (a new figure when ``ax`` is None)."""
+    (a new figure when ``ax`` is None).
+
+    ``since`` / ``until`` zoom the time axis (a correction minutes after an open held for hours
+    is otherwise a sliver at the right edge); the title still counts the whole history."""
     pyplot = _optional("matplotlib.pyplot", "plot_position")
     mdates = importlib.import_module("matplotlib.dates")
     Line2D = importlib.import_module("matplotlib.lines").Line2D
@@ -1493,7 +1520,12 @@ def plot_position(
     end = times[-1]
     span = end - start if end > start else timedelta(minutes=1)
     right = end + span * 0.04
-    times.append(right)
+    view_start = aware_utc(since, "since") if since is not None else start - span * 0.02
+    view_end = aware_utc(until, "until") if until is not None else right
+    if view_end <= view_start:
+        raise InvalidInput(f"nothing to show between {view_start} and {view_end}")
+    view_span = view_end - view_start
+    times.append(max(right, view_end))
     sizes = [float(r.signed_size_after) for r in rows]
     sizes.append(sizes[-1])
 
@@ -1543,9 +1575,11 @@ def plot_position(
     corrections = [r for r in rows if r.event == "Reconciled"]
     label_y = 0.97
     for r in corrections:
+        if not view_start <= r.time <= view_end:
+            continue
         axes.axvline(r.time, color=_CORRECTION, linestyle="--", linewidth=1.3, zorder=2)
         text = f"{r.reason}\n{_qty(r.signed_size_before)} → {_qty(r.signed_size_after)}"
-        near_end = r.time > start + span * 0.8
+        near_end = r.time > view_start + view_span * 0.8
         axes.annotate(
             text,
             (r.time, label_y),
@@ -1598,7 +1632,7 @@ def plot_position(
             high = max(high, float(r.evidence.signed_size))
     pad = (high - low) * 0.12 or 1.0
     axes.set_ylim(low - pad * 1.6, high + pad * 3.0 if corrections else high + pad)
-    axes.set_xlim(start - span * 0.02, right)
+    axes.set_xlim(view_start, view_end)
 
     locator = mdates.AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
@@ -1716,7 +1750,9 @@ def state_html(state: PositionState) -> str:
         ("pending orders", pending or None),
         (
             "suspect",
-            f"{_signed(suspect.side, suspect.size):+f} seen {suspect.count}×" if suspect else None,
+            f"{_qty(_signed(suspect.side, suspect.size))} seen {suspect.count}×"
+            if suspect
+            else None,
         ),
         ("overfills", state.overfills or None),
         ("version", state.version),
@@ -1731,10 +1767,11 @@ def state_html(state: PositionState) -> str:
     return f'<table style="{_TABLE_STYLE}">{body}</table>'
 
 
-def _evidence_text(evidence: Evidence | None) -> str | None:
+def evidence_text(evidence: Evidence | None) -> str | None:
+    """Evidence in a few words: ``-3160 @ 2025-10-13 09:31:00 seq 12 (2×)``."""
     if evidence is None:
         return None
-    text = f"{evidence.signed_size:+f} @ {evidence.taken_at:%Y-%m-%d %H:%M:%S}"
+    text = f"{_qty(evidence.signed_size)} @ {evidence.taken_at:%Y-%m-%d %H:%M:%S}"
     if evidence.seq is not None:
         text += f" seq {evidence.seq}"
     if evidence.confirmations:
@@ -1750,9 +1787,9 @@ _HISTORY_HTML_COLUMNS: tuple[tuple[str, Callable[[HistoryRow], object]], ...] = 
     (
         "size",
         lambda r: (
-            f"{r.signed_size_before:+f} → {r.signed_size_after:+f}"
+            f"{_qty(r.signed_size_before)} → {_qty(r.signed_size_after)}"
             if r.size_change
-            else f"{r.signed_size_after:+f}"
+            else _qty(r.signed_size_after)
         ),
     ),
     ("side", lambda r: r.side),
@@ -1762,7 +1799,7 @@ _HISTORY_HTML_COLUMNS: tuple[tuple[str, Callable[[HistoryRow], object]], ...] = 
     ("exec_id", lambda r: r.exec_id),
     ("order_id", lambda r: r.order_id),
     ("reason", lambda r: r.reason),
-    ("evidence", lambda r: _evidence_text(r.evidence)),
+    ("evidence", lambda r: evidence_text(r.evidence)),
     (
         "flags",
         lambda r: (

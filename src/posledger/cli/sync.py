@@ -1,0 +1,292 @@
+"""``posledger sync``: keep a ledger in step with a Bybit account through pybit.
+
+The API key and secret come from ``BYBIT_API_KEY`` / ``BYBIT_API_SECRET`` and are never
+printed: every message and log line this command writes has them masked. A failed read writes
+nothing and exits 3 (``--once``) or is retried with backoff (the loop). ``Ctrl-C`` (or SIGTERM)
+finishes the round in progress and exits 0; a second ``Ctrl-C`` interrupts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from posledger.cli.base import (
+    DB_ARGUMENT,
+    EXCHANGE_UNAVAILABLE,
+    JSON_ARGUMENT,
+    PROG,
+    UsageError,
+    argument,
+    one_line,
+    open_ledger,
+    print_json,
+    subcommand,
+    table,
+    when,
+)
+from posledger.errors import ExchangeUnavailable
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from posledger.sync import SyncReport
+
+KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
+ENDPOINT_ENV = "POSLEDGER_BYBIT_ENDPOINT"
+"""Points pybit at another REST endpoint (a fake Bybit in tests, a proxy); unset: Bybit's."""
+MASK = "***"
+
+
+@subcommand(
+    "sync",
+    help="keep the ledger in step with a Bybit account (missed fills first, then corrections)",
+    description=f"""\
+Read the account's positions and open orders from Bybit V5 (pybit), recover the
+executions the ledger missed and record them as the fills they were, then reconcile:
+only what the exchange's history cannot explain becomes a correction, and only after
+two snapshots agree. A failed read is never "no position": it writes nothing.
+
+The API key and secret are read from ${KEY_ENV} and ${SECRET_ENV} (never printed;
+read-only keys suffice). The ledger must exist (posledger init-db URL creates it).
+
+With --once: one round, its report, and exit 0 (3 when the exchange could not be read).
+Without: a round every --interval seconds, backing off on failures, logging each round to
+stderr, until Ctrl-C or SIGTERM (exit 0).""",
+    epilog=f"""\
+examples:
+  export {KEY_ENV}=... {SECRET_ENV}=...
+  {PROG} sync --db sqlite:///positions.db --once
+  {PROG} sync --db sqlite:///positions.db --testnet --interval 10
+  {PROG} sync --db 'postgresql://bot@db/trading?schema=bot1' --account main --settle-coin USDC
+
+environment:
+  {KEY_ENV}, {SECRET_ENV}   the API key pair (required)
+  {ENDPOINT_ENV}   another REST endpoint for pybit (tests, proxies)
+""",
+    arguments=(
+        DB_ARGUMENT,
+        argument("--testnet", action="store_true", help="use Bybit's testnet"),
+        argument("--once", action="store_true", help="run one round, print its report, exit"),
+        argument("--account", default="main", help="the ledger's account name (default: main)"),
+        argument("--category", default="linear", help="Bybit category (default: linear)"),
+        argument(
+            "--settle-coin",
+            default="USDT",
+            metavar="COIN",
+            help="settle coin whose positions to read (default: USDT)",
+        ),
+        argument(
+            "--interval",
+            type=float,
+            default=30.0,
+            metavar="S",
+            help="seconds between rounds (default: 30)",
+        ),
+        JSON_ARGUMENT,
+    ),
+)
+def sync_command(args: argparse.Namespace, console: Console) -> int:
+    from posledger.sync import Synchronizer
+
+    if not args.interval > 0:
+        raise UsageError(f"--interval must be a positive number of seconds, got {args.interval}")
+    api_key, api_secret = _credentials()
+    secrets = (api_key, api_secret)
+    venue = _venue(args, api_key, api_secret)
+    with open_ledger(args.db) as ledger:
+        synchronizer = Synchronizer(ledger, venue, interval=timedelta(seconds=args.interval))
+        if not args.once:
+            return _run_forever(synchronizer, console, args, ledger.settings.description, secrets)
+        try:
+            report = synchronizer.run_once()
+        except ExchangeUnavailable as error:
+            message = f"{PROG} sync: error: exchange unavailable, nothing written: {error}"
+            print(_masked(one_line(message), secrets), file=sys.stderr)
+            return EXCHANGE_UNAVAILABLE
+    if args.json:
+        print_json(_report_document(report))
+    else:
+        _print_report(console, report)
+    return 0
+
+
+def _credentials() -> tuple[str, str]:
+    missing = [name for name in (KEY_ENV, SECRET_ENV) if not os.environ.get(name)]
+    if missing:
+        raise UsageError(
+            f"set {' and '.join(missing)} in the environment (the Bybit API key pair; "
+            "read-only keys suffice)"
+        )
+    return os.environ[KEY_ENV], os.environ[SECRET_ENV]
+
+
+def _venue(args: argparse.Namespace, api_key: str, api_secret: str) -> Any:
+    try:
+        from pybit.unified_trading import HTTP  # type: ignore[import-untyped]
+    except ImportError:
+        raise UsageError("sync needs pybit: pip install 'posledger[bybit]'") from None
+    from posledger.venues.bybit import BybitVenue
+
+    http = HTTP(testnet=args.testnet, api_key=api_key, api_secret=api_secret)
+    endpoint = os.environ.get(ENDPOINT_ENV)
+    if endpoint:
+        http.endpoint = endpoint.rstrip("/")
+    return BybitVenue(
+        http, account=args.account, category=args.category, settle_coin=args.settle_coin
+    )
+
+
+def _masked(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
+
+
+# --- one round ---------------------------------------------------------------------------------
+
+
+def _print_report(console: Console, report: SyncReport) -> None:
+    snapshot = report.snapshot
+    orders = snapshot.open_order_ids
+    console.print(
+        f"Synced {snapshot.venue}/{snapshot.account}/{snapshot.category} at "
+        f"{when(snapshot.taken_at)} UTC: {len(snapshot.positions)} exchange positions, "
+        f"{'unknown' if orders is None else len(orders)} open orders; "
+        f"{_count(report.fills_recovered, 'missed fill')} recovered, "
+        f"{_count(len(report.reconcile.corrections), 'correction')}, "
+        f"{_count(len(report.reconcile.suspects), 'suspect')}, "
+        f"{_count(len(report.conflicts), 'conflict')}.",
+        soft_wrap=True,
+    )
+    if not report.outcomes:
+        return
+    made = table("symbol", "idx", "recovered", "outcome", "correction", "events", "detail")
+    for outcome in report.outcomes:
+        key = outcome.key
+        made.add_row(
+            key.symbol,
+            str(key.idx),
+            str(report.recovered.get(key, "")),
+            outcome.outcome.value,
+            outcome.correction.value if outcome.correction else "",
+            ", ".join(outcome.events),
+            outcome.detail,
+        )
+    console.print()
+    console.print(made)
+
+
+def _report_document(report: SyncReport) -> dict[str, object]:
+    snapshot = report.snapshot
+    return {
+        "taken_at": snapshot.taken_at,
+        "exchange_positions": [
+            {"symbol": p.symbol, "idx": p.idx, "side": p.side, "size": p.size}
+            for p in snapshot.positions
+        ],
+        "open_orders": None if snapshot.open_order_ids is None else len(snapshot.open_order_ids),
+        "fills_recovered": report.fills_recovered,
+        "recovered": {str(k): n for k, n in report.recovered.items()},
+        "outcomes": [
+            {
+                "key": str(o.key),
+                "outcome": o.outcome.value,
+                "correction": o.correction.value if o.correction else None,
+                "events": list(o.events),
+                "detail": o.detail,
+            }
+            for o in report.outcomes
+        ],
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# --- the loop ----------------------------------------------------------------------------------
+
+
+def _run_forever(
+    synchronizer: Any,
+    console: Console,
+    args: argparse.Namespace,
+    where: str,
+    secrets: Sequence[str],
+) -> int:
+    console.print(
+        f"Syncing bybit/{args.account}/{args.category} ({args.settle_coin}) into {where} every "
+        f"{args.interval:g}s; Ctrl-C stops after the round in progress.",
+        soft_wrap=True,
+    )
+    console.file.flush()
+    stop = threading.Event()
+    with _logging_to_stderr(secrets), _stopping_on_signals(stop):
+        synchronizer.run_forever(stop)
+    console.print("Stopped.")
+    return 0
+
+
+@contextmanager
+def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (the loop ends after its round); a second SIGINT raises."""
+
+    def request_stop(number: int, frame: FrameType | None) -> None:
+        if stop.is_set() and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {n: signal.signal(n, request_stop) for n in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+}
+
+
+class _MaskingFormatter(logging.Formatter):
+    """``time level logger: message key=value …`` (the record's structured extras appended),
+    with the API key and secret masked."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.secrets = tuple(secrets)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        if extras:
+            text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return _masked(text, self.secrets)
+
+
+@contextmanager
+def _logging_to_stderr(secrets: Sequence[str]) -> Iterator[None]:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter(secrets))
+    logger = logging.getLogger("posledger")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
