@@ -18,8 +18,9 @@ Figures (the performance issue's six, with the variants it asks for):
 2. ``ingest_concurrent``: 8 threads sharing one Ledger, distinct keys, total fills/s, against
    the raw single-writer rate of (1). ``ingest_concurrent_ledgers``: 8 threads with one Ledger
    each; ``ingest_concurrent_procs``: 8 processes (no shared GIL), same baseline.
-3. ``backfill``: N executions over 500 keys through ``record_fills`` in batches of 100 (Bybit's
-   execution-list page size) against psycopg COPY / sqlite3 ``executemany`` in one transaction.
+3. ``backfill``: N executions over 500 keys through ``Ledger.backfill``, one call per round of
+   pages (a page of 100 executions, Bybit's execution-list page size, for every key), against
+   psycopg COPY / sqlite3 ``executemany`` in one transaction.
    The full run stops after the round of batches that exceeds ``--backfill-budget`` seconds and
    prints the N actually used (nothing is extrapolated).
 4. ``replay``: ``Ledger.open(url).positions()`` on a fresh object over the backfill store against
@@ -787,7 +788,7 @@ def backfill_batches(
 
 
 def backfill_posledger(url: str, cfg: Config) -> tuple[float, int, int]:
-    """(seconds inside record_fills, fills imported, rounds); stops after the round that
+    """(seconds inside Ledger.backfill, fills imported, rounds); stops after the round that
     exceeds the budget (full run), never mid-round."""
     keys, per_key, batch = backfill_plan(cfg)
     rounds = math.ceil(per_key / batch)
@@ -798,12 +799,11 @@ def backfill_posledger(url: str, cfg: Config) -> tuple[float, int, int]:
     with Ledger.open(url) as ledger:
         generator = backfill_batches(keys, per_key, batch, rounds)
         for r in range(rounds):
-            for _ in keys:
-                k, batch_fills = next(generator)
-                before = time.perf_counter()
-                ledger.record_fills(keys[k], batch_fills)
-                busy += time.perf_counter() - before
-                fills += len(batch_fills)
+            page = dict(next(generator) for _ in keys)
+            before = time.perf_counter()
+            ledger.backfill({keys[k]: batch_fills for k, batch_fills in page.items()})
+            busy += time.perf_counter() - before
+            fills += sum(len(batch_fills) for batch_fills in page.values())
             done_rounds = r + 1
             wall = time.perf_counter() - started
             log(f"backfill: round {done_rounds}/{rounds}, {fills:,} fills, {wall:.0f} s")

@@ -16,12 +16,12 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -53,11 +53,11 @@ from posledger.model import (
 from posledger.position import (
     PositionState,
     check_fill_key,
-    decide_fills,
     decide_order_end,
     decide_request,
     evolve,
     key_of,
+    preview_fills,
     project,
     register,
 )
@@ -68,6 +68,7 @@ from posledger.reconcile import (
     ReconcileReport,
     decide_reconcile,
 )
+from posledger.replay import ensure_key_index, load_states, registered_keys
 from posledger.snapshot import PositionSnapshot, project_from_store
 from posledger.storage import StorageSettings, settings_for
 
@@ -81,6 +82,11 @@ LOG_PAGE = 1_000
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
+Decision = tuple[list[Any], T, "PositionState | None"]
+"""What a decision returns: the events to save, its own result, and the state after the events
+when deciding already folded them (else None: the shell folds them)."""
+Marker = tuple[Fill, uuid.UUID, str]
+"""A new execution with its marker stream id and payload."""
 
 
 def utc_now() -> datetime:
@@ -121,6 +127,21 @@ class LedgerApplication(Application[uuid.UUID]):
         return cls(env={**settings.env, "IS_SNAPSHOTTING_ENABLED": "y"})
 
 
+_REFUSED = object()
+"""A command whose group transaction the store refused: recompute it on its own."""
+
+
+@attrs.define
+class _Command:
+    """A queued command: its key, when, its decision, and (once run) its outcome: the state
+    and the decision's result, an error to raise, or ``_REFUSED``."""
+
+    key: PositionKey
+    at: datetime
+    decide: Callable[[PositionState], Any]
+    outcome: Any = None
+
+
 def _marker_id(key: PositionKey, exec_id: str) -> uuid.UUID:
     return uuid.uuid5(EXEC_NAMESPACE, "\x1f".join((key.venue, key.account, exec_id)))
 
@@ -151,9 +172,17 @@ class Ledger:
         self._states: dict[uuid.UUID, PositionState] = {}
         self._keys: dict[uuid.UUID, PositionKey] = {}
         self._seen: OrderedDict[uuid.UUID, str] = OrderedDict()
+        self._seen_lock = threading.Lock()
         self._log_position = 0
+        self._unsnapshotted: set[uuid.UUID] = set()
+        self._queue_changed = threading.Condition(threading.Lock())
+        self._queue: list[_Command] = []
+        self._committing = False
         self.conflict_retries = 0
         """Saves refused for a stale version and recomputed: an operational figure."""
+        self.transactions = 0
+        """Transactions written by commands; fewer than the commands when several threads'
+        commands were committed together."""
         with self._storage_errors():
             self._app = self._create_application(settings)
             self._discover_keys()
@@ -166,7 +195,10 @@ class Ledger:
         started = time.monotonic()
         while True:
             try:
-                return LedgerApplication.for_settings(settings)
+                app = LedgerApplication.for_settings(settings)
+                if settings.env.get("CREATE_TABLE") != "n":
+                    ensure_key_index(app)
+                return app
             except (InternalError, IntegrityError) as error:
                 if "concurrently" not in str(error) and "already exists" not in str(error):
                     raise
@@ -203,7 +235,18 @@ class Ledger:
         )
 
     def close(self) -> None:
-        self._app.close()
+        """Snapshot the states this ledger changed since their last snapshot, so the next open
+        loads one row per key instead of replaying their tails; then release the store. If the
+        store is unavailable the snapshots are skipped (they are only derived data)."""
+        try:
+            if self.settings.scheme != "memory":
+                with self._lock:
+                    states = [self._states[s] for s in self._unsnapshotted if s in self._states]
+                    self._snapshot_all(states)
+        except (OperationalError, InterfaceError, InternalError, ProgrammingError) as error:
+            log.warning("%s: snapshots on close skipped: %s", self.settings.description, error)
+        finally:
+            self._app.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -256,6 +299,105 @@ class Ledger:
 
     def record_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
         """Record executions of one key in one atomic save (a backfill, a WebSocket burst)."""
+        self._check_fills(key, fills)
+        at = _earliest(fills)
+
+        fresh: list[Marker] = []
+
+        def decide(state: PositionState) -> Decision[tuple[FillResult, ...]]:
+            events, results, after, fresh[:] = self._decide_fills(key, fills, state)
+            return events, results, after
+
+        state, results = self._execute(key, at, decide, on_conflict=lambda: self._learn(key, fills))
+        self._after_fills(key, results, fresh)
+        return FillBatchResult(position=state, fills=results)
+
+    def backfill(
+        self,
+        fills_by_key: Mapping[PositionKey, Sequence[Fill]],
+        *,
+        events_per_transaction: int = 20_000,
+    ) -> dict[PositionKey, FillBatchResult]:
+        """Import historical executions of many keys: for each key exactly the events
+        ``record_fills(key, fills)`` would write (duplicates skipped, markers included), but
+        saved for many keys per transaction of about ``events_per_transaction`` events. Every
+        key it changed is snapshotted at the end, so the next load reads one row per key.
+        Bad input anywhere raises :class:`InvalidInput` before anything is written."""
+        if not isinstance(fills_by_key, Mapping):
+            raise InvalidInput(f"expected a mapping of keys to fills, got {fills_by_key!r}")
+        for key, fills in fills_by_key.items():
+            self._check_fills(key, fills)
+        chunks: list[list[tuple[PositionKey, Sequence[Fill]]]] = [[]]
+        size = 0
+        for key, fills in fills_by_key.items():
+            if size >= events_per_transaction:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((key, fills))
+            size += 2 * len(fills)
+        with self._lock, self._storage_errors():
+            self._catch_up()
+            self._load_missing([key.stream_id for key in fills_by_key])
+        results: dict[PositionKey, FillBatchResult] = {}
+        for chunk in chunks:
+            with self._lock, self._storage_errors():
+                saved = self._backfill_chunk(chunk)
+            if saved is None:  # refused: each key on its own learns duplicates, recomputes
+                saved = {key: self.record_fills(key, fills) for key, fills in chunk}
+            results.update(saved)
+        with self._lock, self._storage_errors():
+            self._snapshot_all([r.position for r in results.values() if r.applied])
+        return results
+
+    def _backfill_chunk(
+        self, chunk: list[tuple[PositionKey, Sequence[Fill]]]
+    ) -> dict[PositionKey, FillBatchResult] | None:
+        """Save every key of ``chunk`` in one transaction; None if the store refused it
+        (another writer, or exec_ids recorded before but not cached here)."""
+        events: list[Any] = []
+        decided = []
+        for key, fills in chunk:
+            # Loaded in bulk by backfill(): a key missing here is new (if another writer
+            # registers it meanwhile, the store refuses this chunk and it is redone alone).
+            stored = self._states.get(key.stream_id)
+            registration = None if stored is not None else register(key, _earliest(fills))
+            base = stored if stored is not None else evolve(None, registration)  # type: ignore[arg-type]
+            key_events, results, after, fresh = self._decide_fills(key, fills, base)
+            if key_events and registration is not None:
+                events.append(registration)
+            events += key_events
+            decided.append((key, fresh, results, after, bool(key_events)))
+        try:
+            recordings = self._save(events) if events else []
+        except IntegrityError:
+            self.conflict_retries += 1
+            for key, _ in chunk:
+                self._states.pop(key.stream_id, None)
+            return None
+        self._advance_log([r.notification.id for r in recordings])
+        outcome = {}
+        for key, fresh, results, state, saved in decided:
+            if saved:
+                self._states[key.stream_id] = state
+                self._keys[key.stream_id] = key
+                self._unsnapshotted.add(key.stream_id)
+            self._after_fills(key, results, fresh)
+            outcome[key] = FillBatchResult(position=state, fills=results)
+        return outcome
+
+    def _snapshot_all(self, states: list[PositionState]) -> None:
+        """Snapshot ``states`` in one transaction (one by one if some exist already)."""
+        if self._app.snapshots is None or not states:
+            return
+        try:
+            self._app.snapshots.put([PositionSnapshot.take(state) for state in states])
+        except IntegrityError:  # some were snapshotted already (another writer, or due)
+            for state in states:
+                with contextlib.suppress(IntegrityError):
+                    self._app.snapshots.put([PositionSnapshot.take(state)])
+        self._unsnapshotted.difference_update(state.key.stream_id for state in states)
+
+    def _check_fills(self, key: PositionKey, fills: Sequence[Fill]) -> None:
         self._check_key(key)
         for fill in fills:
             if not isinstance(fill, Fill):
@@ -263,41 +405,47 @@ class Ledger:
             check_fill_key(key, fill)
         if not fills:
             raise InvalidInput("record_fills needs at least one fill")
-        at = min(fill.exec_time for fill in fills)
 
-        def decide(state: PositionState) -> tuple[list[Any], tuple[FillResult, ...]]:
-            fresh = self._fresh_fills(key, fills)
-            events: list[Any] = list(decide_fills(state, fresh))
-            applied = {e.exec_id: e for e in events if isinstance(e, ExecutionEvent)}
-            results = tuple(
-                FillResult(
-                    exec_id=f.exec_id,
-                    duplicate=f.exec_id not in applied,
-                    event=type(applied[f.exec_id]).__name__ if f.exec_id in applied else None,
-                    overfill=applied[f.exec_id].overfill if f.exec_id in applied else Decimal(0),
-                )
-                for f in _first_of_each(fills)
+    def _decide_fills(
+        self, key: PositionKey, fills: Sequence[Fill], state: PositionState
+    ) -> tuple[list[Any], tuple[FillResult, ...], PositionState, list[Marker]]:
+        """The events of recording ``fills`` (the position's, then one marker per new exec_id),
+        what became of each fill, the state after them, and the new fills' markers."""
+        fresh = self._fresh_fills(key, fills)
+        decided, after = preview_fills(state, [fill for fill, _, _ in fresh])
+        events: list[Any] = list(decided)
+        applied = {e.exec_id: e for e in events if isinstance(e, ExecutionEvent)}
+        results = tuple(
+            FillResult(
+                exec_id=f.exec_id,
+                duplicate=f.exec_id not in applied,
+                event=type(applied[f.exec_id]).__name__ if f.exec_id in applied else None,
+                overfill=applied[f.exec_id].overfill if f.exec_id in applied else Decimal(0),
             )
-            events += [
-                ExecutionSeen(
-                    originator_id=_marker_id(key, f.exec_id),
-                    originator_version=1,
-                    timestamp=f.exec_time,
-                    exec_id=f.exec_id,
-                    stream_id=key.stream_id,
-                    payload=_marker_payload(key, f),
-                )
-                for f in fresh
-            ]
-            return events, results
+            for f in _first_of_each(fills)
+        )
+        events += [
+            ExecutionSeen(
+                originator_id=marker,
+                originator_version=1,
+                timestamp=fill.exec_time,
+                exec_id=fill.exec_id,
+                stream_id=key.stream_id,
+                payload=payload,
+            )
+            for fill, marker, payload in fresh
+        ]
+        return events, results, after, fresh
 
-        state, results = self._execute(key, at, decide, on_conflict=lambda: self._learn(key, fills))
+    def _after_fills(
+        self, key: PositionKey, results: tuple[FillResult, ...], fresh: list[Marker]
+    ) -> None:
+        """Once saved: warn of overfills, and remember the new exec_ids."""
         for result in results:
             if result.overfill > 0:
                 log.warning("%s: %s overfilled by %s", key, result.exec_id, result.overfill)
-            if not result.duplicate:
-                self._remember(_marker_id(key, result.exec_id), key, fills, result.exec_id)
-        return FillBatchResult(position=state, fills=results)
+        for _, marker, payload in fresh:
+            self._seen_put(marker, payload)
 
     def record_order_end(
         self, key: PositionKey, *, order_id: str, status: str, at: datetime | None = None
@@ -307,7 +455,7 @@ class Ledger:
         state, _ = self._execute(
             key,
             when,
-            lambda s: (decide_order_end(s, order_id=order_id, status=status, at=when), None),
+            lambda s: (decide_order_end(s, order_id=order_id, status=status, at=when), None, None),
         )
         return state
 
@@ -325,19 +473,29 @@ class Ledger:
             raise InvalidInput(f"expected a Snapshot, got {type(snapshot).__name__}")
         when = self._time(now, "now")
         rules = policy or self.policy
-        with self._lock:
+        with self._lock, self._storage_errors():
             self._catch_up()
             keys = {k for k in self._keys.values() if snapshot.covers(k)}
-        keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
-        keys.difference_update(skip)
+            keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
+            keys.difference_update(skip)
+            self._load_missing([k.stream_id for k in keys])
+            # Keys that agree need no save: judge them here against the states just caught up
+            # with, the ones a save would be decided against.
+            agreeing = {}
+            for key in keys:
+                state = self._states.get(key.stream_id)
+                if state is not None:
+                    judgement = decide_reconcile(state, snapshot, when, rules)
+                    if not judgement.events:
+                        agreeing[key] = judgement
         outcomes = []
         for key in sorted(keys, key=str):
 
-            def judge(state: PositionState, key: PositionKey = key) -> tuple[Any, Judgement]:
+            def judge(state: PositionState, key: PositionKey = key) -> Decision[Judgement]:
                 judgement = decide_reconcile(state, snapshot, when, rules)
-                return judgement.events, judgement
+                return list(judgement.events), judgement, None
 
-            _, judgement = self._execute(key, snapshot.taken_at, judge)
+            judgement = agreeing.get(key) or self._execute(key, snapshot.taken_at, judge)[1]
             outcomes.append(
                 KeyOutcome(
                     key=key,
@@ -428,6 +586,7 @@ class Ledger:
                     reduce_only=reduce_only,
                 ),
                 None,
+                None,
             ),
         )
         return state
@@ -436,39 +595,146 @@ class Ledger:
         self,
         key: PositionKey,
         at: datetime,
-        decide: Callable[[PositionState], tuple[list[Any], T]],
+        decide: Callable[[PositionState], Decision[T]],
         on_conflict: Callable[[], None] | None = None,
     ) -> tuple[PositionState, T]:
-        """Load, decide, save; on a version conflict reload and decide again."""
+        """Load, decide, save; on a version conflict reload and decide again.
+
+        Group commit: the command joins a queue, and whichever caller holds the ledger's lock
+        decides every queued command (each against the state its predecessors in the queue
+        left) and saves them all in one transaction; each caller returns once that
+        transaction is durable, with its own result or error. If the store refuses the
+        transaction, every command in it is recomputed on its own."""
         self._check_key(key)
         started = time.monotonic()
-        attempt = 0
+        command = _Command(key, at, decide)
+        with self._queue_changed:
+            self._queue.append(command)
+            while command.outcome is None and self._committing:
+                self._queue_changed.wait()
+            leading = command.outcome is None
+            if leading:
+                self._committing = True
+        if leading:
+            self._commit_queue()
+        outcome = command.outcome
+        if isinstance(outcome, BaseException):
+            with self._storage_errors():
+                raise outcome
+        if outcome is not _REFUSED:
+            return cast("tuple[PositionState, T]", outcome)
+        with self._lock, self._storage_errors():
+            if on_conflict is not None:
+                on_conflict()
+        time.sleep(random.uniform(0, 0.002))
+        return self._execute_alone(key, at, decide, on_conflict, started)
+
+    def _commit_queue(self) -> None:
+        """As the committing thread: run every queued command (ours among them) as one group,
+        then wake the waiters; the commands queued meanwhile form the next group."""
+        batch: list[_Command] = []
+        try:
+            with self._lock:
+                with self._queue_changed:
+                    batch, self._queue = self._queue, []
+                self._run_batch(batch)
+        finally:
+            for interrupted in (c for c in batch if c.outcome is None):
+                interrupted.outcome = ConcurrencyError(
+                    f"{interrupted.key}: the thread saving this command was interrupted"
+                )
+            with self._queue_changed:
+                self._committing = False
+                self._queue_changed.notify_all()
+
+    def _run_batch(self, batch: list[_Command]) -> None:
+        """Decide each queued command, then save all their events in one transaction."""
+        after: dict[uuid.UUID, PositionState] = {}
+        saving: list[tuple[_Command, list[Any], PositionState, Any, int]] = []
+        for command in batch:
+            stream = command.key.stream_id
+            try:
+                stored = after[stream] if stream in after else self._state(stream)
+                registration = None if stored is not None else register(command.key, command.at)
+                base = stored if stored is not None else evolve(None, registration)  # type: ignore[arg-type]
+                events, extra, state = command.decide(base)
+                if not events:
+                    command.outcome = (base, extra)
+                    continue
+                if registration is not None:
+                    events = [registration, *events]
+                if state is None:
+                    state = project(stored, [e for e in events if isinstance(e, PositionEvent)])
+                assert state is not None
+            except Exception as error:
+                command.outcome = error
+                continue
+            after[stream] = state
+            saving.append((command, events, state, extra, stored.version if stored else 0))
+        if not saving:
+            return
+        try:
+            recordings = self._save([event for _, events, _, _, _ in saving for event in events])
+        except IntegrityError:
+            self.conflict_retries += len(saving)
+            for command, *_ in saving:
+                self._states.pop(command.key.stream_id, None)
+                command.outcome = _REFUSED
+            return
+        except Exception as error:
+            for command, *_ in saving:
+                command.outcome = error
+            return
+        self.transactions += 1
+        self._advance_log([r.notification.id for r in recordings])
+        for command, _, state, extra, _ in saving:
+            self._states[command.key.stream_id] = state
+            self._keys[command.key.stream_id] = command.key
+            self._unsnapshotted.add(command.key.stream_id)
+            command.outcome = (state, extra)
+        for command, _, state, _, previous in saving:
+            try:
+                self._snapshot_if_due(previous, state)
+            except Exception as error:
+                command.outcome = error
+
+    def _execute_alone(
+        self,
+        key: PositionKey,
+        at: datetime,
+        decide: Callable[[PositionState], Decision[T]],
+        on_conflict: Callable[[], None] | None,
+        started: float,
+    ) -> tuple[PositionState, T]:
+        """One command in its own transactions until it is saved or gives up."""
+        attempt = 1
         while attempt < self.max_retries or time.monotonic() - started < self.retry_budget_s:
             attempt += 1
             with self._lock, self._storage_errors():
                 stored = self._state(key.stream_id)
                 registration = None if stored is not None else register(key, at)
                 base = stored if stored is not None else evolve(None, registration)  # type: ignore[arg-type]
-                events, extra = decide(base)
+                events, extra, after = decide(base)
                 if not events:
                     return base, extra
                 if registration is not None:
                     events = [registration, *events]
                 try:
-                    recordings = self._app.save(*events)
+                    recordings = self._save(events)
                 except IntegrityError:
                     self.conflict_retries += 1
                     self._states.pop(key.stream_id, None)
                     if on_conflict is not None:
                         on_conflict()
                 else:
-                    state = project(
-                        base if stored is not None else None,
-                        [e for e in events if isinstance(e, PositionEvent)],
+                    self.transactions += 1
+                    state = after if after is not None else project(
+                        stored, [e for e in events if isinstance(e, PositionEvent)]
                     )
                     assert state is not None
                     self._states[key.stream_id] = state
                     self._keys[key.stream_id] = key
+                    self._unsnapshotted.add(key.stream_id)
                     self._advance_log([r.notification.id for r in recordings])
                     self._snapshot_if_due(base.version if stored is not None else 0, state)
                     return state, extra
@@ -478,6 +744,12 @@ class Ledger:
             "other writers kept changing it"
         )
 
+    def _save(self, events: list[Any]) -> list[Any]:
+        """``Application.save`` without its per-event protocol checks and aggregate collection
+        (our events are plain frozen dataclasses, and the application has no save hooks): the
+        same stored events in the same one transaction."""
+        return self._app.events.put(events)
+
     def _snapshot_if_due(self, previous_version: int, state: PositionState) -> None:
         """Snapshot the state we already hold when a save crossed a multiple of the interval.
         A concurrent writer's identical snapshot wins harmlessly."""
@@ -486,9 +758,11 @@ class Ledger:
             return
         with contextlib.suppress(IntegrityError):
             self._app.snapshots.put([PositionSnapshot.take(state)])
+        self._unsnapshotted.discard(state.key.stream_id)
 
-    def _fresh_fills(self, key: PositionKey, fills: Sequence[Fill]) -> list[Fill]:
-        """Fills not recorded before; raises on a known exec_id with another payload."""
+    def _fresh_fills(self, key: PositionKey, fills: Sequence[Fill]) -> list[Marker]:
+        """Fills not recorded before, with their marker ids and payloads; raises on a known
+        exec_id with another payload."""
         fresh = []
         offered: dict[str, str] = {}
         for fill in fills:
@@ -498,9 +772,10 @@ class Ledger:
                     raise ExecutionConflict(fill.exec_id, offered[fill.exec_id], payload)
                 continue
             offered[fill.exec_id] = payload
-            recorded = self._seen.get(_marker_id(key, fill.exec_id))
+            marker = _marker_id(key, fill.exec_id)
+            recorded = self._seen.get(marker)
             if recorded is None:
-                fresh.append(fill)
+                fresh.append((fill, marker, payload))
             elif recorded != payload:
                 raise ExecutionConflict(fill.exec_id, recorded, payload)
         return fresh
@@ -515,17 +790,14 @@ class Ledger:
                 assert isinstance(event, ExecutionSeen)
                 self._seen_put(marker, event.payload)
 
-    def _remember(
-        self, marker: uuid.UUID, key: PositionKey, fills: Sequence[Fill], exec_id: str
-    ) -> None:
-        fill = next(f for f in fills if f.exec_id == exec_id)
-        self._seen_put(marker, _marker_payload(key, fill))
-
     def _seen_put(self, marker: uuid.UUID, payload: str) -> None:
-        self._seen[marker] = payload
-        self._seen.move_to_end(marker)
-        while len(self._seen) > SEEN_CACHE_SIZE:
-            self._seen.popitem(last=False)
+        """Callers of a group commit remember their exec_ids after it, outside the ledger's
+        lock (taking it would wait for the next group's commit): guard the cache itself."""
+        with self._seen_lock:
+            self._seen[marker] = payload
+            self._seen.move_to_end(marker)
+            while len(self._seen) > SEEN_CACHE_SIZE:
+                self._seen.popitem(last=False)
 
     def _state(self, stream_id: uuid.UUID) -> PositionState | None:
         state = self._states.get(stream_id)
@@ -545,24 +817,10 @@ class Ledger:
             return None
 
     def _discover_keys(self) -> None:
-        """Learn every key from the log's KeyRegistered events; states load lazily."""
+        """Learn every key from its KeyRegistered event (an indexed read, not a log scan);
+        states load lazily. The log is followed from its end as it was before the read."""
         top = self._app.recorder.max_notification_id() or 0
-        position = 0
-        while position < top:
-            page = self._app.recorder.select_notifications(
-                start=position,
-                limit=LOG_PAGE,
-                stop=top,
-                topics=[KeyRegistered.TOPIC],
-                inclusive_of_start=False,
-            )
-            if not page:
-                break
-            for notification in page:
-                event = self._app.mapper.to_domain_event(notification)
-                assert isinstance(event, KeyRegistered)
-                self._keys[event.originator_id] = key_of(event)
-            position = page[-1].id
+        self._keys.update(registered_keys(self._app))
         self._log_position = top
 
     def _catch_up(self) -> None:
@@ -601,9 +859,14 @@ class Ledger:
         if ids and ids[0] == self._log_position + 1 and ids[-1] - ids[0] == len(ids) - 1:
             self._log_position = ids[-1]
 
-    def _load_missing(self) -> None:
-        for stream in [s for s in self._keys if s not in self._states]:
-            self._state(stream)
+    def _load_missing(self, streams: Collection[uuid.UUID] | None = None) -> None:
+        """Load the states not cached yet (of ``streams``, or of every key) in bulk."""
+        wanted = self._keys if streams is None else streams
+        missing = [s for s in wanted if s not in self._states]
+        if missing:
+            for stream, state in load_states(self._app, missing).items():
+                self._states[stream] = state
+                self._keys[stream] = state.key
 
     def _check_key(self, key: object) -> None:
         if not isinstance(key, PositionKey):
@@ -630,6 +893,10 @@ class Ledger:
             raise StorageUnavailable(
                 f"{self.settings.description}: {type(error).__name__}: {error}"
             ) from error
+
+
+def _earliest(fills: Sequence[Fill]) -> datetime:
+    return min(fill.exec_time for fill in fills)
 
 
 def _first_of_each(fills: Sequence[Fill]) -> list[Fill]:

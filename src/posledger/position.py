@@ -499,6 +499,14 @@ def check_fill_key(key: PositionKey, fill: Fill) -> None:
 def decide_fills(state: PositionState, fills: Sequence[Fill]) -> list[PositionEvent]:
     """Record executions already known to be new (the shell deduplicates against the store);
     duplicates inside the batch itself are applied once."""
+    return preview_fills(state, fills)[0]
+
+
+def preview_fills(
+    state: PositionState, fills: Sequence[Fill]
+) -> tuple[list[PositionEvent], PositionState]:
+    """:func:`decide_fills` with the state after its events (already folded while deciding,
+    so a bulk import need not fold them again)."""
     emitter = Emitter(state)
     seen: set[str] = set()
     for fill in fills:
@@ -507,7 +515,7 @@ def decide_fills(state: PositionState, fills: Sequence[Fill]) -> list[PositionEv
             continue
         seen.add(fill.exec_id)
         _emit_fill(emitter, fill)
-    return emitter.events
+    return emitter.events, emitter.preview
 
 
 def _emit_fill(emitter: Emitter, fill: Fill) -> None:

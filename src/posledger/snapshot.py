@@ -103,8 +103,15 @@ def project_from_store(
 
 
 def _known(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
-    names = {a.name for a in attrs.fields(cls) if a.init}
+    names = _INIT_NAMES.get(cls) or _INIT_NAMES.setdefault(cls, _init_names(cls))
     return {name: value for name, value in data.items() if name in names}
+
+
+_INIT_NAMES: dict[type[Any], frozenset[str]] = {}
+
+
+def _init_names(cls: type[Any]) -> frozenset[str]:
+    return frozenset(a.name for a in attrs.fields(cls) if a.init)
 
 
 def _side(value: str | None) -> Side | None:

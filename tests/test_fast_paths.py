@@ -1,0 +1,176 @@
+"""The fast paths behave exactly like the slow ones: group commit gives every caller its own
+result (and a refused group is recomputed command by command), bulk loading equals
+eventsourcing's repository.get, and the one-round-trip PostgreSQL insert keeps its lock
+timeout."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from eventsourcing.application import AggregateNotFoundError
+
+from posledger import ExecutionConflict, Ledger, StorageUnavailable
+from posledger.ledger import FillResult
+from posledger.replay import load_states, registered_keys
+from posledger.snapshot import project_from_store
+from tests.conftest import key
+from tests.helpers import fill
+
+THREADS = 8
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.001)
+
+
+def grouped(ledger: Ledger, calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run ``calls`` on threads while the ledger's lock is held, so they all queue, then let
+    one of them commit the group. Returns each call's result or exception."""
+    outcomes: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        try:
+            outcomes[i] = calls[i]()
+        except Exception as error:
+            outcomes[i] = error
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    with ledger._lock:
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(ledger._queue) == len(calls))
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_concurrent_commands_commit_together_each_with_its_own_result(ledger_url: str) -> None:
+    keys = [key(f"K{t}USDT") for t in range(THREADS)]
+    with Ledger.open(ledger_url) as ledger:
+        ledger.record_fill(keys[0], fill("known", "buy", "1"))
+        before = ledger.transactions
+        calls: list[Callable[[], Any]] = [
+            (lambda t=t: ledger.record_fill(keys[t], fill(f"e{t}", "buy", str(t + 1))))
+            for t in range(THREADS - 2)
+        ]
+        calls.append(lambda: ledger.record_fill(keys[0], fill("known", "sell", "5")))
+        calls.append(lambda: ledger.record_fill(keys[0], fill("e0b", "buy", "2")))
+        outcomes = grouped(ledger, calls)
+        assert ledger.transactions == before + 1
+        for t in range(THREADS - 2):
+            assert outcomes[t] == FillResult(f"e{t}", False, "Filled", Decimal(0))
+        assert isinstance(outcomes[-2], ExecutionConflict)
+        assert outcomes[-1] == FillResult("e0b", False, "Filled", Decimal(0))
+        assert ledger.position(keys[0]).size == 1 + 1 + 2  # type: ignore[union-attr]
+        for t in range(1, THREADS - 2):
+            assert ledger.position(keys[t]).size == t + 1  # type: ignore[union-attr]
+
+
+def test_a_refused_group_is_recomputed_command_by_command(durable_url: str) -> None:
+    btc, eth = key("BTCUSDT"), key("ETHUSDT")
+    with Ledger.open(durable_url) as ledger, Ledger.open(durable_url) as other:
+        ledger.record_fill(btc, fill("b1", "buy", "1"))
+        other.record_fill(btc, fill("b2", "buy", "2"))  # behind the first ledger's back
+        outcomes = grouped(
+            ledger,
+            [
+                lambda: ledger.record_fill(btc, fill("b3", "buy", "4")),
+                lambda: ledger.record_fill(eth, fill("e1", "sell", "1")),
+                lambda: ledger.record_fill(btc, fill("b2", "buy", "2")),
+            ],
+        )
+        assert ledger.conflict_retries >= 1
+        assert [o.exec_id for o in outcomes] == ["b3", "e1", "b2"]
+        assert [o.duplicate for o in outcomes] == [False, False, True]
+        assert ledger.position(btc).size == 7  # type: ignore[union-attr]
+        assert ledger.position(eth).size == 1  # type: ignore[union-attr]
+        with Ledger.open(durable_url) as fresh:
+            assert fresh.positions() == ledger.positions()
+
+
+def test_bulk_loading_equals_one_repository_get_per_key(ledger_url: str) -> None:
+    keys = [key(f"K{n}USDT") for n in range(5)]
+    with Ledger.open(ledger_url, snapshot_every=4) as ledger:
+        for n, k in enumerate(keys):
+            for i in range(3 + 5 * n):  # 0 to several snapshots, and tails after them
+                ledger.record_fill(k, fill(f"{k.symbol}-{i}", ("buy", "sell")[i % 3 == 2], "1"))
+        app = ledger._app
+        expected = {
+            k.stream_id: app.repository.get(k.stream_id, projector_func=project_from_store)
+            for k in keys
+        }
+        assert load_states(app) == expected
+        assert load_states(app, [keys[1].stream_id, keys[3].stream_id]) == {
+            s: expected[s] for s in (keys[1].stream_id, keys[3].stream_id)
+        }
+        missing = key("NOPEUSDT").stream_id
+        with pytest.raises(AggregateNotFoundError):
+            app.repository.get(missing)
+        assert load_states(app, [missing]) == {}
+        assert registered_keys(app) == {k.stream_id: k for k in keys}
+        if ledger_url != "memory://":
+            with Ledger.open(ledger_url) as fresh:
+                assert fresh.positions() == sorted(expected.values(), key=lambda s: str(s.key))
+
+
+def test_keys_are_found_through_an_index(durable_url: str) -> None:
+    with Ledger.open(durable_url) as ledger:
+        ledger.record_fill(key(), fill("e1", "buy", "1"))
+        datastore: Any = ledger._app.recorder.datastore  # type: ignore[attr-defined]
+        with datastore.transaction(commit=False) as cursor:
+            if durable_url.startswith("sqlite"):
+                cursor.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+            else:
+                cursor.execute("SELECT indexname AS name FROM pg_indexes")
+            names = [row["name"] for row in cursor.fetchall()]
+    assert any(name.endswith("posledger_key_registered_idx") for name in names), names
+
+
+def test_a_held_table_lock_times_out_the_one_round_trip_insert(postgres_url: str) -> None:
+    """The multi-statement insert still sets its lock timeout: a writer blocked by a table lock
+    gives up with StorageUnavailable (not a hang), and works once the lock is gone."""
+    import psycopg
+
+    with Ledger.open(postgres_url, timeout=1.0) as ledger:
+        ledger.record_fill(key(), fill("e1", "buy", "1"))
+        schema = postgres_url.rsplit("schema=", 1)[1]
+        server = postgres_url.split("?")[0]
+        with psycopg.connect(server) as blocker:
+            blocker.execute(f'LOCK TABLE "{schema}".posledger_events IN ACCESS EXCLUSIVE MODE')
+            with pytest.raises(StorageUnavailable, match="lock timeout"):
+                ledger.record_fill(key(), fill("e2", "buy", "1"))
+            blocker.rollback()
+        ledger.record_fill(key(), fill("e2", "buy", "1"))
+        assert ledger.position(key()).size == 2  # type: ignore[union-attr]
+
+
+def test_closing_snapshots_what_the_ledger_changed(durable_url: str) -> None:
+    btc, eth = key("BTCUSDT"), key("ETHUSDT")
+    with Ledger.open(durable_url, snapshot_every=100) as ledger:
+        ledger.record_fills(btc, [fill("b1", "buy", "1"), fill("b2", "buy", "2")])
+        ledger.record_fill(eth, fill("e1", "sell", "1"))
+        expected = ledger.positions()
+    with Ledger.open(durable_url) as reopened:
+        snapshots = reopened._app.snapshots
+        assert snapshots is not None
+        for state in expected:
+            latest = list(snapshots.get(state.key.stream_id, desc=True, limit=1))
+            assert [s.originator_version for s in latest] == [state.version]
+        assert reopened.positions() == expected
+        reopened.record_fill(btc, fill("b3", "sell", "3"))
+        closed_at = reopened.position(btc)
+    with Ledger.open(durable_url) as again:
+        snapshots = again._app.snapshots
+        assert snapshots is not None
+        latest = list(snapshots.get(btc.stream_id, desc=True, limit=1))
+        assert [s.originator_version for s in latest] == [closed_at.version]  # type: ignore[union-attr]
+        eth_snapshots = list(snapshots.get(eth.stream_id))
+        assert len(eth_snapshots) == 1  # unchanged since: not snapshotted again
