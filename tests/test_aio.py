@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -154,5 +155,74 @@ def test_async_synchronizer_failures_write_nothing_and_it_stops_on_cancel(
             assert sync.backoff.failures == 0
             corrections = [e for e in await aledger.history(K) if type(e).__name__ == "Reconciled"]
             assert [e.kind for e in corrections] == [Correction.PHANTOM]
+
+    asyncio.run(scenario())
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait for ``condition`` (a hang guard, not a timing assertion: generous on a loaded box)."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout=60)
+
+
+def test_run_forever_outlives_a_store_outage(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    venue = AsyncScriptedVenue()
+
+    async def scenario() -> None:
+        async with AsyncLedger.open(f"sqlite:///{path}", timeout=0.2) as aledger:
+            await aledger.record_fill(K, fill("e1", "buy", "1", symbol="BTCUSDT"))
+            sync = AsyncSynchronizer(
+                aledger, venue, interval=timedelta(milliseconds=5), clock=lambda: venue.now
+            )
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            runner = asyncio.create_task(sync.run_forever())
+            try:
+                await until(lambda: sync.backoff.failures >= 2)
+                assert not runner.done()
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            await until(lambda: sync.backoff.failures == 0)
+            venue.now = at(10)
+            await until(lambda: K not in {p.key for p in aledger.ledger.open_positions()})
+            runner.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await runner
+            assert event_names(aledger.ledger, K)[-2:] == ["Reconciled", "Closed"]
+
+    asyncio.run(scenario())
+
+
+def test_open_is_a_plain_call_and_aclose_ends_it(ledger_url: str) -> None:
+    aledger = AsyncLedger.open(ledger_url)
+
+    async def scenario() -> None:
+        await aledger.record_fill(K, fill("e1", "buy", "1"))
+        assert (await aledger.position(K)).size == 1  # type: ignore[union-attr]
+        await aledger.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_backfill_is_awaited(ledger_url: str) -> None:
+    eth = key("ETHUSDT")
+
+    async def scenario() -> None:
+        async with AsyncLedger.open(ledger_url) as aledger:
+            fills = {
+                K: [fill("b1", "buy", "1")],
+                eth: [fill("e1", "sell", "2"), fill("e2", "sell", "1")],
+            }
+            results = await aledger.backfill(fills, events_per_transaction=2)
+            assert {k: r.applied for k, r in results.items()} == {K: 1, eth: 2}
+            again = await aledger.backfill(fills)
+            assert {k: r.applied for k, r in again.items()} == {K: 0, eth: 0}
+            assert [p.size for p in await aledger.open_positions()] in ([1, 3], [3, 1])
 
     asyncio.run(scenario())

@@ -26,6 +26,7 @@ from posledger import (
 from posledger.sync import Synchronizer
 from posledger.testing.fake_bybit import (
     EXECUTIONS,
+    INSTRUMENTS,
     OPEN_ORDERS,
     ORDER_HISTORY,
     POSITIONS,
@@ -103,7 +104,8 @@ def test_a_snapshot_reads_every_page_with_exact_decimals(fake: FakeBybit) -> Non
     assert len(fake.requests(POSITIONS)) == 3
     assert len(snapshot.open_order_ids or ()) == 3
     assert len(fake.requests(OPEN_ORDERS)) == 2
-    assert (snapshot.symbols, snapshot.taken_at) == (None, NOW)
+    assert snapshot.taken_at == NOW
+    assert snapshot.symbols == {"AGIUSDT", "SCAUSDT", "HNTUSDT", "BTCUSDT", "ETHUSDT"}
 
 
 def test_a_snapshot_keeps_seq_and_update_time(fake: FakeBybit) -> None:
@@ -147,6 +149,87 @@ def test_hedge_legs_are_kept_apart(fake: FakeBybit) -> None:
     assert (long_leg.side, long_leg.size) == (Side.BUY, Decimal("2"))
     assert (short_leg.side, short_leg.size) == (Side.SELL, Decimal("0.7"))
     assert snapshot.position(snapshot.key("ETHUSDT", 0)) is None
+
+
+# settle-coin coverage
+
+
+def usdc_and_usdt_book(fake: FakeBybit) -> None:
+    for n in range(3):
+        fake.add_instrument(f"U{n}USDT")
+        fake.add_instrument(f"C{n}PERP")
+    fake.add_instrument("OLDUSDT", status="Closed")
+    fake.set_position("BTCPERP", "Buy", "0.1", "43000")
+    fake.set_position("AGIUSDT", "Sell", "4160", "0.25")
+
+
+def test_a_settle_coin_snapshot_covers_only_the_symbols_settling_in_it(fake: FakeBybit) -> None:
+    usdc_and_usdt_book(fake)
+    snapshot = venue_for(fake).fetch_snapshot()
+    assert snapshot.symbols == {"AGIUSDT", "OLDUSDT", "U0USDT", "U1USDT", "U2USDT"}
+    assert [p.symbol for p in snapshot.positions] == ["AGIUSDT"]
+    usdc = venue_for(fake, settle_coin="USDC").fetch_snapshot()
+    assert usdc.symbols == {"BTCPERP", "C0PERP", "C1PERP", "C2PERP"}
+    statuses = {r.params.get("status") for r in fake.requests(INSTRUMENTS)}
+    assert statuses == {"Trading", "PreLaunch", "Delivering", "Closed"}
+    assert len(fake.requests(INSTRUMENTS)) > 8  # every page of every status, for each venue
+
+
+def test_a_usdt_snapshot_leaves_a_usdc_key_alone_and_clears_a_usdt_phantom(
+    fake: FakeBybit,
+) -> None:
+    usdc_and_usdt_book(fake)
+    fake.add_instrument("ETHUSDT")
+    btc = PositionKey(venue="bybit", account="main", category="linear", symbol="BTCPERP")
+    eth = PositionKey(venue="bybit", account="main", category="linear", symbol="ETHUSDT")
+    taken = [ago(minutes=2)]
+    venue = venue_for(fake, clock=lambda: taken[-1])
+    with Ledger.open("memory://", clock=lambda: NOW) as ledger:
+        for key in (btc, eth):
+            opening = Fill(
+                exec_id=f"open-{key.symbol}",
+                order_id="",
+                side="buy",
+                qty="0.1",
+                price="100",
+                exec_time=ago(hours=5),
+            )
+            ledger.record_fill(key, opening)
+        for minutes in (2, 1):
+            taken.append(ago(minutes=minutes))
+            ledger.reconcile(venue.fetch_snapshot(), now=ago(minutes=minutes))
+        assert {p.key.symbol for p in ledger.open_positions()} == {"BTCPERP", "AGIUSDT"}
+        assert [type(e).__name__ for e in ledger.history(btc)] == ["KeyRegistered", "Filled"]
+        assert [type(e).__name__ for e in ledger.history(eth)][-2:] == ["Reconciled", "Closed"]
+
+
+def test_the_instrument_list_is_cached_and_read_again_for_a_new_symbol(fake: FakeBybit) -> None:
+    usdc_and_usdt_book(fake)
+    venue = venue_for(fake)
+    venue.fetch_snapshot()
+    reads = len(fake.requests(INSTRUMENTS))
+    venue.fetch_snapshot()
+    assert len(fake.requests(INSTRUMENTS)) == reads
+    fake.set_position("NEWUSDT", "Buy", "5", "1")
+    snapshot = venue.fetch_snapshot()
+    assert "NEWUSDT" in (snapshot.symbols or ())
+    assert len(fake.requests(INSTRUMENTS)) > reads
+
+
+def test_a_usdt_position_the_instrument_list_does_not_know_is_unavailable(
+    fake: FakeBybit,
+) -> None:
+    fake.add_instrument("MYSTUSDT", settle_coin="USDC")
+    fake.set_position("MYSTUSDT", "Buy", "5", "1")
+    with pytest.raises(ExchangeUnavailable, match="MYSTUSDT"):
+        venue_for(fake).fetch_snapshot()
+
+
+def test_a_failed_instrument_read_is_a_failed_snapshot(fake: FakeBybit) -> None:
+    usdc_and_usdt_book(fake)
+    fake.inject(INSTRUMENTS, NoList(), after=3)
+    with pytest.raises(ExchangeUnavailable):
+        venue_for(fake).fetch_snapshot()
 
 
 def test_the_venue_satisfies_the_venue_protocol(fake: FakeBybit) -> None:

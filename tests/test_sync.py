@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -212,3 +215,40 @@ def test_hedge_legs_keep_their_keys(
         PositionKey(venue="bybit", account="main", category="linear", symbol="BTCUSDT", idx=i)
         for i in (1, 2)
     ]
+
+
+def test_run_forever_outlives_a_store_outage(tmp_path: Path) -> None:
+    """An unreachable store is a failed round, backed off like a failed read: the loop that
+    keeps phantoms away must not die of it."""
+    path = tmp_path / "ledger.db"
+    venue = ScriptedVenue()
+    venue.rows[("BTCUSDT", 0)] = ("Buy", "2")
+    stop = threading.Event()
+    with Ledger.open(f"sqlite:///{path}", timeout=0.5) as ledger:
+        sync = Synchronizer(
+            ledger, venue, interval=timedelta(milliseconds=5), clock=lambda: venue.now
+        )
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        thread = threading.Thread(target=sync.run_forever, args=(stop,))
+        thread.start()
+        try:
+            assert wait_until(lambda: sync.consecutive_failures >= 2)
+            assert thread.is_alive()
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert wait_until(lambda: sync.consecutive_failures == 0)
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+        assert "ExchangeSnapshot" in event_names(ledger, key("BTCUSDT"))
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True

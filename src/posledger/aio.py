@@ -3,29 +3,31 @@
 Database work runs on a dedicated worker thread, so the event loop never blocks on SQLite or
 PostgreSQL. Every command is one atomic save: if the awaiting task is cancelled, the save
 either completed or never happened, never half of it; closing waits for work in flight.
+Commands from concurrent tasks (a bot's fills, a synchronizer's recoveries) queue on that one
+thread, so none is lost and exec_id deduplication settles any overlap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from posledger.errors import ExchangeUnavailable, ExecutionConflict
+from posledger.errors import ConcurrencyError, ExchangeUnavailable, StorageUnavailable
 from posledger.ledger import FillBatchResult, FillResult, Ledger
 from posledger.model import Fill, PositionKey, Side, Snapshot, aware_utc
 from posledger.position import PositionState
-from posledger.reconcile import KeyOutcome, ReconcilePolicy, ReconcileReport
+from posledger.reconcile import ReconcilePolicy, ReconcileReport
 from posledger.sync import (
     Backoff,
     RecoveryPlan,
     SyncReport,
-    conflict_outcome,
     finish_round,
+    record_recovered,
 )
 from posledger.venues.base import AsyncVenue
 
@@ -105,6 +107,19 @@ class AsyncLedger:
     async def record_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
         return await self._call(self.ledger.record_fills, key, fills)
 
+    async def backfill(
+        self,
+        fills_by_key: Mapping[PositionKey, Sequence[Fill]],
+        *,
+        events_per_transaction: int = 20_000,
+    ) -> dict[PositionKey, FillBatchResult]:
+        """:meth:`Ledger.backfill`: many keys per transaction, so a cancelled caller may leave
+        some transactions saved and not others; each is whole, and running it again skips what
+        was saved (deduplication)."""
+        return await self._call(
+            self.ledger.backfill, fills_by_key, events_per_transaction=events_per_transaction
+        )
+
     async def record_order_end(
         self, key: PositionKey, *, order_id: str, status: str, at: datetime | None = None
     ) -> PositionState:
@@ -162,7 +177,12 @@ class AsyncSynchronizer:
         self.clock = clock or ledger.ledger.clock
         self.last_good_snapshot_at: datetime | None = None
 
+    @property
+    def consecutive_failures(self) -> int:
+        return self.backoff.failures
+
     def staleness(self, now: datetime | None = None) -> timedelta | None:
+        """Time since the last complete snapshot; None before the first one."""
         if self.last_good_snapshot_at is None:
             return None
         return aware_utc(now or self.clock(), "now") - self.last_good_snapshot_at
@@ -175,27 +195,23 @@ class AsyncSynchronizer:
         plan = RecoveryPlan.for_round(states, snapshot, when, self.policy, self.lookback)
         fills = [] if plan.since is None else await self.venue.fetch_executions(plan.since, when)
         self.last_good_snapshot_at = snapshot.taken_at
-        recovered: dict[PositionKey, int] = {}
-        conflicts: list[KeyOutcome] = []
-        for key, key_fills in plan.assign(snapshot, fills):
-            try:
-                applied = (await self.ledger.record_fills(key, key_fills)).applied
-            except ExecutionConflict as conflict:
-                conflicts.append(conflict_outcome(key, conflict))
-                continue
-            if applied:
-                recovered[key] = applied
+        groups = plan.assign(snapshot, fills)
+        recovered, conflicts = await self.ledger._call(record_recovered, self.ledger.ledger, groups)
         report = await self.ledger.reconcile(
             snapshot, now=when, policy=self.policy, skip=[c.key for c in conflicts]
         )
         return finish_round(self.venue, snapshot, recovered, conflicts, report)
 
     async def run_forever(self) -> None:
-        """Rounds every ``interval``, backing off on failed reads; stops when cancelled."""
+        """Rounds every ``interval`` until cancelled. A failed exchange read, an unreachable
+        store or exhausted concurrency retries wrote nothing: the loop backs off (exponential,
+        with jitter, up to ``max_backoff``) and tries again, so a database hiccup never ends a
+        synchronizer running beside a bot. Cancelling it while a round writes lets that write
+        finish on the worker thread (atomic per key), then ends the loop."""
         while True:
             try:
                 await self.run_once()
-            except ExchangeUnavailable as error:
+            except (ExchangeUnavailable, StorageUnavailable, ConcurrencyError) as error:
                 delay = self.backoff.failed(error, self.staleness())
             else:
                 delay = self.backoff.succeeded()

@@ -14,12 +14,18 @@ import logging
 import random
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 import attrs
 
-from posledger.errors import ExchangeUnavailable, ExecutionConflict
+from posledger.errors import (
+    ConcurrencyError,
+    ExchangeUnavailable,
+    ExecutionConflict,
+    PosledgerError,
+    StorageUnavailable,
+)
 from posledger.ledger import Ledger
 from posledger.model import Fill, PositionKey, Snapshot, aware_utc
 from posledger.position import PositionState
@@ -108,6 +114,25 @@ def conflict_outcome(key: PositionKey, conflict: ExecutionConflict) -> KeyOutcom
     return KeyOutcome(key, Outcome.CONFLICT, detail=str(conflict))
 
 
+def record_recovered(
+    ledger: Ledger, groups: Iterable[tuple[PositionKey, list[Fill]]]
+) -> tuple[dict[PositionKey, int], list[KeyOutcome]]:
+    """Apply fetched executions key by key, each key in one atomic save: how many were new per
+    key, and a conflict outcome for each key whose batch hit an ``ExecutionConflict`` (that key
+    gets nothing, the others go on)."""
+    recovered: dict[PositionKey, int] = {}
+    conflicts: list[KeyOutcome] = []
+    for key, key_fills in groups:
+        try:
+            applied = ledger.record_fills(key, key_fills).applied
+        except ExecutionConflict as conflict:
+            conflicts.append(conflict_outcome(key, conflict))
+            continue
+        if applied:
+            recovered[key] = applied
+    return recovered, conflicts
+
+
 def finish_round(
     venue: Venue | AsyncVenue,
     snapshot: Snapshot,
@@ -144,12 +169,12 @@ class Backoff:
         self.failures = 0
         return self.interval
 
-    def failed(self, error: ExchangeUnavailable, staleness: timedelta | None) -> timedelta:
+    def failed(self, error: PosledgerError, staleness: timedelta | None) -> timedelta:
         self.failures += 1
         base: timedelta = self.interval * 2 ** min(self.failures - 1, 16)
         delay = min(base, self.max_backoff) * random.uniform(0.5, 1.0)
         log.warning(
-            "exchange read failed (%s); retrying in %.1fs",
+            "sync round failed (%s); retrying in %.1fs",
             error,
             delay.total_seconds(),
             extra={
@@ -200,29 +225,21 @@ class Synchronizer:
         plan = RecoveryPlan.for_round(states, snapshot, when, self.policy, self.lookback)
         fills = [] if plan.since is None else self.venue.fetch_executions(plan.since, when)
         self.last_good_snapshot_at = snapshot.taken_at
-        recovered: dict[PositionKey, int] = {}
-        conflicts: list[KeyOutcome] = []
-        for key, key_fills in plan.assign(snapshot, fills):
-            try:
-                applied = self.ledger.record_fills(key, key_fills).applied
-            except ExecutionConflict as conflict:
-                conflicts.append(conflict_outcome(key, conflict))
-                continue
-            if applied:
-                recovered[key] = applied
+        recovered, conflicts = record_recovered(self.ledger, plan.assign(snapshot, fills))
         report = self.ledger.reconcile(
             snapshot, now=when, policy=self.policy, skip=[c.key for c in conflicts]
         )
         return finish_round(self.venue, snapshot, recovered, conflicts, report)
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
-        """Run rounds every ``interval`` until ``stop`` is set; on a failed read back off
-        exponentially (with jitter) up to ``max_backoff``, never treating it as flat."""
+        """Run rounds every ``interval`` until ``stop`` is set; on a failed read or an unreachable
+        or contended store back off exponentially (with jitter) up to ``max_backoff``, never
+        treating a failure as flat and never letting it end the loop."""
         stop = stop or threading.Event()
         while not stop.is_set():
             try:
                 self.run_once()
-            except ExchangeUnavailable as error:
+            except (ExchangeUnavailable, StorageUnavailable, ConcurrencyError) as error:
                 delay = self.backoff.failed(error, self.staleness())
             else:
                 delay = self.backoff.succeeded()

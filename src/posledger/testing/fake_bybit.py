@@ -14,6 +14,12 @@ way a read can fail is told apart from "no position"::
         session.endpoint = fake.url                     # or: session = fake.session()
         fake.set_position("AGIUSDT", "Sell", "4160", "0.25")
         fake.inject(POSITIONS, HttpError(502))          # the next position read gets a 502
+
+ccxt works against it too (``ccxt.bybit`` and ``ccxt.async_support.bybit``): it also answers
+what ``load_markets`` reads, instruments-info (every category and status, paged; every symbol
+the book names is listed, with its settle coin) and the coin list::
+
+    exchange = ccxt.bybit(fake.ccxt_config())           # keys, and urls["api"] -> the fake
 """
 
 from __future__ import annotations
@@ -42,6 +48,10 @@ OPEN_ORDERS = "/v5/order/realtime"
 ORDER_HISTORY = "/v5/order/history"
 EXECUTIONS = "/v5/execution/list"
 SERVER_TIME = "/v5/market/time"
+INSTRUMENTS = "/v5/market/instruments-info"
+COIN_INFO = "/v5/asset/coin/query-info"
+PUBLIC_ENDPOINTS = (SERVER_TIME, INSTRUMENTS)
+"""Answered without a signature, like Bybit's market endpoints."""
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 """Bybit serves executions and order history in windows of at most seven days."""
@@ -74,6 +84,85 @@ def _settle_coin(category: str, symbol: str) -> str:
     if category == "inverse":
         return symbol.removesuffix("USD")
     return "USDT" if symbol.endswith("USDT") else "USDC"
+
+
+def _coins(category: str, symbol: str) -> tuple[str, str]:
+    """Base and quote coin of a symbol named the way Bybit names them (BTCUSDT, BTCPERP, BTCUSD)."""
+    if category == "inverse":
+        return symbol.removesuffix("USD"), "USD"
+    for quote, suffix in (("USDT", "USDT"), ("USDC", "USDC"), ("USDC", "PERP")):
+        if symbol.endswith(suffix) and len(symbol) > len(suffix):
+            return symbol.removesuffix(suffix), quote
+    raise ValueError(f"{symbol}: cannot tell its base and quote coin; use add_instrument")
+
+
+@dataclass(frozen=True)
+class FakeInstrument:
+    """One tradable symbol of a category, as /v5/market/instruments-info lists it."""
+
+    category: str
+    symbol: str
+    base: str
+    quote: str
+    settle_coin: str
+    status: str = "Trading"
+    qty_step: Decimal = Decimal("0.001")
+    tick_size: Decimal = Decimal("0.01")
+
+    def row(self) -> Row:
+        lot = {
+            "maxOrderQty": "1000000",
+            "minOrderQty": _text(self.qty_step),
+            "qtyStep": _text(self.qty_step),
+            "postOnlyMaxOrderQty": "1000000",
+            "maxMktOrderQty": "100000",
+            "minNotionalValue": "5",
+        }
+        if self.category == "spot":
+            return {
+                "symbol": self.symbol,
+                "baseCoin": self.base,
+                "quoteCoin": self.quote,
+                "innovation": "0",
+                "status": self.status,
+                "marginTrading": "both",
+                "lotSizeFilter": {
+                    "basePrecision": _text(self.qty_step),
+                    "quotePrecision": "0.00000001",
+                    "minOrderQty": _text(self.qty_step),
+                    "maxOrderQty": "1000000",
+                    "minOrderAmt": "1",
+                    "maxOrderAmt": "2000000",
+                },
+                "priceFilter": {"tickSize": _text(self.tick_size)},
+            }
+        perpetual = "InversePerpetual" if self.category == "inverse" else "LinearPerpetual"
+        return {
+            "symbol": self.symbol,
+            "contractType": perpetual,
+            "status": self.status,
+            "baseCoin": self.base,
+            "quoteCoin": self.quote,
+            "launchTime": "1585526400000",
+            "deliveryTime": "0",
+            "deliveryFeeRate": "",
+            "priceScale": "2",
+            "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+            "priceFilter": {
+                "minPrice": _text(self.tick_size),
+                "maxPrice": "1999999.80",
+                "tickSize": _text(self.tick_size),
+            },
+            "lotSizeFilter": lot,
+            "unifiedMarginTrade": True,
+            "fundingInterval": 480,
+            "settleCoin": self.settle_coin,
+            "copyTrading": "both",
+            "upperFundingRate": "0.00375",
+            "lowerFundingRate": "-0.00375",
+            "isPreListing": False,
+            "preListingInfo": None,
+        }
 
 
 @dataclass(frozen=True)
@@ -221,6 +310,11 @@ class FakeExecution:
     closed_size: Decimal
     order_type: str
     is_maker: bool
+
+    @property
+    def exec_time(self) -> datetime:
+        """``exec_ms`` as an aware UTC datetime, as a bot's execution feed would stamp it."""
+        return _EPOCH + timedelta(milliseconds=self.exec_ms)
 
     def row(self) -> Row:
         return {
@@ -441,6 +535,11 @@ class _Book:
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     executions: list[FakeExecution] = field(default_factory=list)
     hedged: set[tuple[str, str]] = field(default_factory=set)
+    instruments: dict[tuple[str, str], FakeInstrument] = field(default_factory=dict)
+
+
+Listener = Callable[[str, FakePosition | FakeOrder | FakeExecution], None]
+"""Told each change of the book as (topic, record): "position", "order" or "execution"."""
 
 
 class FakeBybit:
@@ -475,6 +574,7 @@ class FakeBybit:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._listeners: list[Listener] = []
 
     # lifecycle
 
@@ -504,6 +604,18 @@ class FakeBybit:
         http = HTTP(**{**settings, **options})
         http.endpoint = self.url
         return http
+
+    def ccxt_config(self, **config: Any) -> dict[str, Any]:
+        """Settings that point a ``ccxt.bybit`` (or ``ccxt.async_support.bybit``) at this fake,
+        signed with its keys: ``ccxt.bybit(fake.ccxt_config(timeout=2000))``. ``config`` adds
+        to or overrides them."""
+        hosts = ("spot", "futures", "v2", "public", "private")
+        settings = {
+            "apiKey": self.api_key,
+            "secret": self.api_secret,
+            "urls": {"api": dict.fromkeys(hosts, self.url)},
+        }
+        return {**settings, **config}
 
     def start(self) -> FakeBybit:
         if self._server is None:
@@ -581,6 +693,7 @@ class FakeBybit:
                 settle_coin=_settle_coin(category, symbol),
             )
             self._book.positions[(category, symbol, idx)] = position
+            self._notify("position", position)
             return position
 
     def position(self, symbol: str, idx: int = 0, *, category: str = "linear") -> FakePosition:
@@ -623,6 +736,7 @@ class FakeBybit:
                 settle_coin=_settle_coin(category, symbol),
             )
             self._book.orders[order.order_id] = order
+            self._notify("order", order)
             return order.order_id
 
     def cancel_order(self, order_id: str, *, at: datetime | None = None) -> None:
@@ -632,6 +746,7 @@ class FakeBybit:
             status = "PartiallyFilledCanceled" if order.cum_exec_qty else "Cancelled"
             updated = to_ms(at or self._clock())
             self._book.orders[order_id] = replace(order, status=status, updated_ms=updated)
+            self._notify("order", self._book.orders[order_id])
 
     def order(self, order_id: str) -> FakeOrder:
         with self._lock:
@@ -681,6 +796,9 @@ class FakeBybit:
                 is_maker=is_maker,
             )
             self._book.executions.append(execution)
+            self._notify("order", order)
+            self._notify("execution", execution)
+            self._notify("position", self._leg(order.category, order.symbol, order.idx))
             return execution
 
     def add_execution(
@@ -744,6 +862,7 @@ class FakeBybit:
                 is_maker=is_maker,
             )
             self._book.executions.append(execution)
+            self._notify("execution", execution)
             return execution
 
     def settle_funding(
@@ -780,6 +899,37 @@ class FakeBybit:
                 at=when,
             )
 
+    def add_instrument(
+        self,
+        symbol: str,
+        *,
+        category: str = "linear",
+        base: str | None = None,
+        quote: str | None = None,
+        settle_coin: str | None = None,
+        status: str = "Trading",
+        qty_step: Number = "0.001",
+    ) -> FakeInstrument:
+        """List a symbol in instruments-info. Every symbol a position, order or execution names
+        is listed anyway (coins read from its name); this adds others, spot twins, or a symbol
+        whose coins its name does not tell (``base``/``quote``/``settle_coin``)."""
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown category {category!r}")
+        named_base, named_quote = (base, quote) if base and quote else _coins(category, symbol)
+        settle = settle_coin or ("" if category == "spot" else _settle_coin(category, symbol))
+        instrument = FakeInstrument(
+            category=category,
+            symbol=symbol,
+            base=named_base,
+            quote=named_quote,
+            settle_coin=settle,
+            status=status,
+            qty_step=_decimal(qty_step),
+        )
+        with self._lock:
+            self._book.instruments[(category, symbol)] = instrument
+        return instrument
+
     # faults and observation
 
     def inject(
@@ -802,6 +952,24 @@ class FakeBybit:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(topic, record)`` after each change of the book, under the fake's lock
+        (so it must not block): a partial fill tells its order, execution and position, in that
+        order. Returns the function that unsubscribes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _notify(self, topic: str, record: FakePosition | FakeOrder | FakeExecution) -> None:
+        for listener in list(self._listeners):
+            listener(topic, record)
 
     # the exchange's rules
 
@@ -912,8 +1080,10 @@ class FakeBybit:
             OPEN_ORDERS: self._open_orders,
             ORDER_HISTORY: self._order_history,
             EXECUTIONS: self._executions,
+            INSTRUMENTS: self._instruments,
+            COIN_INFO: self._coin_info,
         }
-        public = path == SERVER_TIME
+        public = path in PUBLIC_ENDPOINTS
         try:
             if not public:
                 self._authenticate(payload, headers)
@@ -921,7 +1091,7 @@ class FakeBybit:
             self._record(RecordedRequest(method, path, params, authenticated=False))
             return self._envelope(error.code, error.message, {})
         self._record(RecordedRequest(method, path, params, authenticated=not public))
-        if public:
+        if path == SERVER_TIME:
             return self._envelope(0, "OK", self._server_time())
         route = routes.get(path)
         if route is None or method != "GET":
@@ -1052,6 +1222,45 @@ class FakeBybit:
         ]
         executions.sort(key=lambda e: (e.exec_ms, e.seq), reverse=True)
         return self._page(category, [e.row() for e in executions], params, default=50, maximum=100)
+
+    def _instruments(self, params: dict[str, str]) -> Row:
+        """Listed symbols of a category, by symbol; a symbol the book names is listed too."""
+        category = _category(params)
+        named = {(p.category, p.symbol) for p in self._book.positions.values()}
+        named |= {(o.category, o.symbol) for o in self._book.orders.values()}
+        named |= {(e.category, e.symbol) for e in self._book.executions}
+        instruments = dict(self._book.instruments)
+        for leg_category, symbol in named - instruments.keys():
+            settle = _settle_coin(leg_category, symbol)
+            try:
+                base, quote = _coins(leg_category, symbol)
+            except ValueError:  # a name that tells no coins still settles somewhere
+                base, quote = symbol, settle
+            instruments[(leg_category, symbol)] = FakeInstrument(
+                leg_category, symbol, base, quote, settle
+            )
+        status = params.get("status") or "Trading"
+        listed = sorted(
+            (
+                i
+                for i in instruments.values()
+                if i.category == category
+                and i.status == status
+                and params.get("symbol") in (None, i.symbol)
+                and params.get("baseCoin") in (None, i.base)
+            ),
+            key=lambda i: i.symbol,
+        )
+        return self._page(
+            category, [i.row() for i in listed], params, default=500, maximum=1000
+        )
+
+    def _coin_info(self, params: dict[str, str]) -> Row:
+        """/v5/asset/coin/query-info: the coins the listed instruments use (ccxt reads it while
+        loading markets when keys are set); no chains."""
+        coins = {c for i in self._book.instruments.values() for c in (i.base, i.quote)}
+        rows = [{"name": c, "coin": c, "remainAmount": "0", "chains": []} for c in sorted(coins)]
+        return {"rows": rows}
 
     def _window(self, params: dict[str, str]) -> tuple[int, int]:
         start, end = _optional_int(params, "startTime"), _optional_int(params, "endTime")

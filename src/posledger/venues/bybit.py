@@ -7,6 +7,9 @@ adapter checks every reply itself and turns anything short of a complete answer 
 :class:`~posledger.ExchangeUnavailable` (:class:`~posledger.ExchangeRejected` for a non-zero
 ``retCode``) with the cause chained. It never returns ``None`` or part of a read.
 
+The reads themselves (paging, parsing, hedge legs, settle-coin coverage) are written once, as
+plans in :class:`BybitReads`, which the ccxt venues (:mod:`posledger.venues.ccxt`) drive too.
+
 Requires the ``bybit`` extra (``pip install 'posledger[bybit]'``); the pybit session is injected,
 so tests point it at :mod:`posledger.testing.fake_bybit`.
 """
@@ -21,6 +24,7 @@ import attrs
 
 from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
 from posledger.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
+from posledger.venues.common import Call, Plan, Row, run
 
 EXEC_KINDS: Mapping[str, ExecKind] = {
     "Trade": ExecKind.TRADE,
@@ -46,8 +50,21 @@ _FLAT_SIDES = ("", "None")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-Row = Mapping[str, Any]
 T = TypeVar("T")
+
+POSITION_LIST = "/v5/position/list"
+OPEN_ORDERS = "/v5/order/realtime"
+ORDER_HISTORY = "/v5/order/history"
+EXECUTION_LIST = "/v5/execution/list"
+INSTRUMENTS_INFO = "/v5/market/instruments-info"
+
+INSTRUMENTS_PAGE = 1000
+INSTRUMENT_STATUSES = ("Trading", "PreLaunch", "Delivering", "Closed")
+"""instruments-info lists only ``Trading`` symbols unless asked: a position (or a ledger key) on
+a symbol being delivered or delisted must still fall inside its settle coin's coverage."""
+
+INSTRUMENTS_TTL = timedelta(hours=1)
+"""How long the list of symbols settling in a coin is trusted before it is read again."""
 
 
 class BybitSession(Protocol):
@@ -60,6 +77,8 @@ class BybitSession(Protocol):
     def get_executions(self, **query: Any) -> Any: ...
 
     def get_order_history(self, **query: Any) -> Any: ...
+
+    def get_instruments_info(self, **query: Any) -> Any: ...
 
 
 def _pybit_rejection() -> type[Exception]:
@@ -78,61 +97,53 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class BybitVenue:
-    """One Bybit account and category, read through an injected pybit ``HTTP`` session.
+class BybitReads:
+    """Bybit V5 account reads as plans (see :mod:`posledger.venues.common`), whatever client
+    sends them: pybit for :class:`BybitVenue`, ccxt's implicit API for the ccxt venues. It
+    remembers what later reads reuse: order legs and the symbols settling in ``settle_coin``.
 
-    ``symbols`` None covers the whole category (or ``settle_coin``); a list covers only those
-    symbols, read one by one so flat legs come back as explicit flat rows. ``hedge_mode`` None
-    asks the exchange per symbol; True/False skips the question.
+    ``symbols`` None covers the whole category, or with ``settle_coin`` every symbol settling in
+    it (read from instruments-info, every status, cached for ``instruments_ttl``); a list covers
+    only those symbols, read one by one so flat legs come back as explicit flat rows.
+    ``hedge_mode`` None asks the exchange per symbol; True/False skips the question.
     """
 
     def __init__(
         self,
-        http: BybitSession,
         *,
+        venue: str,
         account: str,
         category: str,
         settle_coin: str | None = None,
         symbols: Iterable[str] | None = None,
-        venue: str = "bybit",
-        clock: Callable[[], datetime] | None = None,
         hedge_mode: bool | None = None,
+        instruments_ttl: timedelta = INSTRUMENTS_TTL,
     ) -> None:
-        self._rejection = _pybit_rejection()
         if isinstance(symbols, str):
             raise InvalidInput("symbols must be a collection of symbols, not one string")
         self.symbols = None if symbols is None else tuple(sorted(set(symbols)))
         if self.symbols == ():
             raise InvalidInput("symbols must name at least one symbol (None covers them all)")
-        self._http = http
         self.venue = venue
         self.account = account
         self.category = category
         self.settle_coin = settle_coin
         self.hedge_mode = hedge_mode
-        self._clock = clock or _utc_now
+        self.instruments_ttl = instruments_ttl
         self._order_legs: dict[str, int] = {}
+        self._settling: tuple[datetime, frozenset[str]] | None = None
 
-    def fetch_snapshot(self) -> Snapshot:
-        """Every position and open order, every page, or ExchangeUnavailable.
-
-        ``taken_at`` is read before the first request, so the snapshot never claims to be newer
-        than its oldest page."""
-        taken_at = self._now()
-        rows = [
-            row
-            for scope in self._scopes()
-            for row in self._read_all(
-                "position list", self._http.get_positions, scope, POSITIONS_PAGE
-            )
-        ]
-        orders = [
-            row
-            for scope in self._scopes()
-            for row in self._read_all("open orders", self._http.get_open_orders, scope, ORDERS_PAGE)
-        ]
-        positions = [_parsed("position", row, _position) for row in rows]
-        order_ids = [_parsed("open order", row, _order_id) for row in orders]
+    def snapshot(self, taken_at: datetime) -> Plan[Snapshot]:
+        """Every position and open order, every page, as a snapshot taken at ``taken_at``."""
+        rows: list[Row] = []
+        for scope in self._scopes():
+            rows.extend((yield from self._read_all("position list", POSITION_LIST, scope)))
+        orders: list[Row] = []
+        for scope in self._scopes():
+            orders.extend((yield from self._read_all("open orders", OPEN_ORDERS, scope)))
+        positions = [parsed("position", row, position_from_row) for row in rows]
+        order_ids = [parsed("open order", row, _order_id) for row in orders]
+        coverage = yield from self._coverage(taken_at, {p.symbol for p in positions})
         self._remember_legs(orders)
         try:
             return Snapshot(
@@ -141,32 +152,55 @@ class BybitVenue:
                 category=self.category,
                 taken_at=taken_at,
                 positions=positions,
-                symbols=self.symbols,
+                symbols=coverage,
                 open_order_ids=order_ids,
             )
         except InvalidInput as error:
             raise ExchangeUnavailable(f"Bybit positions do not form a snapshot: {error}") from error
 
-    def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
-        """Every execution in ``[since, until]`` (until: now), oldest first, deduplicated by
-        ``execId``, with ``symbol`` and ``idx`` set; read in windows of at most seven days."""
-        start = _to_ms(aware_utc(since, "since"))
-        end = _to_ms(self._now() if until is None else aware_utc(until, "until"))
-        windows = list(_windows(start, end))
+    def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
+        """Every execution in ``[start_ms, end_ms]``, oldest first, deduplicated by ``execId``,
+        with ``symbol`` and ``idx`` set; read in windows of at most seven days."""
+        windows = list(_windows(start_ms, end_ms))
         fills: list[Fill] = []
         for window_start, window_end in windows:
             rows: list[Row] = []
             for scope in self._execution_scopes():
                 query = {**scope, "startTime": window_start, "endTime": window_end}
-                rows.extend(
-                    self._read_all("executions", self._http.get_executions, query, EXECUTIONS_PAGE)
-                )
-            fills.extend(_parsed("execution", row, _fill) for row in reversed(rows))
+                rows.extend((yield from self._read_all("executions", EXECUTION_LIST, query)))
+            fills.extend(parsed("execution", row, fill_from_row) for row in reversed(rows))
         unique = sorted(_deduplicated(fills), key=lambda fill: fill.exec_time)
-        return self._with_legs(unique, windows)
+        return (yield from self._with_legs(unique, windows))
 
-    def _now(self) -> datetime:
-        return aware_utc(self._clock(), "clock")
+    def _coverage(self, now: datetime, listed: set[str]) -> Plan[frozenset[str] | None]:
+        """The symbols the snapshot speaks for. With a settle coin, the symbols settling in it:
+        a key settling in another coin is never judged (and so never closed) by this read. A
+        listed position on a symbol the cache does not know makes it read the list again."""
+        if self.symbols is not None:
+            return frozenset(self.symbols)
+        if self.settle_coin is None:
+            return None
+        cached = self._settling
+        if cached is None or now - cached[0] >= self.instruments_ttl or listed - cached[1]:
+            settling: set[str] = set()
+            for status in INSTRUMENT_STATUSES:
+                query = {"category": self.category, "status": status}
+                instruments = yield from self._read_all(
+                    "instruments", INSTRUMENTS_INFO, query, INSTRUMENTS_PAGE
+                )
+                settling.update(
+                    symbol
+                    for symbol, coin in (parsed("instrument", i, _settles) for i in instruments)
+                    if coin == self.settle_coin
+                )
+            cached = self._settling = (now, frozenset(settling))
+        unlisted = listed - cached[1]
+        if unlisted:
+            raise ExchangeUnavailable(
+                f"Bybit lists {self.settle_coin}-settled positions on {sorted(unlisted)}, which "
+                f"instruments-info does not list as settling in {self.settle_coin}"
+            )
+        return cached[1]
 
     def _scopes(self) -> list[dict[str, Any]]:
         """The queries that together cover this venue's positions and open orders."""
@@ -183,14 +217,16 @@ class BybitVenue:
         return [{"category": self.category}]
 
     def _read_all(
-        self, what: str, read: Callable[..., Any], query: Mapping[str, Any], limit: int
-    ) -> list[Row]:
+        self, what: str, endpoint: str, query: Mapping[str, Any], limit: int | None = None
+    ) -> Plan[list[Row]]:
         """Every page of one listing; a cursor seen before means the listing would never end."""
         rows: list[Row] = []
         cursor: str | None = None
         seen: set[str] = set()
+        page = {"limit": limit or PAGE_LIMITS[endpoint]}
         while True:
-            result = self._result(what, read, {**query, "limit": limit, "cursor": cursor})
+            paged = {**query, **page} if cursor is None else {**query, **page, "cursor": cursor}
+            result = yield Call(endpoint, what, paged)
             rows.extend(_rows(what, result))
             cursor = _next_cursor(what, result)
             if not cursor:
@@ -199,76 +235,53 @@ class BybitVenue:
                 raise ExchangeUnavailable(f"Bybit {what}: cursor {cursor!r} came back again")
             seen.add(cursor)
 
-    def _result(self, what: str, read: Callable[..., Any], query: dict[str, Any]) -> Row:
-        """One request's ``result``, from a reply with ``retCode`` 0, or an exception."""
-        try:
-            reply = read(**query)
-        except self._rejection as error:
-            code = getattr(error, "status_code", None)
-            raise ExchangeRejected(f"Bybit {what}: {error}", code=code) from error
-        except Exception as error:
-            raise ExchangeUnavailable(f"Bybit {what}: {type(error).__name__}: {error}") from error
-        if isinstance(reply, tuple):  # pybit's record_request_time / return_response_headers
-            reply = reply[0]
-        if not isinstance(reply, Mapping):
-            raise ExchangeUnavailable(f"Bybit {what}: reply is not a JSON object: {reply!r:.200}")
-        if "retCode" not in reply:
-            raise ExchangeUnavailable(f"Bybit {what}: reply has no retCode: {reply!r:.200}")
-        code = reply["retCode"]
-        if code != 0 or isinstance(code, bool):
-            raise ExchangeRejected(
-                f"Bybit {what}: retCode {code!r}: {reply.get('retMsg')}", code=code
-            )
-        result = reply.get("result")
-        if not isinstance(result, Mapping) or not isinstance(result.get("list"), list):
-            raise ExchangeUnavailable(f"Bybit {what}: reply has no result.list: {reply!r:.200}")
-        return result
-
-    def _with_legs(self, fills: list[Fill], windows: list[tuple[int, int]]) -> list[Fill]:
+    def _with_legs(self, fills: list[Fill], windows: list[tuple[int, int]]) -> Plan[list[Fill]]:
         """Set each fill's ``idx``: 0 in one-way mode; in hedge mode its order's positionIdx
         (executions carry none), looked up in the order history."""
         symbols = sorted({str(fill.symbol) for fill in fills})
-        hedged = {symbol for symbol in symbols if self._is_hedged(symbol)}
+        hedged = set()
+        for symbol in symbols:
+            if (yield from self._is_hedged(symbol)):
+                hedged.add(symbol)
         traded = [f for f in fills if f.symbol in hedged and f.kind is not ExecKind.FUNDING]
-        self._learn_legs([fill.order_id for fill in traded], windows)
+        yield from self._learn_legs([fill.order_id for fill in traded], windows)
         return [
             attrs.evolve(fill, idx=self._leg_of(fill) if fill.symbol in hedged else 0)
             for fill in fills
         ]
 
-    def _is_hedged(self, symbol: str) -> bool:
+    def _is_hedged(self, symbol: str) -> Plan[bool]:
         """A symbol query lists every leg, flat ones included: idx 1/2 rows mean hedge mode."""
         if self.hedge_mode is not None:
             return self.hedge_mode
         query = {"category": self.category, "symbol": symbol}
-        rows = self._read_all("position list", self._http.get_positions, query, POSITIONS_PAGE)
-        legs = {_parsed("position", row, _position).idx for row in rows}
+        rows = yield from self._read_all("position list", POSITION_LIST, query)
+        legs = {parsed("position", row, position_from_row).idx for row in rows}
         if not legs:
             raise ExchangeUnavailable(f"Bybit position list for {symbol} is empty: mode unknown")
         return legs != {0}
 
-    def _learn_legs(self, order_ids: list[str], windows: list[tuple[int, int]]) -> None:
+    def _learn_legs(self, order_ids: list[str], windows: list[tuple[int, int]]) -> Plan[None]:
         """Find the positionIdx of unknown orders: one sweep of the order history per window,
         then one lookup per order still missing (older orders, or orders still open)."""
         missing = {oid for oid in order_ids if oid and oid not in self._order_legs}
         if not missing:
             return
-        history, open_orders = self._http.get_order_history, self._http.get_open_orders
         scope: dict[str, Any] = {"category": self.category}
         if self.settle_coin:
             scope["settleCoin"] = self.settle_coin
         for window_start, window_end in windows:
             query = {**scope, "startTime": window_start, "endTime": window_end}
-            self._remember_legs(self._read_all("order history", history, query, ORDERS_PAGE))
+            self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, query)))
         for order_id in sorted(missing - self._order_legs.keys()):
             query = {"category": self.category, "orderId": order_id}
-            self._remember_legs(self._read_all("order history", history, query, ORDERS_PAGE))
+            self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, query)))
             if order_id not in self._order_legs:
-                self._remember_legs(self._read_all("open orders", open_orders, query, ORDERS_PAGE))
+                self._remember_legs((yield from self._read_all("open orders", OPEN_ORDERS, query)))
 
     def _remember_legs(self, orders: list[Row]) -> None:
         for row in orders:
-            order_id, idx = _parsed("order", row, _order_leg)
+            order_id, idx = parsed("order", row, order_leg_from_row)
             self._order_legs.pop(order_id, None)
             self._order_legs[order_id] = idx
         while len(self._order_legs) > ORDER_LEG_MEMORY:
@@ -289,6 +302,105 @@ class BybitVenue:
         )
 
 
+PAGE_LIMITS: Mapping[str, int] = {
+    POSITION_LIST: POSITIONS_PAGE,
+    OPEN_ORDERS: ORDERS_PAGE,
+    ORDER_HISTORY: ORDERS_PAGE,
+    EXECUTION_LIST: EXECUTIONS_PAGE,
+    INSTRUMENTS_INFO: INSTRUMENTS_PAGE,
+}
+
+
+class BybitVenue:
+    """One Bybit account and category, read through an injected pybit ``HTTP`` session.
+
+    Coverage, ``symbols`` and ``hedge_mode`` are as in :class:`BybitReads`: with ``settle_coin``
+    a snapshot speaks only for the symbols settling in that coin.
+    """
+
+    def __init__(
+        self,
+        http: BybitSession,
+        *,
+        account: str,
+        category: str,
+        settle_coin: str | None = None,
+        symbols: Iterable[str] | None = None,
+        venue: str = "bybit",
+        clock: Callable[[], datetime] | None = None,
+        hedge_mode: bool | None = None,
+        instruments_ttl: timedelta = INSTRUMENTS_TTL,
+    ) -> None:
+        self._rejection = _pybit_rejection()
+        self.reads = BybitReads(
+            venue=venue,
+            account=account,
+            category=category,
+            settle_coin=settle_coin,
+            symbols=symbols,
+            hedge_mode=hedge_mode,
+            instruments_ttl=instruments_ttl,
+        )
+        self.venue, self.account, self.category = venue, account, category
+        self.symbols = self.reads.symbols
+        self._clock = clock or _utc_now
+        self._methods: Mapping[str, Callable[..., Any]] = {
+            POSITION_LIST: http.get_positions,
+            OPEN_ORDERS: http.get_open_orders,
+            ORDER_HISTORY: http.get_order_history,
+            EXECUTION_LIST: http.get_executions,
+            INSTRUMENTS_INFO: http.get_instruments_info,
+        }
+
+    def fetch_snapshot(self) -> Snapshot:
+        """Every position and open order, every page, or ExchangeUnavailable.
+
+        ``taken_at`` is read before the first request, so the snapshot never claims to be newer
+        than its oldest page."""
+        return run(self.reads.snapshot(self._now()), self._answer)
+
+    def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
+        """Every execution in ``[since, until]`` (until: now), oldest first, deduplicated by
+        ``execId``, with ``symbol`` and ``idx`` set; read in windows of at most seven days."""
+        start = to_ms(aware_utc(since, "since"))
+        end = to_ms(self._now() if until is None else aware_utc(until, "until"))
+        return run(self.reads.executions(start, end), self._answer)
+
+    def _now(self) -> datetime:
+        return aware_utc(self._clock(), "clock")
+
+    def _answer(self, call: Call) -> Row:
+        """One request's ``result``, from a reply with ``retCode`` 0, or an exception."""
+        try:
+            reply = self._methods[call.endpoint](**call.query)
+        except self._rejection as error:
+            code = getattr(error, "status_code", None)
+            raise ExchangeRejected(f"Bybit {call.what}: {error}", code=code) from error
+        except Exception as error:
+            raise ExchangeUnavailable(
+                f"Bybit {call.what}: {type(error).__name__}: {error}"
+            ) from error
+        if isinstance(reply, tuple):  # pybit's record_request_time / return_response_headers
+            reply = reply[0]
+        return checked_result(call.what, reply)
+
+
+def checked_result(what: str, reply: Any) -> Row:
+    """The ``result`` of a Bybit V5 reply with ``retCode`` 0 and a ``result.list``, or an
+    exception: a body without ``retCode`` or ``list`` is not an empty answer."""
+    if not isinstance(reply, Mapping):
+        raise ExchangeUnavailable(f"Bybit {what}: reply is not a JSON object: {reply!r:.200}")
+    if "retCode" not in reply:
+        raise ExchangeUnavailable(f"Bybit {what}: reply has no retCode: {reply!r:.200}")
+    code = reply["retCode"]
+    if code != 0 or isinstance(code, bool):
+        raise ExchangeRejected(f"Bybit {what}: retCode {code!r}: {reply.get('retMsg')}", code=code)
+    result = reply.get("result")
+    if not isinstance(result, Mapping) or not isinstance(result.get("list"), list):
+        raise ExchangeUnavailable(f"Bybit {what}: reply has no result.list: {reply!r:.200}")
+    return result
+
+
 def _rows(what: str, result: Row) -> list[Row]:
     rows = result["list"]
     for row in rows:
@@ -304,7 +416,7 @@ def _next_cursor(what: str, result: Row) -> str:
     return cursor
 
 
-def _parsed(what: str, row: Row, parse: Callable[[Row], T]) -> T:
+def parsed(what: str, row: Row, parse: Callable[[Row], T]) -> T:
     """A value object from one row; any missing or malformed field fails the whole read."""
     try:
         return parse(row)
@@ -314,7 +426,8 @@ def _parsed(what: str, row: Row, parse: Callable[[Row], T]) -> T:
         ) from error
 
 
-def _position(row: Row) -> ExchangePosition:
+def position_from_row(row: Row) -> ExchangePosition:
+    """A V5 position row (REST list or private stream) as an ExchangePosition; side "" is flat."""
     side = row["side"]
     return ExchangePosition(
         symbol=row["symbol"],
@@ -323,8 +436,16 @@ def _position(row: Row) -> ExchangePosition:
         size=row["size"],
         avg_price=row.get("avgPrice") or None,
         seq=_seq(row.get("seq")),
-        updated_at=_time(row.get("updatedTime")),
+        updated_at=time_from_ms(row.get("updatedTime")),
     )
+
+
+def _settles(row: Row) -> tuple[str, str]:
+    """An instrument's symbol and settle coin."""
+    symbol, coin = row["symbol"], row["settleCoin"]
+    if not isinstance(symbol, str) or not symbol or not isinstance(coin, str) or not coin:
+        raise InvalidInput(f"symbol and settleCoin must be non-empty strings: {symbol!r} {coin!r}")
+    return symbol, coin
 
 
 def _order_id(row: Row) -> str:
@@ -334,14 +455,17 @@ def _order_id(row: Row) -> str:
     return order_id
 
 
-def _order_leg(row: Row) -> tuple[str, int]:
+def order_leg_from_row(row: Row) -> tuple[str, int]:
+    """An order row's id and hedge leg: executions do not carry ``positionIdx``, orders do."""
     idx = row["positionIdx"]
     if isinstance(idx, bool) or idx not in (0, 1, 2):
         raise InvalidInput(f"positionIdx must be 0, 1 or 2, got {idx!r}")
     return _order_id(row), idx
 
 
-def _fill(row: Row) -> Fill:
+def fill_from_row(row: Row) -> Fill:
+    """A V5 execution row (REST or stream) as a Fill without its leg; an unknown execType is
+    refused by name rather than guessed."""
     exec_type = row["execType"]
     kind = EXEC_KINDS.get(exec_type)
     if kind is None:
@@ -357,7 +481,7 @@ def _fill(row: Row) -> Fill:
         qty=row["execQty"],
         price=row["execPrice"],
         fee=row["execFee"],
-        exec_time=_time(row["execTime"]),
+        exec_time=time_from_ms(row["execTime"]),
         seq=_seq(row.get("seq")),
         kind=kind,
         leaves_qty=leaves if leaves not in (None, "") else None,
@@ -389,7 +513,7 @@ def _seq(value: Any) -> int | None:
     raise InvalidInput(f"seq must be an integer, got {value!r}")
 
 
-def _time(value: Any) -> datetime | None:
+def time_from_ms(value: Any) -> datetime | None:
     """A Bybit millisecond timestamp string; "" means not reported."""
     if value in (None, ""):
         return None
@@ -398,7 +522,7 @@ def _time(value: Any) -> datetime | None:
     return _EPOCH + timedelta(milliseconds=int(value))
 
 
-def _to_ms(moment: datetime) -> int:
+def to_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 

@@ -1,0 +1,56 @@
+"""What every venue shares, whatever client carries its requests: reads written once as plans.
+
+A plan is a generator that yields the :class:`Call` s a complete read needs, receives each call's
+checked answer, and returns the value the read produces. It does no I/O, so one plan serves a
+blocking client (pybit, ccxt) through :func:`run` and an asyncio client (``ccxt.async_support``)
+through :func:`run_async`: paging, deduplication and every parsing rule live in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+Row = Mapping[str, Any]
+
+
+@attrs.frozen
+class Call:
+    """One request of a read: which endpoint, what it reads (for messages), and its query."""
+
+    endpoint: str
+    what: str
+    query: Mapping[str, Any]
+
+
+Plan = Generator[Call, Row, T]
+"""Yields calls, is sent each call's checked ``result``, returns the read's value."""
+
+
+def run(plan: Plan[T], answer: Callable[[Call], Row]) -> T:
+    """Carry out ``plan`` with a blocking client; an exception from ``answer`` ends the read."""
+    try:
+        call = next(plan)
+        while True:
+            call = plan.send(answer(call))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        plan.close()
+
+
+async def run_async(plan: Plan[T], answer: Callable[[Call], Awaitable[Row]]) -> T:
+    """Carry out ``plan`` with an asyncio client; cancellation simply abandons the read."""
+    try:
+        call = next(plan)
+        while True:
+            call = plan.send(await answer(call))
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    finally:
+        plan.close()
