@@ -1,0 +1,369 @@
+"""Bybit and OKX through ccxt, blocking (``ccxt``) or asyncio (``ccxt.async_support``): complete
+snapshots and normalised executions (for Bybit the same as
+:class:`~posledger.venues.bybit.BybitVenue`'s), or an exception.
+
+ccxt's unified methods are not complete reads: ``fetch_positions``, ``fetch_open_orders`` and
+``fetch_my_trades`` return one page unless asked to paginate, their pagination stops silently
+after ``paginationCalls`` requests, a reply without ``result.list`` comes back as ``[]``, and
+their numbers are floats. So these venues send Bybit's V5 requests through ccxt's implicit API
+(``private_get_v5_position_list`` ...: ccxt signs, sends and maps errors) and read the raw replies
+with the very plans :class:`~posledger.venues.bybit.BybitVenue` uses (:class:`BybitReads`): every
+page, ``Decimal`` from the raw strings, hedge legs from ``positionIdx``, ``seq`` kept, a settle
+coin's coverage from instruments-info. Keys therefore hold Bybit's own symbols (``BTCUSDT``) and
+``venue`` is ccxt's exchange id (``"bybit"``), exactly as with pybit, so a ledger keeps its keys
+when a bot moves between pybit and ccxt. :func:`venue_symbol` and :func:`unified_symbol` map
+between those symbols and ccxt's unified ones (``BTC/USDT:USDT``) through the loaded markets.
+
+OKX is read the same way, with its own plans (:class:`~posledger.venues.okx.OkxReads`: OKX V5
+``account/positions``, ``trade/orders-pending``, ``trade/fills-history`` and
+``public/instruments`` through ``private_get_account_positions`` ...): keys hold OKX's
+``instId`` (``BTC-USDT-SWAP``), ``venue`` is ``"okx"``, the category is ``swap`` or ``futures``
+and sizes are contracts × face value. Every other exchange is refused: they report positions
+and trades in other shapes (see docs/ccxt.md), and a venue that guessed at them could mistake
+an unread page for a flat account.
+Requires the ``ccxt`` extra (``pip install 'posledger[ccxt]'``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import attrs
+
+from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.model import Fill, Snapshot, aware_utc
+from posledger.venues.bybit import (
+    EXECUTION_LIST,
+    INSTRUMENTS_INFO,
+    INSTRUMENTS_TTL,
+    OPEN_ORDERS,
+    ORDER_HISTORY,
+    POSITION_LIST,
+    BybitReads,
+    checked_result,
+    to_ms,
+)
+from posledger.venues.common import Call, Plan, Row, run, run_async
+from posledger.venues.okx import (
+    FILLS_HISTORY,
+    INST_TYPES,
+    INSTRUMENTS,
+    PENDING_ORDERS,
+    POSITIONS,
+    OkxReads,
+    checked_reply,
+)
+
+SUPPORTED = ("bybit", "okx")
+"""ccxt exchange ids these venues read; any other is refused when the venue is made."""
+
+IMPLICIT_METHODS: Mapping[str, str] = {
+    POSITION_LIST: "private_get_v5_position_list",
+    OPEN_ORDERS: "private_get_v5_order_realtime",
+    ORDER_HISTORY: "private_get_v5_order_history",
+    EXECUTION_LIST: "private_get_v5_execution_list",
+    INSTRUMENTS_INFO: "public_get_v5_market_instruments_info",
+}
+"""ccxt's implicit-API method for each Bybit V5 endpoint a read uses."""
+
+OKX_IMPLICIT_METHODS: Mapping[str, str] = {
+    POSITIONS: "private_get_account_positions",
+    PENDING_ORDERS: "private_get_trade_orders_pending",
+    FILLS_HISTORY: "private_get_trade_fills_history",
+    INSTRUMENTS: "public_get_public_instruments",
+}
+"""ccxt's implicit-API method for each OKX V5 endpoint a read uses."""
+
+
+class Reads(Protocol):
+    """An exchange's read plans (:class:`BybitReads`, :class:`~posledger.venues.okx.OkxReads`)."""
+
+    def snapshot(self, taken_at: datetime) -> Plan[Snapshot]: ...
+
+    def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]: ...
+
+
+@attrs.frozen
+class Dialect:
+    """How one exchange's raw replies are requested and checked, and where its error bodies
+    keep their code."""
+
+    methods: Mapping[str, str]
+    checked: Callable[[str, Any], Row]
+    code_field: str
+
+
+DIALECTS: Mapping[str, Dialect] = {
+    "bybit": Dialect(IMPLICIT_METHODS, checked_result, "retCode"),
+    "okx": Dialect(OKX_IMPLICIT_METHODS, checked_reply, "code"),
+}
+"""Each supported exchange id's requests and reply checks."""
+
+_MARKET_FLAGS: Mapping[str, str] = {"futures": "future"}
+"""A category whose ccxt market flag is spelled otherwise (OKX ``futures``: ``future``)."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in_category(market: Mapping[str, Any], category: str) -> bool:
+    """ccxt lists Bybit's spot and derivative markets under one id (AGIUSDT): tell them apart.
+    OKX ids differ per market type (``BTC-USDT``, ``BTC-USDT-SWAP``); the check holds as well."""
+    if category == "spot":
+        return bool(market.get("spot"))
+    if category == "option":
+        return bool(market.get("option"))
+    flag = _MARKET_FLAGS.get(category, category)
+    return bool(market.get("contract")) and bool(market.get(flag))
+
+
+def venue_symbol(exchange: Any, unified: str, category: str) -> str:
+    """The exchange's symbol (a key's ``symbol``) for ccxt's unified one: ``BTC/USDT:USDT`` →
+    ``BTCUSDT`` (Bybit) or ``BTC-USDT-SWAP`` (OKX, category ``swap``).
+
+    A symbol that already is a market id of ``category`` is returned as it is. Markets must be
+    loaded (``exchange.load_markets()``)."""
+    markets = _markets(exchange)
+    market = markets.get(unified)
+    if market is not None and _in_category(market, category):
+        return str(market["id"])
+    by_id = exchange.markets_by_id or {}
+    if any(_in_category(m, category) for m in by_id.get(unified, ())):
+        return unified
+    raise InvalidInput(f"{exchange.id} has no {category} market {unified!r}")
+
+
+def unified_symbol(exchange: Any, symbol: str, category: str) -> str:
+    """ccxt's unified symbol for Bybit's ``symbol`` in ``category``: ``BTCUSDT`` → ``BTC/USDT:USDT``
+    for linear (``AGI/USDT`` is the spot market of the same id). Markets must be loaded."""
+    _markets(exchange)
+    for market in (exchange.markets_by_id or {}).get(symbol, ()):
+        if _in_category(market, category):
+            return str(market["symbol"])
+    raise InvalidInput(f"{exchange.id} has no {category} market with id {symbol!r}")
+
+
+def _markets(exchange: Any) -> Mapping[str, Any]:
+    if not exchange.markets:
+        raise InvalidInput(f"{exchange.id} markets are not loaded: call load_markets() first")
+    markets: Mapping[str, Any] = exchange.markets
+    return markets
+
+
+def _unavailable(venue: str, call: Call, error: Exception) -> ExchangeUnavailable:
+    """A failed ccxt request as posledger's error, with the cause chained by the caller. ccxt
+    raises an error code (Bybit's ``retCode``, OKX's ``code``) as an ExchangeError whose message
+    ends in the exchange's body: its code makes it an :class:`ExchangeRejected`."""
+    message = f"{venue} {call.what}: {type(error).__name__}: {error}"
+    code = _ret_code(str(error), venue)
+    if code is not None:
+        return ExchangeRejected(message, code=code)
+    return ExchangeUnavailable(message)
+
+
+def _ret_code(message: str, venue: str) -> int | str | None:
+    prefix, _, body = message.partition(" ")
+    if prefix != venue:
+        return None
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return None
+    code = reply.get(DIALECTS[venue].code_field) if isinstance(reply, dict) else None
+    return code if isinstance(code, int | str) and not isinstance(code, bool) else None
+
+
+class _CcxtExchange:
+    """What the blocking and the asyncio venue share: settings, symbol mapping, requests."""
+
+    def __init__(
+        self,
+        exchange: Any,
+        *,
+        account: str,
+        category: str,
+        settle_coin: str | None = None,
+        symbols: Iterable[str] | None = None,
+        clock: Callable[[], datetime] | None = None,
+        hedge_mode: bool | None = None,
+        instruments_ttl: timedelta = INSTRUMENTS_TTL,
+    ) -> None:
+        exchange_id = getattr(exchange, "id", None)
+        if exchange_id not in SUPPORTED:
+            raise InvalidInput(
+                f"posledger reads positions and executions through ccxt for {SUPPORTED} only, "
+                f"not {exchange_id!r}: other exchanges report contracts, hedge sides and pages "
+                f"differently (see docs/ccxt.md)"
+            )
+        if exchange_id == "okx" and category not in INST_TYPES:
+            raise InvalidInput(f"okx category must be in {sorted(INST_TYPES)}, not {category!r}")
+        if exchange_id == "okx" and hedge_mode is not None:
+            raise InvalidInput("okx reports each fill's leg (posSide): leave hedge_mode None")
+        if isinstance(symbols, str):
+            raise InvalidInput("symbols must be a collection of symbols, not one string")
+        if symbols is not None and not (symbols := tuple(symbols)):
+            raise InvalidInput("symbols must name at least one symbol (None covers them all)")
+        self.exchange = exchange
+        self.venue = str(exchange_id)
+        self.account = account
+        self.category = category
+        self.settle_coin = settle_coin
+        self.requested_symbols = None if symbols is None else tuple(symbols)
+        self.hedge_mode = hedge_mode
+        self.instruments_ttl = instruments_ttl
+        self._clock = clock or _utc_now
+        self.dialect = DIALECTS[str(exchange_id)]
+        self._reads: Reads | None = None
+
+    @property
+    def needs_markets(self) -> bool:
+        """Unified symbols (``BTC/USDT:USDT``) can only be mapped with the markets loaded."""
+        return any("/" in symbol for symbol in self.requested_symbols or ())
+
+    def _reads_with_markets(self) -> Reads:
+        """The plans, made once (they remember order legs and instruments between reads)."""
+        if self._reads is None:
+            symbols = self.requested_symbols
+            if symbols is not None and self.needs_markets:
+                symbols = tuple(venue_symbol(self.exchange, s, self.category) for s in symbols)
+            self._reads = self._reads_of(symbols)
+        return self._reads
+
+    def _reads_of(self, symbols: tuple[str, ...] | None) -> Reads:
+        """This exchange's plans over the venue's settings (OKX's need the clock: fills-history
+        reaches back three months from now)."""
+        if self.venue == "okx":
+            return OkxReads(
+                venue=self.venue,
+                account=self.account,
+                category=self.category,
+                clock=self._now,
+                settle_coin=self.settle_coin,
+                symbols=symbols,
+                instruments_ttl=self.instruments_ttl,
+            )
+        return BybitReads(
+            venue=self.venue,
+            account=self.account,
+            category=self.category,
+            settle_coin=self.settle_coin,
+            symbols=symbols,
+            hedge_mode=self.hedge_mode,
+            instruments_ttl=self.instruments_ttl,
+        )
+
+    def _now(self) -> datetime:
+        return aware_utc(self._clock(), "clock")
+
+    def _range(self, since: datetime, until: datetime | None) -> tuple[int, int]:
+        start = to_ms(aware_utc(since, "since"))
+        return start, to_ms(self._now() if until is None else aware_utc(until, "until"))
+
+    def _request(self, call: Call) -> tuple[Any, dict[str, Any]]:
+        method = getattr(self.exchange, self.dialect.methods[call.endpoint])
+        return method, {name: value for name, value in call.query.items() if value is not None}
+
+    def _load_failure(self, error: Exception) -> ExchangeUnavailable:
+        return _unavailable(self.venue, Call("load_markets", "markets", {}), error)
+
+
+class CcxtVenue(_CcxtExchange):
+    """One Bybit or OKX account and category through an injected blocking ``ccxt.bybit`` or
+    ``ccxt.okx`` (OKX categories: ``swap``, ``futures``).
+
+    ``symbols`` None covers the category (with ``settle_coin``: the symbols settling in it); a
+    list, in unified (``BTC/USDT:USDT``) or the exchange's spelling (``BTCUSDT``,
+    ``BTC-USDT-SWAP``), covers only those. ``hedge_mode`` (Bybit only) None asks the exchange
+    per symbol; OKX fills carry their leg.
+    """
+
+    def fetch_snapshot(self) -> Snapshot:
+        """Every position and open order, every page, or ExchangeUnavailable; ``taken_at`` is
+        read before the first position request."""
+        reads = self._ready()
+        return run(reads.snapshot(self._now()), self._answer)
+
+    def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
+        """Every execution (trades, funding, ADL, liquidations ...) in ``[since, until]``,
+        oldest first, with ``symbol`` (the exchange's) and ``idx`` set."""
+        reads = self._ready()
+        return run(reads.executions(*self._range(since, until)), self._answer)
+
+    def venue_symbol(self, unified: str) -> str:
+        """``BTC/USDT:USDT`` → ``BTCUSDT`` in this venue's category (loads markets if needed)."""
+        self._load_markets()
+        return venue_symbol(self.exchange, unified, self.category)
+
+    def unified_symbol(self, symbol: str) -> str:
+        """``BTCUSDT`` → ``BTC/USDT:USDT`` in this venue's category (loads markets if needed)."""
+        self._load_markets()
+        return unified_symbol(self.exchange, symbol, self.category)
+
+    def _ready(self) -> Reads:
+        if self._reads is None and self.needs_markets:
+            self._load_markets()
+        return self._reads_with_markets()
+
+    def _load_markets(self) -> None:
+        if self.exchange.markets:
+            return
+        try:
+            self.exchange.load_markets()
+        except Exception as error:
+            raise self._load_failure(error) from error
+
+    def _answer(self, call: Call) -> Row:
+        method, query = self._request(call)
+        try:
+            reply = method(query)
+        except Exception as error:
+            raise _unavailable(self.venue, call, error) from error
+        return self.dialect.checked(call.what, reply)
+
+
+class AsyncCcxtVenue(_CcxtExchange):
+    """:class:`CcxtVenue` over an injected ``ccxt.async_support.bybit`` (or ``.okx``): the reads
+    are coroutines that never block the event loop. The exchange stays the caller's to close."""
+
+    async def fetch_snapshot(self) -> Snapshot:
+        """Every position and open order, every page, or ExchangeUnavailable."""
+        reads = await self._ready()
+        return await run_async(reads.snapshot(self._now()), self._answer)
+
+    async def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
+        """Every execution in ``[since, until]``, oldest first, with ``symbol`` and ``idx``."""
+        reads = await self._ready()
+        return await run_async(reads.executions(*self._range(since, until)), self._answer)
+
+    async def venue_symbol(self, unified: str) -> str:
+        await self._load_markets()
+        return venue_symbol(self.exchange, unified, self.category)
+
+    async def unified_symbol(self, symbol: str) -> str:
+        await self._load_markets()
+        return unified_symbol(self.exchange, symbol, self.category)
+
+    async def _ready(self) -> Reads:
+        if self._reads is None and self.needs_markets:
+            await self._load_markets()
+        return self._reads_with_markets()
+
+    async def _load_markets(self) -> None:
+        if self.exchange.markets:
+            return
+        try:
+            await self.exchange.load_markets()
+        except Exception as error:
+            raise self._load_failure(error) from error
+
+    async def _answer(self, call: Call) -> Row:
+        method, query = self._request(call)
+        try:
+            reply = await method(query)
+        except Exception as error:
+            raise _unavailable(self.venue, call, error) from error
+        return self.dialect.checked(call.what, reply)
