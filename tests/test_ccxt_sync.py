@@ -10,21 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
-from posledger import (
-    Correction,
-    ExchangeUnavailable,
-    Fill,
-    Ledger,
-    Outcome,
-    PositionKey,
-    Side,
-)
-from posledger.aio import AsyncLedger, AsyncSynchronizer
-from posledger.sync import Synchronizer, SyncReport
+from posledger import Correction, ExchangeUnavailable, Fill, Outcome, PositionKey, Side
 from posledger.testing.fake_bybit import (
     EXECUTIONS,
     INSTRUMENTS,
@@ -39,55 +28,11 @@ from posledger.testing.fake_bybit import (
     RetCode,
     TruncatedJson,
 )
-from tests.ccxt_harness import FLAVOURS, CcxtHarness
-from tests.conftest import T0
-
-NOW = T0 + timedelta(days=30)
-
-
-def ago(**delta: float) -> datetime:
-    return NOW - timedelta(**delta)
+from tests.ccxt_harness import FLAVOURS, NOW, CcxtHarness, Rig, ago
 
 
 def key(symbol: str, idx: int = 0) -> PositionKey:
     return PositionKey(venue="bybit", account="main", category="linear", symbol=symbol, idx=idx)
-
-
-class Rig:
-    """A ledger and a synchronizer over a ccxt venue, blocking or asyncio, driven step by step
-    with a clock the test moves."""
-
-    def __init__(self, harness: CcxtHarness, url: str, **venue_options: Any) -> None:
-        self.harness = harness
-        self.now = NOW
-        venue = harness.venue(settle_coin="USDT", clock=lambda: self.now, **venue_options)
-        self.ledger: Any
-        self.sync: Any
-        if harness.flavour == "sync":
-            self.ledger = Ledger.open(url, clock=lambda: self.now)
-            self.sync = Synchronizer(self.ledger, venue, clock=lambda: self.now)  # type: ignore[arg-type]
-        else:
-            self.ledger = AsyncLedger.open(url, clock=lambda: self.now)
-            self.sync = AsyncSynchronizer(self.ledger, venue, clock=lambda: self.now)  # type: ignore[arg-type]
-
-    def __getattr__(self, name: str) -> Any:
-        """The ledger's commands and queries, awaited on the harness loop when async."""
-        method = getattr(self.ledger, name)
-        return lambda *args, **kwargs: self.harness.run(method(*args, **kwargs))
-
-    def run_once(self, now: datetime) -> SyncReport:
-        self.now = now
-        report: SyncReport = self.harness.run(self.sync.run_once(now=now))
-        return report
-
-    def names(self, position: PositionKey) -> list[str]:
-        return [type(e).__name__ for e in self.history(position)]
-
-    def close(self) -> None:
-        if self.harness.flavour == "sync":
-            self.ledger.close()
-        else:
-            self.harness.run(self.ledger.aclose())
 
 
 @pytest.fixture
@@ -98,20 +43,14 @@ def fake() -> Iterator[FakeBybit]:
 
 @pytest.fixture(params=FLAVOURS)
 def harness(request: pytest.FixtureRequest, fake: FakeBybit) -> Iterator[CcxtHarness]:
-    opened = CcxtHarness(request.param, fake, timeout_ms=2000)
-    try:
+    with CcxtHarness(request.param, fake, timeout_ms=2000) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture
 def rig(harness: CcxtHarness, ledger_url: str) -> Iterator[Rig]:
-    made = Rig(harness, ledger_url)
-    try:
+    with Rig(harness, ledger_url, settle_coin="USDT") as made:
         yield made
-    finally:
-        made.close()
 
 
 def opened(rig: Rig, fake: FakeBybit, symbol: str, side: str, qty: str, at: datetime) -> str:
@@ -286,9 +225,10 @@ def test_a_failed_read_raises_and_leaves_the_ledger_unchanged(
     fake: FakeBybit, durable_url: str, flavour: str, endpoint: str, fault: Fault, after: int
 ) -> None:
     fake.set_hedge_mode("ETHUSDT")  # so recovery reads order history for the leg
-    harness = CcxtHarness(flavour, fake, timeout_ms=2000)
-    rig = Rig(harness, durable_url)
-    try:
+    with (
+        CcxtHarness(flavour, fake, timeout_ms=2000) as harness,
+        Rig(harness, durable_url, settle_coin="USDT") as rig,
+    ):
         eth = key("ETHUSDT", 1)
         opening = fake.add_open_order("ETHUSDT", "Buy", "2", "3000", idx=1, at=ago(hours=4))
         rig.request_open(eth, order_id=opening, side="buy", qty="2", at=ago(hours=4))
@@ -305,6 +245,3 @@ def test_a_failed_read_raises_and_leaves_the_ledger_unchanged(
         report = rig.run_once(NOW)
         assert report.recovered == {eth: 1}
         assert rig.position(eth).size == Decimal(2)
-    finally:
-        rig.close()
-        harness.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,14 +38,14 @@ from posledger.testing.fake_bybit import (
 from posledger.venues.base import AsyncVenue, Venue
 from posledger.venues.bybit import BybitVenue
 from posledger.venues.ccxt import AsyncCcxtVenue, CcxtVenue, unified_symbol, venue_symbol
-from tests.ccxt_harness import FLAVOURS, CcxtHarness
-from tests.conftest import T0
-
-NOW = T0 + timedelta(days=30)
-
-
-def ago(**delta: float) -> datetime:
-    return NOW - timedelta(**delta)
+from tests.ccxt_harness import (
+    FLAVOURS,
+    NOW,
+    CcxtHarness,
+    ago,
+    assert_a_failed_snapshot_heals,
+    assert_unavailable_because_of,
+)
 
 
 @pytest.fixture
@@ -57,11 +56,8 @@ def fake() -> Iterator[FakeBybit]:
 
 @pytest.fixture(params=FLAVOURS)
 def harness(request: pytest.FixtureRequest, fake: FakeBybit) -> Iterator[CcxtHarness]:
-    opened = CcxtHarness(request.param, fake)
-    try:
+    with CcxtHarness(request.param, fake) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 def venue(harness: CcxtHarness, **options: Any) -> CcxtVenue | AsyncCcxtVenue:
@@ -95,11 +91,8 @@ def seed_002_book(fake: FakeBybit) -> None:
 def test_ccxt_unified_reads_work_against_the_fake(fake: FakeBybit, flavour: str) -> None:
     seed_002_book(fake)
     fake.add_instrument("AGIUSDT", category="spot")
-    harness = CcxtHarness(flavour, fake, throttle=True)  # ccxt as a bot configures it
-    try:
+    with CcxtHarness(flavour, fake, throttle=True) as harness:  # ccxt as a bot configures it
         unified_reads(harness, fake)
-    finally:
-        harness.close()
 
 
 def unified_reads(harness: CcxtHarness, fake: FakeBybit) -> None:
@@ -362,17 +355,10 @@ def test_every_failed_read_raises_and_returns_nothing(
     for n in range(3):
         fake.add_open_order(f"S{n}USDT", "Sell", "1", "11")
     for flavour in FLAVOURS:
-        harness = CcxtHarness(flavour, fake, timeout_ms=1000)
-        try:
+        with CcxtHarness(flavour, fake, timeout_ms=1000) as harness:
             times = None if isinstance(fault, StuckCursor | DropConnection) else 1
             fake.inject(endpoint, fault, after=after, times=times)
-            reader = venue(harness)
-            with pytest.raises(ExchangeUnavailable):
-                harness.call(reader, "fetch_snapshot")
-            fake.clear_faults()
-            assert len(harness.call(reader, "fetch_snapshot").positions) == 5
-        finally:
-            harness.close()
+            assert_a_failed_snapshot_heals(harness, venue(harness), positions=5)
 
 
 @pytest.mark.parametrize(
@@ -403,29 +389,16 @@ def test_a_retcode_is_a_rejection_with_its_code_and_ccxts_error_as_cause(
 def test_ccxt_errors_are_chained_as_the_cause(
     fake: FakeBybit, fault: Fault, ccxt_error: Any
 ) -> None:
-    for flavour in FLAVOURS:
-        harness = CcxtHarness(flavour, fake, timeout_ms=1000)
-        try:
-            fake.inject(POSITIONS, fault, times=None)  # aiohttp retries a dropped GET once
-            with pytest.raises(ExchangeUnavailable) as raised:
-                snapshot_of(harness)
-            assert isinstance(raised.value.__cause__, ccxt_error)
-            assert not isinstance(raised.value, ExchangeRejected)
-        finally:
-            fake.clear_faults()
-            harness.close()
+    assert_unavailable_because_of(fake, POSITIONS, fault, ccxt_error, venue)
 
 
 def test_a_wrong_secret_is_an_authentication_rejection(fake: FakeBybit) -> None:
     for flavour in FLAVOURS:
-        harness = CcxtHarness(flavour, fake, secret="wrong")
-        try:
+        with CcxtHarness(flavour, fake, secret="wrong") as harness:
             with pytest.raises(ExchangeRejected) as raised:
                 snapshot_of(harness)
             assert raised.value.code == 10004
             assert isinstance(raised.value.__cause__, ccxt.AuthenticationError)
-        finally:
-            harness.close()
 
 
 @pytest.mark.parametrize(

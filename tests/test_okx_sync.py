@@ -11,13 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
-from posledger import Correction, ExchangeUnavailable, Fill, Ledger, Outcome, PositionKey, Side
-from posledger.aio import AsyncLedger, AsyncSynchronizer
-from posledger.sync import Synchronizer, SyncReport
+from posledger import Correction, ExchangeUnavailable, Fill, Outcome, PositionKey, Side
 from posledger.testing.fake_okx import (
     FILLS,
     INSTRUMENTS,
@@ -31,74 +28,29 @@ from posledger.testing.fake_okx import (
     NoData,
     TruncatedJson,
 )
-from tests.test_okx_venue import FLAVOURS, NOW, OkxHarness, ago
+from tests.ccxt_harness import FLAVOURS, NOW, CcxtHarness, Rig, ago, okx_with_swaps
 
 
 def key(symbol: str, idx: int = 0) -> PositionKey:
     return PositionKey(venue="okx", account="main", category="swap", symbol=symbol, idx=idx)
 
 
-class Rig:
-    """A ledger and a synchronizer over an OKX ccxt venue, blocking or asyncio, driven step by
-    step with a clock the test moves."""
-
-    def __init__(self, harness: OkxHarness, url: str) -> None:
-        self.harness = harness
-        self.now = NOW
-        venue = harness.venue(clock=lambda: self.now)
-        self.ledger: Any
-        self.sync: Any
-        if harness.flavour == "sync":
-            self.ledger = Ledger.open(url, clock=lambda: self.now)
-            self.sync = Synchronizer(self.ledger, venue, clock=lambda: self.now)  # type: ignore[arg-type]
-        else:
-            self.ledger = AsyncLedger.open(url, clock=lambda: self.now)
-            self.sync = AsyncSynchronizer(self.ledger, venue, clock=lambda: self.now)  # type: ignore[arg-type]
-
-    def __getattr__(self, name: str) -> Any:
-        """The ledger's commands and queries, awaited on the harness loop when async."""
-        method = getattr(self.ledger, name)
-        return lambda *args, **kwargs: self.harness.run(method(*args, **kwargs))
-
-    def run_once(self, now: datetime) -> SyncReport:
-        self.now = now
-        report: SyncReport = self.harness.run(self.sync.run_once(now=now))
-        return report
-
-    def names(self, position: PositionKey) -> list[str]:
-        return [type(e).__name__ for e in self.history(position)]
-
-    def close(self) -> None:
-        if self.harness.flavour == "sync":
-            self.ledger.close()
-        else:
-            self.harness.run(self.ledger.aclose())
-
-
 @pytest.fixture
 def fake() -> Iterator[FakeOkx]:
-    with FakeOkx(clock=lambda: NOW, page_size=2) as server:
-        server.add_instrument("BTC-USDT-SWAP", ct_val="0.01")
-        server.add_instrument("ETH-USDT-SWAP", ct_val="0.1")
+    with okx_with_swaps() as server:
         yield server
 
 
 @pytest.fixture(params=FLAVOURS)
-def harness(request: pytest.FixtureRequest, fake: FakeOkx) -> Iterator[OkxHarness]:
-    opened = OkxHarness(request.param, fake)
-    try:
+def harness(request: pytest.FixtureRequest, fake: FakeOkx) -> Iterator[CcxtHarness]:
+    with CcxtHarness(request.param, fake) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
 @pytest.fixture
-def rig(harness: OkxHarness, ledger_url: str) -> Iterator[Rig]:
-    made = Rig(harness, ledger_url)
-    try:
+def rig(harness: CcxtHarness, ledger_url: str) -> Iterator[Rig]:
+    with Rig(harness, ledger_url) as made:
         yield made
-    finally:
-        made.close()
 
 
 def opened(
@@ -229,9 +181,7 @@ FAILURES: list[tuple[str, str, Fault, int]] = [
 def test_a_failed_read_raises_and_leaves_the_ledger_unchanged(
     fake: FakeOkx, durable_url: str, flavour: str, endpoint: str, fault: Fault, after: int
 ) -> None:
-    harness = OkxHarness(flavour, fake)
-    rig = Rig(harness, durable_url)
-    try:
+    with CcxtHarness(flavour, fake) as harness, Rig(harness, durable_url) as rig:
         eth, btc = key("ETH-USDT-SWAP", 1), key("BTC-USDT-SWAP")
         opening = fake.add_open_order(
             "ETH-USDT-SWAP", "buy", "20", "3000", pos_side="long", at=ago(hours=4)
@@ -250,6 +200,3 @@ def test_a_failed_read_raises_and_leaves_the_ledger_unchanged(
         report = rig.run_once(NOW)
         assert report.recovered == {eth: 1}
         assert rig.position(eth).size == Decimal(2)
-    finally:
-        rig.close()
-        harness.close()

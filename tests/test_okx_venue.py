@@ -7,13 +7,12 @@ Every test runs on blocking ``ccxt`` and on ``ccxt.async_support``.
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Coroutine, Iterator
-from datetime import datetime, timedelta
+from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import ccxt  # type: ignore[import-untyped]
 import ccxt.async_support as accxt  # type: ignore[import-untyped]
@@ -40,86 +39,45 @@ from posledger.testing.fake_okx import (
 )
 from posledger.venues.base import AsyncVenue, Venue
 from posledger.venues.ccxt import AsyncCcxtVenue, CcxtVenue
-from tests.conftest import T0
-
-FLAVOURS = ("sync", "async")
-NOW = T0 + timedelta(days=30)
-T = TypeVar("T")
-
-
-def ago(**delta: float) -> datetime:
-    return NOW - timedelta(**delta)
-
-
-class OkxHarness:
-    """One ``ccxt.okx`` (blocking or asyncio) pointed at the fake, and venues over it; the
-    async flavour owns the event loop every coroutine runs on. ccxt's throttle is off."""
-
-    def __init__(self, flavour: str, fake: FakeOkx, *, timeout_ms: int = 2000, **config: Any):
-        self.flavour = flavour
-        self.loop: asyncio.AbstractEventLoop | None = None
-        settings = fake.ccxt_config(timeout=timeout_ms, enableRateLimit=False, **config)
-        if flavour == "sync":
-            self.exchange = ccxt.okx(settings)
-        else:
-            self.loop = asyncio.new_event_loop()
-            self.exchange = accxt.okx({**settings, "asyncio_loop": self.loop})
-
-    def venue(self, **options: Any) -> CcxtVenue | AsyncCcxtVenue:
-        settings: dict[str, Any] = {"account": "main", "category": "swap", **options}
-        if self.flavour == "sync":
-            return CcxtVenue(self.exchange, **settings)
-        return AsyncCcxtVenue(self.exchange, **settings)
-
-    def run(self, outcome: Coroutine[Any, Any, T] | T) -> T:
-        if self.loop is None:
-            assert not asyncio.iscoroutine(outcome)
-            return outcome  # type: ignore[return-value]
-        assert asyncio.iscoroutine(outcome)
-        return self.loop.run_until_complete(outcome)
-
-    def call(self, target: Any, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.run(getattr(target, name)(*args, **kwargs))
-
-    def close(self) -> None:
-        if self.loop is not None:
-            self.loop.run_until_complete(self.exchange.close())
-            self.loop.close()
+from tests.ccxt_harness import (
+    FLAVOURS,
+    NOW,
+    CcxtHarness,
+    ago,
+    assert_a_failed_snapshot_heals,
+    assert_unavailable_because_of,
+    okx_with_swaps,
+)
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeOkx]:
-    with FakeOkx(clock=lambda: NOW, page_size=2) as server:
-        server.add_instrument("BTC-USDT-SWAP", ct_val="0.01")
-        server.add_instrument("ETH-USDT-SWAP", ct_val="0.1")
+    with okx_with_swaps() as server:
         yield server
 
 
 @pytest.fixture(params=FLAVOURS)
-def harness(request: pytest.FixtureRequest, fake: FakeOkx) -> Iterator[OkxHarness]:
-    opened = OkxHarness(request.param, fake)
-    try:
+def harness(request: pytest.FixtureRequest, fake: FakeOkx) -> Iterator[CcxtHarness]:
+    with CcxtHarness(request.param, fake) as opened:
         yield opened
-    finally:
-        opened.close()
 
 
-def venue(harness: OkxHarness, **options: Any) -> CcxtVenue | AsyncCcxtVenue:
+def venue(harness: CcxtHarness, **options: Any) -> CcxtVenue | AsyncCcxtVenue:
     return harness.venue(clock=lambda: NOW, **options)
 
 
-def snapshot_of(harness: OkxHarness, **options: Any) -> Any:
+def snapshot_of(harness: CcxtHarness, **options: Any) -> Any:
     return harness.call(venue(harness, **options), "fetch_snapshot")
 
 
-def fills_of(harness: OkxHarness, since: datetime, until: datetime | None = None) -> Any:
+def fills_of(harness: CcxtHarness, since: datetime, until: datetime | None = None) -> Any:
     return harness.call(venue(harness), "fetch_executions", since, until)
 
 
 # ccxt itself against the fake
 
 
-def test_ccxt_unified_reads_work_against_the_fake(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_ccxt_unified_reads_work_against_the_fake(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.set_position("BTC-USDT-SWAP", "-3", "43000")
     order = fake.add_open_order("ETH-USDT-SWAP", "buy", "5", "3000")
     fake.partial_fill(order, "2", fee="-0.01", at=ago(minutes=5))
@@ -139,7 +97,7 @@ def test_ccxt_unified_reads_work_against_the_fake(harness: OkxHarness, fake: Fak
 
 
 def test_ccxt_unified_positions_are_not_a_complete_read(
-    harness: OkxHarness, fake: FakeOkx
+    harness: CcxtHarness, fake: FakeOkx
 ) -> None:
     """Why the venue checks replies itself: ccxt's unified call turns a reply without ``data``
     into "no positions", and its sizes are floats."""
@@ -160,7 +118,7 @@ def test_ccxt_unified_positions_are_not_a_complete_read(
 
 
 def test_a_snapshot_is_contracts_times_face_value_with_every_order_page(
-    harness: OkxHarness, fake: FakeOkx
+    harness: CcxtHarness, fake: FakeOkx
 ) -> None:
     fake.set_position("BTC-USDT-SWAP", "-3", "43000.5")
     fake.set_position("ETH-USDT-SWAP", "0.01", "3000.1")
@@ -178,13 +136,13 @@ def test_a_snapshot_is_contracts_times_face_value_with_every_order_page(
     assert snapshot.taken_at == NOW
 
 
-def test_update_time_is_kept_and_there_is_no_seq(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_update_time_is_kept_and_there_is_no_seq(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.set_position("BTC-USDT-SWAP", "2", "43000", at=ago(minutes=5))
     (position,) = snapshot_of(harness).positions
     assert (position.seq, position.updated_at) == (None, ago(minutes=5))
 
 
-def test_net_and_long_short_legs_are_kept_apart(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_net_and_long_short_legs_are_kept_apart(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.set_position("ETH-USDT-SWAP", "20", "3000", pos_side="long")
     fake.set_position("ETH-USDT-SWAP", "7", "3100", pos_side="short")
     fake.set_position("BTC-USDT-SWAP", "-1", "43000")
@@ -207,7 +165,9 @@ def test_net_and_long_short_legs_are_kept_apart(harness: OkxHarness, fake: FakeO
     ]
 
 
-def test_a_zero_row_is_flat_and_gives_way_to_a_held_row(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_a_zero_row_is_flat_and_gives_way_to_a_held_row(
+    harness: CcxtHarness, fake: FakeOkx
+) -> None:
     fake.set_position("BTC-USDT-SWAP", "0", mgn_mode="isolated")
     fake.set_position("ETH-USDT-SWAP", "0", mgn_mode="isolated")
     fake.set_position("ETH-USDT-SWAP", "-4", "3000", mgn_mode="cross")
@@ -219,14 +179,14 @@ def test_a_zero_row_is_flat_and_gives_way_to_a_held_row(harness: OkxHarness, fak
     }
 
 
-def test_two_held_rows_on_one_leg_are_refused(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_two_held_rows_on_one_leg_are_refused(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.set_position("ETH-USDT-SWAP", "-4", "3000", mgn_mode="cross")
     fake.set_position("ETH-USDT-SWAP", "-1", "3000", mgn_mode="isolated")
     with pytest.raises(ExchangeUnavailable, match="two held positions"):
         snapshot_of(harness)
 
 
-def test_a_settle_coin_covers_only_its_instruments(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_a_settle_coin_covers_only_its_instruments(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.add_instrument("BTC-USDC-SWAP", ct_val="0.0001")
     fake.add_instrument("BTC-USD-SWAP", ct_val="100")
     fake.set_position("BTC-USDC-SWAP", "10", "43000")
@@ -240,7 +200,7 @@ def test_a_settle_coin_covers_only_its_instruments(harness: OkxHarness, fake: Fa
     assert [(p.side, p.size) for p in inverse.positions] == [(Side.SELL, Decimal(200))]  # USD
 
 
-def test_listed_unified_symbols_become_inst_ids(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_listed_unified_symbols_become_inst_ids(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.set_position("BTC-USDT-SWAP", "2", "43000")
     fake.set_position("ETH-USDT-SWAP", "2", "3000")
     snapshot = snapshot_of(harness, symbols=["BTC/USDT:USDT", "ETH-USDT-SWAP"])
@@ -250,7 +210,7 @@ def test_listed_unified_symbols_become_inst_ids(harness: OkxHarness, fake: FakeO
     assert [p.symbol for p in only_btc.positions] == ["BTC-USDT-SWAP"]
 
 
-def test_unified_symbols_map_both_ways_per_category(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_unified_symbols_map_both_ways_per_category(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.add_instrument("BTC-USD-251226", ct_val="100")
     swap, futures = venue(harness), venue(harness, category="futures")
     assert harness.call(swap, "venue_symbol", "BTC/USDT:USDT") == "BTC-USDT-SWAP"
@@ -265,7 +225,7 @@ def test_unified_symbols_map_both_ways_per_category(harness: OkxHarness, fake: F
 
 
 def test_fills_read_every_page_inside_the_window_with_posledgers_fee_sign(
-    harness: OkxHarness, fake: FakeOkx
+    harness: CcxtHarness, fake: FakeOkx
 ) -> None:
     for hour in range(7):
         fake.add_fill(
@@ -284,7 +244,7 @@ def test_fills_read_every_page_inside_the_window_with_posledgers_fee_sign(
     assert rebate.fee == Decimal("-0.002")
 
 
-def test_fill_kinds_follow_the_sub_type(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_fill_kinds_follow_the_sub_type(harness: CcxtHarness, fake: FakeOkx) -> None:
     for sub_type, minutes in (("104", 4), ("127", 3), ("112", 2), ("5", 1)):
         at = ago(minutes=minutes)
         fake.add_fill("BTC-USDT-SWAP", "sell", "1", "43000", sub_type=sub_type, at=at)
@@ -292,13 +252,13 @@ def test_fill_kinds_follow_the_sub_type(harness: OkxHarness, fake: FakeOkx) -> N
     assert kinds == [ExecKind.LIQUIDATION, ExecKind.ADL, ExecKind.DELIVERY, ExecKind.TRADE]
 
 
-def test_an_unknown_sub_type_is_refused_by_name(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_an_unknown_sub_type_is_refused_by_name(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.add_fill("BTC-USDT-SWAP", "buy", "1", "43000", sub_type="270", at=ago(minutes=1))
     with pytest.raises(ExchangeUnavailable, match="270"):
         fills_of(harness, ago(hours=1))
 
 
-def test_a_trade_id_is_unique_per_instrument_only(harness: OkxHarness, fake: FakeOkx) -> None:
+def test_a_trade_id_is_unique_per_instrument_only(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.add_fill("BTC-USDT-SWAP", "buy", "1", "43000", trade_id="77", at=ago(minutes=2))
     fake.add_fill("ETH-USDT-SWAP", "buy", "1", "3000", trade_id="77", at=ago(minutes=1))
     fills = fills_of(harness, ago(hours=1))
@@ -309,7 +269,7 @@ def test_a_trade_id_is_unique_per_instrument_only(harness: OkxHarness, fake: Fak
 
 
 def test_a_read_older_than_fills_history_serves_is_refused(
-    harness: OkxHarness, fake: FakeOkx
+    harness: CcxtHarness, fake: FakeOkx
 ) -> None:
     with pytest.raises(ExchangeUnavailable, match="90 days"):
         fills_of(harness, ago(days=91))
@@ -358,17 +318,10 @@ def test_every_failed_read_raises_and_returns_nothing(
     for _ in range(5):
         fake.add_open_order("ETH-USDT-SWAP", "sell", "1", "3100")
     for flavour in FLAVOURS:
-        harness = OkxHarness(flavour, fake, timeout_ms=1000)
-        try:
+        with CcxtHarness(flavour, fake, timeout_ms=1000) as harness:
             times = None if isinstance(fault, IgnoredAfter | DropConnection) else 1
             fake.inject(endpoint, fault, after=after, times=times)
-            reader = venue(harness)
-            with pytest.raises(ExchangeUnavailable):
-                harness.call(reader, "fetch_snapshot")
-            fake.clear_faults()
-            assert len(harness.call(reader, "fetch_snapshot").positions) == 2
-        finally:
-            harness.close()
+            assert_a_failed_snapshot_heals(harness, venue(harness), positions=2)
 
 
 @pytest.mark.parametrize(
@@ -380,7 +333,7 @@ def test_every_failed_read_raises_and_returns_nothing(
     ids=["rate limit", "busy"],
 )
 def test_an_error_code_is_a_rejection_with_its_code_and_ccxts_error_as_cause(
-    harness: OkxHarness, fake: FakeOkx, fault: Fault, code: str, ccxt_error: Any
+    harness: CcxtHarness, fake: FakeOkx, fault: Fault, code: str, ccxt_error: Any
 ) -> None:
     fake.inject(POSITIONS, fault)
     with pytest.raises(ExchangeRejected) as raised:
@@ -400,17 +353,7 @@ def test_an_error_code_is_a_rejection_with_its_code_and_ccxts_error_as_cause(
     ids=["502", "dropped", "timeout", "no code"],
 )
 def test_ccxt_errors_are_chained_as_the_cause(fake: FakeOkx, fault: Fault, ccxt_error: Any) -> None:
-    for flavour in FLAVOURS:
-        harness = OkxHarness(flavour, fake, timeout_ms=1000)
-        try:
-            fake.inject(POSITIONS, fault, times=None)  # aiohttp retries a dropped GET once
-            with pytest.raises(ExchangeUnavailable) as raised:
-                snapshot_of(harness)
-            assert isinstance(raised.value.__cause__, ccxt_error)
-            assert not isinstance(raised.value, ExchangeRejected)
-        finally:
-            fake.clear_faults()
-            harness.close()
+    assert_unavailable_because_of(fake, POSITIONS, fault, ccxt_error, venue)
 
 
 @pytest.mark.parametrize(
@@ -422,14 +365,11 @@ def test_wrong_credentials_are_an_authentication_rejection(
     fake: FakeOkx, config: dict[str, str], code: str
 ) -> None:
     for flavour in FLAVOURS:
-        harness = OkxHarness(flavour, fake, **config)
-        try:
+        with CcxtHarness(flavour, fake, **config) as harness:
             with pytest.raises(ExchangeRejected) as raised:
                 snapshot_of(harness)
             assert raised.value.code == code
             assert isinstance(raised.value.__cause__, ccxt.AuthenticationError)
-        finally:
-            harness.close()
 
 
 @pytest.mark.parametrize(
@@ -438,7 +378,7 @@ def test_wrong_credentials_are_an_authentication_rejection(
     ids=["502", "no data", "truncated", "bad size", "ignored after"],
 )
 def test_a_failure_on_a_later_fills_page_returns_nothing(
-    harness: OkxHarness, fake: FakeOkx, fault: Fault
+    harness: CcxtHarness, fake: FakeOkx, fault: Fault
 ) -> None:
     for hour in range(7):
         fake.add_fill("BTC-USDT-SWAP", "buy", "1", "43000", at=ago(hours=hour))

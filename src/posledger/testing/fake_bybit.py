@@ -27,21 +27,72 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import json
 import re
-import socket
-import sys
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+
+from posledger.testing.fake_http import (
+    EPOCH,
+    NOT_FOUND,
+    DropConnection,
+    FakeHttpServer,
+    Fault,
+    HttpError,
+    NotJson,
+    Number,
+    Received,
+    RecordedRequest,
+    Reply,
+    Row,
+    Slow,
+    TruncatedJson,
+    json_reply,
+    to_decimal,
+    to_ms,
+    to_text,
+)
+
+__all__ = [
+    "CATEGORIES",
+    "COIN_INFO",
+    "EXECUTIONS",
+    "INSTRUMENTS",
+    "OPEN_ORDERS",
+    "OPEN_STATUSES",
+    "ORDER_HISTORY",
+    "POSITIONS",
+    "PUBLIC_ENDPOINTS",
+    "SERVER_TIME",
+    "WEEK_MS",
+    "DropConnection",
+    "FakeBybit",
+    "FakeExecution",
+    "FakeInstrument",
+    "FakeOrder",
+    "FakePosition",
+    "Fault",
+    "HttpError",
+    "Listener",
+    "NoList",
+    "NoRetCode",
+    "NotJson",
+    "Number",
+    "RecordedRequest",
+    "Reply",
+    "RetCode",
+    "Row",
+    "RowField",
+    "Slow",
+    "StuckCursor",
+    "TruncatedJson",
+    "json_reply",
+    "to_ms",
+]
 
 POSITIONS = "/v5/position/list"
 OPEN_ORDERS = "/v5/order/realtime"
@@ -58,26 +109,7 @@ WEEK_MS = 7 * 24 * 3600 * 1000
 
 OPEN_STATUSES = ("New", "PartiallyFilled")
 CATEGORIES = ("linear", "inverse", "option", "spot")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CURSOR = re.compile(r"page_token=(\d+)&")
-
-Number = Decimal | str | int
-Row = dict[str, Any]
-
-
-def to_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch, exactly (Bybit's unit for every timestamp)."""
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _decimal(value: Number) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
-        raise TypeError(f"use Decimal, str or int for exchange numbers, not {value!r}")
-    return Decimal(value)
-
-
-def _text(value: Decimal) -> str:
-    return format(value, "f")
 
 
 def _settle_coin(category: str, symbol: str) -> str:
@@ -112,8 +144,8 @@ class FakeInstrument:
     def row(self) -> Row:
         lot = {
             "maxOrderQty": "1000000",
-            "minOrderQty": _text(self.qty_step),
-            "qtyStep": _text(self.qty_step),
+            "minOrderQty": to_text(self.qty_step),
+            "qtyStep": to_text(self.qty_step),
             "postOnlyMaxOrderQty": "1000000",
             "maxMktOrderQty": "100000",
             "minNotionalValue": "5",
@@ -127,14 +159,14 @@ class FakeInstrument:
                 "status": self.status,
                 "marginTrading": "both",
                 "lotSizeFilter": {
-                    "basePrecision": _text(self.qty_step),
+                    "basePrecision": to_text(self.qty_step),
                     "quotePrecision": "0.00000001",
-                    "minOrderQty": _text(self.qty_step),
+                    "minOrderQty": to_text(self.qty_step),
                     "maxOrderQty": "1000000",
                     "minOrderAmt": "1",
                     "maxOrderAmt": "2000000",
                 },
-                "priceFilter": {"tickSize": _text(self.tick_size)},
+                "priceFilter": {"tickSize": to_text(self.tick_size)},
             }
         perpetual = "InversePerpetual" if self.category == "inverse" else "LinearPerpetual"
         return {
@@ -149,9 +181,9 @@ class FakeInstrument:
             "priceScale": "2",
             "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
             "priceFilter": {
-                "minPrice": _text(self.tick_size),
+                "minPrice": to_text(self.tick_size),
                 "maxPrice": "1999999.80",
-                "tickSize": _text(self.tick_size),
+                "tickSize": to_text(self.tick_size),
             },
             "lotSizeFilter": lot,
             "unifiedMarginTrade": True,
@@ -186,16 +218,16 @@ class FakePosition:
             "riskLimitValue": "2000000",
             "symbol": self.symbol,
             "side": self.side,
-            "size": _text(self.size),
-            "avgPrice": _text(self.avg_price),
-            "positionValue": _text(self.size * self.avg_price),
+            "size": to_text(self.size),
+            "avgPrice": to_text(self.avg_price),
+            "positionValue": to_text(self.size * self.avg_price),
             "tradeMode": 0,
             "positionStatus": "Normal",
             "autoAddMargin": 0,
             "adlRankIndicator": 2 if self.size else 0,
             "leverage": "10",
             "positionBalance": "0",
-            "markPrice": _text(self.avg_price),
+            "markPrice": to_text(self.avg_price),
             "liqPrice": "",
             "bustPrice": "",
             "positionMM": "0",
@@ -250,8 +282,8 @@ class FakeOrder:
             "orderLinkId": "",
             "blockTradeId": "",
             "symbol": self.symbol,
-            "price": _text(self.price),
-            "qty": _text(self.qty),
+            "price": to_text(self.price),
+            "qty": to_text(self.qty),
             "side": self.side,
             "isLeverage": "",
             "positionIdx": self.idx,
@@ -259,11 +291,11 @@ class FakeOrder:
             "createType": "CreateByUser",
             "cancelType": "UNKNOWN",
             "rejectReason": "EC_NoError",
-            "avgPrice": _text(self.price) if self.cum_exec_qty else "",
-            "leavesQty": _text(self.leaves_qty),
-            "leavesValue": _text(self.leaves_qty * self.price),
-            "cumExecQty": _text(self.cum_exec_qty),
-            "cumExecValue": _text(self.cum_exec_qty * self.price),
+            "avgPrice": to_text(self.price) if self.cum_exec_qty else "",
+            "leavesQty": to_text(self.leaves_qty),
+            "leavesValue": to_text(self.leaves_qty * self.price),
+            "cumExecQty": to_text(self.cum_exec_qty),
+            "cumExecValue": to_text(self.cum_exec_qty * self.price),
             "cumExecFee": "0",
             "timeInForce": "GTC",
             "orderType": self.order_type,
@@ -276,7 +308,7 @@ class FakeOrder:
             "slTriggerBy": "",
             "triggerDirection": 0,
             "triggerBy": "",
-            "lastPriceOnCreated": _text(self.price),
+            "lastPriceOnCreated": to_text(self.price),
             "reduceOnly": self.reduce_only,
             "closeOnTrigger": False,
             "smpType": "None",
@@ -314,7 +346,7 @@ class FakeExecution:
     @property
     def exec_time(self) -> datetime:
         """``exec_ms`` as an aware UTC datetime, as a bot's execution feed would stamp it."""
-        return _EPOCH + timedelta(milliseconds=self.exec_ms)
+        return EPOCH + timedelta(milliseconds=self.exec_ms)
 
     def row(self) -> Row:
         return {
@@ -322,81 +354,32 @@ class FakeExecution:
             "orderId": self.order_id,
             "orderLinkId": "",
             "side": self.side,
-            "orderPrice": _text(self.exec_price),
-            "orderQty": _text(self.exec_qty + self.leaves_qty),
-            "leavesQty": _text(self.leaves_qty),
+            "orderPrice": to_text(self.exec_price),
+            "orderQty": to_text(self.exec_qty + self.leaves_qty),
+            "leavesQty": to_text(self.leaves_qty),
             "createType": "CreateByUser",
             "orderType": self.order_type,
             "stopOrderType": "UNKNOWN",
-            "execFee": _text(self.exec_fee),
+            "execFee": to_text(self.exec_fee),
             "execId": self.exec_id,
-            "execPrice": _text(self.exec_price),
-            "execQty": _text(self.exec_qty),
+            "execPrice": to_text(self.exec_price),
+            "execQty": to_text(self.exec_qty),
             "execType": self.exec_type,
-            "execValue": _text(self.exec_qty * self.exec_price),
+            "execValue": to_text(self.exec_qty * self.exec_price),
             "execTime": str(self.exec_ms),
             "feeCurrency": "",
             "isMaker": self.is_maker,
             "feeRate": "0.00055",
             "tradeIv": "",
             "markIv": "",
-            "markPrice": _text(self.exec_price),
+            "markPrice": to_text(self.exec_price),
             "indexPrice": "",
             "underlyingPrice": "",
             "blockTradeId": "",
-            "closedSize": _text(self.closed_size),
+            "closedSize": to_text(self.closed_size),
             "seq": self.seq,
             "extraFees": "",
         }
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the fake received: its path, its decoded query, and whether it was signed."""
-
-    method: str
-    path: str
-    params: dict[str, str]
-    authenticated: bool
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the fake sends back, and how: in full, not at all, or cut short mid-body."""
-
-    status: int = 200
-    body: bytes = b""
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-    drop_connection: bool = False
-    send_only: int | None = None
-
-
-def json_reply(envelope: Mapping[str, Any], headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    return Reply(body=json.dumps(envelope, separators=(",", ":")).encode(), headers=headers)
-
-
-class Fault:
-    """An armed failure: it turns the reply the fake would have sent into a broken one."""
-
-    @property
-    def delay(self) -> float:
-        """Seconds to wait before answering."""
-        return 0.0
-
-    def render(self, envelope: dict[str, Any]) -> Reply:
-        return json_reply(envelope)
-
-
-@dataclass(frozen=True)
-class HttpError(Fault):
-    """A gateway error page, as Bybit's CDN sends while the API is down."""
-
-    status: int = 502
-    body: str = "<html><head><title>502 Bad Gateway</title></head><body>502</body></html>"
-
-    def render(self, envelope: dict[str, Any]) -> Reply:
-        return Reply(status=self.status, body=self.body.encode(), content_type="text/html")
 
 
 @dataclass(frozen=True)
@@ -423,25 +406,6 @@ class NoRetCode(Fault):
 
     def render(self, envelope: dict[str, Any]) -> Reply:
         return json_reply({k: v for k, v in envelope.items() if k not in ("retCode", "retMsg")})
-
-
-@dataclass(frozen=True)
-class NotJson(Fault):
-    """HTTP 200 whose body is not JSON at all (a maintenance page)."""
-
-    body: str = "<html><body>Service maintenance</body></html>"
-
-    def render(self, envelope: dict[str, Any]) -> Reply:
-        return Reply(body=self.body.encode(), content_type="text/html")
-
-
-@dataclass(frozen=True)
-class TruncatedJson(Fault):
-    """A complete HTTP reply whose JSON text stops half way."""
-
-    def render(self, envelope: dict[str, Any]) -> Reply:
-        body = json_reply(envelope).body
-        return Reply(body=body[: len(body) // 2])
 
 
 @dataclass(frozen=True)
@@ -481,38 +445,6 @@ class StuckCursor(Fault):
         return json_reply({**envelope, "result": result})
 
 
-@dataclass(frozen=True)
-class Slow(Fault):
-    """The normal reply, after ``seconds``: a client with a shorter timeout gives up first."""
-
-    seconds: float = 1.0
-
-    @property
-    def delay(self) -> float:
-        return self.seconds
-
-
-@dataclass(frozen=True)
-class DropConnection(Fault):
-    """The connection closes with no reply, or (``mid_body``) after half the body was sent."""
-
-    mid_body: bool = False
-
-    def render(self, envelope: dict[str, Any]) -> Reply:
-        body = json_reply(envelope).body
-        if self.mid_body:
-            return Reply(body=body, send_only=len(body) // 2)
-        return Reply(drop_connection=True)
-
-
-@dataclass
-class _Armed:
-    endpoint: str | None
-    fault: Fault
-    remaining: int | None
-    skip: int
-
-
 class _ApiError(Exception):
     """A Bybit error answer: HTTP 200 with this ``retCode`` and ``retMsg``."""
 
@@ -542,13 +474,15 @@ Listener = Callable[[str, FakePosition | FakeOrder | FakeExecution], None]
 """Told each change of the book as (topic, record): "position", "order" or "execution"."""
 
 
-class FakeBybit:
+class FakeBybit(FakeHttpServer):
     """A scripted Bybit V5 account behind a real HTTP server; use it as a context manager.
 
     ``clock`` (an aware UTC datetime source) stamps scripted events and the replies' ``time``;
     signatures are checked against the real wall clock, like Bybit does. ``page_size`` caps
     every page, so paging is exercised with a handful of rows.
     """
+
+    exchange = "Bybit"
 
     def __init__(
         self,
@@ -560,31 +494,17 @@ class FakeBybit:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.api_secret = api_secret
         self.page_size = page_size
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._address = (host, port)
-        self._lock = threading.RLock()
         self._book = _Book()
-        self._faults: list[_Armed] = []
-        self._requests: list[RecordedRequest] = []
         self._seq = itertools.count(1000)
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._listeners: list[Listener] = []
 
-    # lifecycle
-
-    @property
-    def url(self) -> str:
-        """The base URL to set as a pybit session's ``endpoint``."""
-        if self._server is None:
-            raise RuntimeError("the fake Bybit server is not running; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    # clients
 
     def session(self, **options: Any) -> Any:
         """A real ``pybit.unified_trading.HTTP`` signed with this fake's keys and pointed at it.
@@ -617,39 +537,6 @@ class FakeBybit:
         }
         return {**settings, **config}
 
-    def start(self) -> FakeBybit:
-        if self._server is None:
-            self._stopping.clear()
-            self._server = _Server(self._address, self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.02},
-                name="fake-bybit",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._stopping.set()
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeBybit:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # scripting the exchange
 
     def set_hedge_mode(self, symbol: str, hedge: bool = True, *, category: str = "linear") -> None:
@@ -676,7 +563,7 @@ class FakeBybit:
         at: datetime | None = None,
     ) -> FakePosition:
         """Make the exchange hold this leg, whatever it held before (``size`` 0: flat)."""
-        amount = _decimal(size)
+        amount = to_decimal(size)
         if amount < 0 or (amount > 0) != (side in ("Buy", "Sell")):
             raise ValueError(f"{symbol}: size {size} with side {side!r}")
         with self._lock:
@@ -687,7 +574,7 @@ class FakeBybit:
                 idx=idx,
                 side=side if amount else "",
                 size=amount,
-                avg_price=_decimal(avg_price) if amount else Decimal(0),
+                avg_price=to_decimal(avg_price) if amount else Decimal(0),
                 seq=next(self._seq) if seq is None else seq,
                 updated_ms=to_ms(at or self._clock()),
                 settle_coin=_settle_coin(category, symbol),
@@ -724,8 +611,8 @@ class FakeBybit:
                 symbol=symbol,
                 order_id=order_id or f"order-{next(self._ids)}",
                 side=side,
-                qty=_decimal(qty),
-                price=_decimal(price),
+                qty=to_decimal(qty),
+                price=to_decimal(price),
                 idx=idx,
                 order_type=order_type,
                 reduce_only=reduce_only,
@@ -765,13 +652,13 @@ class FakeBybit:
     ) -> FakeExecution:
         """Execute part (or the rest) of an open order: the leg's size moves AND the execution
         is recorded, so a test can make the exchange move while the client misses the fill."""
-        amount = _decimal(qty)
+        amount = to_decimal(qty)
         with self._lock:
             order = self._open_order(order_id)
             if not 0 < amount <= order.leaves_qty:
                 raise ValueError(f"{order_id}: cannot fill {qty}, {order.leaves_qty} left")
             when = to_ms(at or self._clock())
-            fill_price = order.price if price is None else _decimal(price)
+            fill_price = order.price if price is None else to_decimal(price)
             seq = next(self._seq)
             closed = self._trade(order, amount, fill_price, seq, when)
             cum = order.cum_exec_qty + amount
@@ -786,7 +673,7 @@ class FakeBybit:
                 side=order.side,
                 exec_qty=amount,
                 exec_price=fill_price,
-                exec_fee=_decimal(fee),
+                exec_fee=to_decimal(fee),
                 exec_ms=when,
                 exec_type="Trade",
                 seq=seq,
@@ -833,13 +720,13 @@ class FakeBybit:
                     symbol=symbol,
                     order_id=oid,
                     side=side,
-                    qty=_decimal(qty) + _decimal(leaves_qty),
-                    price=_decimal(price),
+                    qty=to_decimal(qty) + to_decimal(leaves_qty),
+                    price=to_decimal(price),
                     idx=idx,
                     order_type=order_type,
                     reduce_only=False,
                     status="Filled",
-                    cum_exec_qty=_decimal(qty),
+                    cum_exec_qty=to_decimal(qty),
                     created_ms=when,
                     updated_ms=when,
                     settle_coin=_settle_coin(category, symbol),
@@ -850,14 +737,14 @@ class FakeBybit:
                 exec_id=exec_id or f"exec-{next(self._ids)}",
                 order_id=oid,
                 side=side,
-                exec_qty=_decimal(qty),
-                exec_price=_decimal(price),
-                exec_fee=_decimal(fee),
+                exec_qty=to_decimal(qty),
+                exec_price=to_decimal(price),
+                exec_fee=to_decimal(fee),
                 exec_ms=when,
                 exec_type=exec_type,
                 seq=next(self._seq) if seq is None else seq,
-                leaves_qty=_decimal(leaves_qty),
-                closed_size=_decimal(closed_size),
+                leaves_qty=to_decimal(leaves_qty),
+                closed_size=to_decimal(closed_size),
                 order_type=order_type,
                 is_maker=is_maker,
             )
@@ -924,34 +811,13 @@ class FakeBybit:
             quote=named_quote,
             settle_coin=settle,
             status=status,
-            qty_step=_decimal(qty_step),
+            qty_step=to_decimal(qty_step),
         )
         with self._lock:
             self._book.instruments[(category, symbol)] = instrument
         return instrument
 
-    # faults and observation
-
-    def inject(
-        self, endpoint: str | None, fault: Fault, *, times: int | None = 1, after: int = 0
-    ) -> None:
-        """Arm ``fault`` for the next ``times`` calls of ``endpoint`` (None: any endpoint;
-        ``times`` None: until :meth:`clear_faults`), after letting ``after`` calls through."""
-        with self._lock:
-            self._faults.append(_Armed(endpoint, fault, times, after))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def requests(self, endpoint: str | None = None) -> list[RecordedRequest]:
-        """Requests received so far, oldest first (only those to ``endpoint`` if given)."""
-        with self._lock:
-            return [r for r in self._requests if endpoint in (None, r.path)]
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
+    # observation
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(topic, record)`` after each change of the book, under the fake's lock
@@ -1040,35 +906,14 @@ class FakeBybit:
 
     # serving requests
 
-    def _take_fault(self, path: str) -> Fault | None:
-        """The first armed fault due on this call; every call counts towards each ``after``."""
-        with self._lock:
-            due = None
-            for armed in self._faults:
-                if armed.endpoint not in (None, path):
-                    continue
-                if armed.skip:
-                    armed.skip -= 1
-                elif due is None:
-                    due = armed
-            if due is None:
-                return None
-            if due.remaining is not None:
-                due.remaining -= 1
-                if due.remaining == 0:
-                    self._faults.remove(due)
-            return due.fault
-
-    def _serve(self, method: str, target: str, body: bytes, headers: Message) -> Reply:
-        split = urlsplit(target)
-        params = dict(parse_qsl(split.query, keep_blank_values=True))
-        payload = body.decode("utf-8", "replace") if method == "POST" else split.query
-        fault = self._take_fault(split.path)
-        if fault is not None and fault.delay:
-            self._stopping.wait(fault.delay)
-        envelope = self._envelope_for(method, split.path, params, payload, headers)
+    def _answer(self, request: Received, fault: Fault | None) -> Reply:
+        post = request.method == "POST"
+        payload = request.body.decode("utf-8", "replace") if post else request.query
+        envelope = self._envelope_for(
+            request.method, request.path, request.params, payload, request.headers
+        )
         if envelope is None:
-            return Reply(status=404, body=b"404 page not found", content_type="text/plain")
+            return NOT_FOUND
         return json_reply(envelope) if fault is None else fault.render(envelope)
 
     def _envelope_for(
@@ -1101,10 +946,6 @@ class FakeBybit:
                 return self._envelope(0, "OK", route(params))
         except _ApiError as error:
             return self._envelope(error.code, error.message, {})
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
 
     def _envelope(self, code: int, message: str, result: Row) -> Row:
         return {
@@ -1315,61 +1156,3 @@ def _optional_int(params: dict[str, str], name: str) -> int | None:
     if not value.lstrip("-").isdigit():
         raise _ApiError(10001, f"params error: {name} must be an integer")
     return int(value)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeBybit) -> None:
-        self.fake = fake
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up (timeout) leaves a broken pipe behind; anything else is a bug
-        in the fake and is printed."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        """Headers and body go out as separate writes: without TCP_NODELAY each reply would
-        wait ~40 ms for the client's delayed ACK."""
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        self._answer("GET")
-
-    def do_POST(self) -> None:
-        self._answer("POST")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read :meth:`FakeBybit.requests` instead."""
-
-    def _answer(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        reply = self.server.fake._serve(method, self.path, body, self.headers)
-        if reply.drop_connection:
-            self._hang_up()
-            return
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if reply.send_only is None:
-            self.wfile.write(reply.body)
-            return
-        self.wfile.write(reply.body[: reply.send_only])
-        self.wfile.flush()
-        self._hang_up()
-
-    def _hang_up(self) -> None:
-        self.close_connection = True
-        self.connection.shutdown(socket.SHUT_RDWR)

@@ -27,29 +27,32 @@ import base64
 import hashlib
 import hmac
 import itertools
-import socket
-import sys
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from posledger.testing.fake_bybit import (
+from posledger.testing.fake_http import (
+    EPOCH,
+    NOT_FOUND,
     DropConnection,
+    FakeHttpServer,
     Fault,
     HttpError,
     NotJson,
+    Number,
+    Received,
     RecordedRequest,
     Reply,
+    Row,
     Slow,
     TruncatedJson,
     json_reply,
+    to_decimal,
+    to_ms,
+    to_text,
 )
 
 __all__ = [
@@ -85,24 +88,6 @@ FILLS_SPAN = timedelta(days=90)
 
 INST_TYPES = ("SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION")
 OPEN_STATES = ("live", "partially_filled")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Number = Decimal | str | int
-Row = dict[str, Any]
-
-
-def to_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
-
-
-def _decimal(value: Number) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, Decimal | str | int):
-        raise TypeError(f"use Decimal, str or int for exchange numbers, not {value!r}")
-    return Decimal(value)
-
-
-def _text(value: Decimal) -> str:
-    return format(value, "f")
 
 
 @dataclass(frozen=True)
@@ -139,8 +124,8 @@ class FakeInstrument:
             "baseCcy": "",
             "quoteCcy": "",
             "settleCcy": self.settle,
-            "ctVal": _text(self.ct_val),
-            "ctMult": _text(self.ct_mult),
+            "ctVal": to_text(self.ct_val),
+            "ctMult": to_text(self.ct_mult),
             "ctValCcy": base if self.settle == quote else quote,
             "ctType": "linear" if self.settle == quote else "inverse",
             "optType": "",
@@ -148,9 +133,9 @@ class FakeInstrument:
             "listTime": "1606468572000",
             "expTime": self.expiry_ms,
             "lever": "100",
-            "tickSz": _text(self.tick_sz),
-            "lotSz": _text(self.lot_sz),
-            "minSz": _text(self.lot_sz),
+            "tickSz": to_text(self.tick_sz),
+            "lotSz": to_text(self.lot_sz),
+            "minSz": to_text(self.lot_sz),
             "alias": "",
             "state": "live",
             "maxLmtSz": "100000000",
@@ -179,15 +164,15 @@ class FakePosition:
             "mgnMode": self.mgn_mode,
             "posId": self.pos_id,
             "posSide": self.pos_side,
-            "pos": _text(self.pos),
+            "pos": to_text(self.pos),
             "posCcy": "",
-            "availPos": _text(abs(self.pos)),
-            "avgPx": _text(self.avg_px) if self.pos else "",
+            "availPos": to_text(abs(self.pos)),
+            "avgPx": to_text(self.avg_px) if self.pos else "",
             "upl": "0",
             "uplRatio": "0",
             "lever": "10",
             "liqPx": "",
-            "markPx": _text(self.avg_px),
+            "markPx": to_text(self.avg_px),
             "imr": "0",
             "margin": "",
             "mgnRatio": "",
@@ -229,13 +214,13 @@ class FakeOrder:
             "ordId": self.ord_id,
             "clOrdId": "",
             "tag": "",
-            "px": _text(self.px),
-            "sz": _text(self.sz),
+            "px": to_text(self.px),
+            "sz": to_text(self.sz),
             "ordType": "limit",
             "side": self.side,
             "posSide": self.pos_side,
             "tdMode": "cross",
-            "accFillSz": _text(self.acc_fill_sz),
+            "accFillSz": to_text(self.acc_fill_sz),
             "fillPx": "",
             "fillSz": "0",
             "avgPx": "",
@@ -268,7 +253,7 @@ class FakeFill:
 
     @property
     def exec_time(self) -> datetime:
-        return _EPOCH + timedelta(milliseconds=self.ts)
+        return EPOCH + timedelta(milliseconds=self.ts)
 
     def row(self) -> Row:
         return {
@@ -280,15 +265,15 @@ class FakeFill:
             "billId": self.bill_id,
             "subType": self.sub_type,
             "tag": "",
-            "fillPx": _text(self.fill_px),
-            "fillSz": _text(self.fill_sz),
+            "fillPx": to_text(self.fill_px),
+            "fillSz": to_text(self.fill_sz),
             "fillIdxPx": "",
             "fillPnl": "0",
             "side": self.side,
             "posSide": self.pos_side,
             "execType": "M",
             "feeCcy": "USDT",
-            "fee": _text(self.fee),
+            "fee": to_text(self.fee),
             "ts": str(self.ts),
             "fillTime": str(self.ts),
         }
@@ -351,14 +336,6 @@ class IgnoredAfter(Fault):
     paging would never end."""
 
 
-@dataclass
-class _Armed:
-    endpoint: str | None
-    fault: Fault
-    remaining: int | None
-    skip: int
-
-
 class _ApiError(Exception):
     def __init__(self, code: str, message: str, status: int = 200) -> None:
         super().__init__(f"{code}: {message}")
@@ -375,12 +352,14 @@ class _Book:
     fills: list[FakeFill] = field(default_factory=list)
 
 
-class FakeOkx:
+class FakeOkx(FakeHttpServer):
     """A scripted OKX V5 account behind a real HTTP server; use it as a context manager.
 
     ``clock`` stamps scripted events and decides what fills-history still serves; signatures
     are checked against the real wall clock. ``page_size`` caps every paged reply.
     """
+
+    exchange = "OKX"
 
     def __init__(
         self,
@@ -393,29 +372,16 @@ class FakeOkx:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.api_secret = api_secret
         self.passphrase = passphrase
         self.page_size = page_size
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._address = (host, port)
-        self._lock = threading.RLock()
         self._book = _Book()
-        self._faults: list[_Armed] = []
-        self._requests: list[RecordedRequest] = []
         self._ids = itertools.count(600_000_000_000_000_001)
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # lifecycle
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake OKX server is not running; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    # clients
 
     def ccxt_config(self, **config: Any) -> dict[str, Any]:
         """Settings that point a ``ccxt.okx`` (or ``ccxt.async_support.okx``) at this fake,
@@ -427,39 +393,6 @@ class FakeOkx:
             "urls": {"api": {"rest": self.url}},
         }
         return {**settings, **config}
-
-    def start(self) -> FakeOkx:
-        if self._server is None:
-            self._stopping.clear()
-            self._server = _Server(self._address, self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.02},
-                name="fake-okx",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
-
-    def close(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._stopping.set()
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join()
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> FakeOkx:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # scripting the account
 
@@ -480,10 +413,10 @@ class FakeOkx:
         listed = FakeInstrument(
             inst_id=inst_id,
             inst_type=inst_type,
-            ct_val=_decimal(ct_val),
-            ct_mult=_decimal(ct_mult),
+            ct_val=to_decimal(ct_val),
+            ct_mult=to_decimal(ct_mult),
             settle=settle or coin,
-            lot_sz=_decimal(lot_sz),
+            lot_sz=to_decimal(lot_sz),
         )
         with self._lock:
             self._book.instruments[inst_id] = listed
@@ -501,7 +434,7 @@ class FakeOkx:
     ) -> FakePosition:
         """Make the account hold ``pos`` contracts (signed in net mode). ``pos`` 0 leaves a
         listed zero row, as OKX does for an isolated position after a margin transfer."""
-        contracts = _decimal(pos)
+        contracts = to_decimal(pos)
         if pos_side != "net" and contracts < 0:
             raise ValueError(f"{inst_id}: a {pos_side} leg holds a positive pos")
         with self._lock:
@@ -514,7 +447,7 @@ class FakeOkx:
                 pos_side=pos_side,
                 mgn_mode=mgn_mode,
                 pos=contracts,
-                avg_px=_decimal(avg_px),
+                avg_px=to_decimal(avg_px),
                 pos_id=held.pos_id if held is not None else str(next(self._ids)),
                 c_ms=held.c_ms if held is not None else when,
                 u_ms=when,
@@ -543,8 +476,8 @@ class FakeOkx:
                 ord_id=str(next(self._ids)),
                 side=side,
                 pos_side=pos_side,
-                sz=_decimal(sz),
-                px=_decimal(px),
+                sz=to_decimal(sz),
+                px=to_decimal(px),
                 reduce_only=reduce_only,
                 state="live",
                 acc_fill_sz=Decimal(0),
@@ -565,7 +498,7 @@ class FakeOkx:
     ) -> FakeFill:
         """Fill ``sz`` contracts of an open order: the position moves AND the fill is recorded
         (``fee`` as OKX writes it: negative when paid)."""
-        amount = _decimal(sz)
+        amount = to_decimal(sz)
         with self._lock:
             order = self._book.orders[ord_id]
             if not order.is_open or not 0 < amount <= order.sz - order.acc_fill_sz:
@@ -598,26 +531,10 @@ class FakeOkx:
         with self._lock:
             self._instrument(inst_id)
             return self._record_fill(
-                inst_id, side, pos_side, _decimal(sz), _decimal(px), fee,
+                inst_id, side, pos_side, to_decimal(sz), to_decimal(px), fee,
                 to_ms(at or self._clock()), ord_id=ord_id or str(next(self._ids)),
                 trade_id=trade_id, sub_type=sub_type or ("1" if side == "buy" else "2"),
             )  # fmt: skip
-
-    def inject(
-        self, endpoint: str | None, fault: Fault, *, after: int = 0, times: int | None = 1
-    ) -> None:
-        """Arm ``fault`` for the next ``times`` calls (None: until cleared) to ``endpoint`` (None:
-        any), after letting ``after`` calls through."""
-        with self._lock:
-            self._faults.append(_Armed(endpoint, fault, times, after))
-
-    def clear_faults(self) -> None:
-        with self._lock:
-            self._faults.clear()
-
-    def requests(self, path: str | None = None) -> list[RecordedRequest]:
-        with self._lock:
-            return [r for r in self._requests if path in (None, r.path)]
 
     # the book
 
@@ -650,7 +567,7 @@ class FakeOkx:
             pos_side=pos_side,
             fill_sz=sz,
             fill_px=px,
-            fee=_decimal(fee),
+            fee=to_decimal(fee),
             ts=ts,
             sub_type=sub_type,
         )
@@ -680,49 +597,28 @@ class FakeOkx:
             avg = (abs(pos) * held.avg_px + sz * px) / abs(after)
         else:
             avg = held.avg_px
-        moment = _EPOCH + timedelta(milliseconds=ms)
+        moment = EPOCH + timedelta(milliseconds=ms)
         self.set_position(inst_id, after, avg, pos_side=pos_side, at=moment)
 
     # serving requests
 
-    def _take_fault(self, path: str) -> Fault | None:
-        with self._lock:
-            due = None
-            for armed in self._faults:
-                if armed.endpoint not in (None, path):
-                    continue
-                if armed.skip:
-                    armed.skip -= 1
-                elif due is None:
-                    due = armed
-            if due is None:
-                return None
-            if due.remaining is not None:
-                due.remaining -= 1
-                if due.remaining == 0:
-                    self._faults.remove(due)
-            return due.fault
-
-    def _serve(self, method: str, target: str, body: bytes, headers: Message) -> Reply:
-        split = urlsplit(target)
-        params = dict(parse_qsl(split.query, keep_blank_values=True))
-        fault = self._take_fault(split.path)
-        if fault is not None and fault.delay:
-            self._stopping.wait(fault.delay)
+    def _answer(self, request: Received, fault: Fault | None) -> Reply:
+        params = request.params
         if isinstance(fault, IgnoredAfter):
-            params.pop("after", None)
-        public = split.path in PUBLIC_ENDPOINTS
+            params = {k: v for k, v in params.items() if k != "after"}
+        method, path = request.method, request.path
+        public = path in PUBLIC_ENDPOINTS
         try:
             if not public:
-                self._authenticate(method, target, body, headers)
+                self._authenticate(method, request.target, request.body, request.headers)
         except _ApiError as error:
-            self._record(RecordedRequest(method, split.path, params, authenticated=False))
+            self._record(RecordedRequest(method, path, params, authenticated=False))
             failed = {"code": error.code, "msg": error.message, "data": []}
             return replace(json_reply(failed), status=error.status)
-        self._record(RecordedRequest(method, split.path, params, authenticated=not public))
-        route = self._routes().get(split.path)
+        self._record(RecordedRequest(method, path, params, authenticated=not public))
+        route = self._routes().get(path)
         if route is None or method != "GET":
-            return Reply(status=404, body=b"404 page not found", content_type="text/plain")
+            return NOT_FOUND
         try:
             with self._lock:
                 envelope = {"code": "0", "msg": "", "data": route(params)}
@@ -739,10 +635,6 @@ class FakeOkx:
             SERVER_TIME: lambda params: [{"ts": str(to_ms(self._clock()))}],
             CURRENCIES: self._currencies,
         }
-
-    def _record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self._requests.append(request)
 
     def _authenticate(self, method: str, target: str, body: bytes, headers: Message) -> None:
         """OKX V5: base64 HMAC-SHA256(secret, timestamp + method + path?query + body), an ISO
@@ -849,58 +741,3 @@ def _int(params: dict[str, str], name: str) -> int | None:
     if not value.lstrip("-").isdigit():
         raise _ApiError("51000", f"Parameter {name} error")
     return int(value)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], fake: FakeOkx) -> None:
-        self.fake = fake
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that gave up leaves a broken pipe behind; anything else is a bug."""
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        self._answer("GET")
-
-    def do_POST(self) -> None:
-        self._answer("POST")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: tests read :meth:`FakeOkx.requests` instead."""
-
-    def _answer(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        reply = self.server.fake._serve(method, self.path, body, self.headers)
-        if reply.drop_connection:
-            self._hang_up()
-            return
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if reply.send_only is None:
-            self.wfile.write(reply.body)
-            return
-        self.wfile.write(reply.body[: reply.send_only])
-        self.wfile.flush()
-        self._hang_up()
-
-    def _hang_up(self) -> None:
-        self.close_connection = True
-        self.connection.shutdown(socket.SHUT_RDWR)
