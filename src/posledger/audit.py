@@ -55,10 +55,12 @@ from posledger.events import (
     PartiallyFilled,
     PositionEvent,
     Reconciled,
+    StoredEventDecoder,
 )
 from posledger.ledger import EXEC_NAMESPACE, Ledger, LedgerApplication
 from posledger.model import Fill, PositionKey, Side, aware_utc
 from posledger.position import LifecycleSummary, PositionState, evolve, key_of
+from posledger.replay import LogRow, log_rows
 from posledger.snapshot import project_from_store
 from posledger.storage import settings_for
 
@@ -156,29 +158,50 @@ def _log(
     """Every notification with one of ``topics`` up to the log's end as of the call, in order,
     read in pages. Yields the raw notification with the decoder (decode lazily, so a caller can
     report an undecodable row instead of stopping)."""
+    fast = StoredEventDecoder(app.mapper)
+
+    def decode(notification: Notification) -> object:
+        return fast(
+            notification.originator_id,
+            notification.originator_version,
+            notification.topic,
+            notification.state,
+        )
+
+    for page in _log_pages(app, topics, progress, page_size):
+        for row in page:
+            notification = Notification(
+                id=row[0],
+                originator_id=row[1] if isinstance(row[1], uuid.UUID) else uuid.UUID(row[1]),
+                originator_version=row[2],
+                topic=row[3],
+                state=bytes(row[4]),
+            )
+            yield notification, decode
+
+
+def _log_pages(
+    app: LedgerApplication,
+    topics: Sequence[str],
+    progress: Progress | None,
+    page_size: int,
+) -> Iterator[Sequence[LogRow]]:
+    """The rows of :func:`_log` page by page, as stored (see :func:`posledger.replay.log_rows`):
+    one page in memory at a time."""
     if page_size < 1:
         raise InvalidInput(f"page_size must be >= 1, got {page_size!r}")
-    recorder = app.recorder
-    decode: Decoder = app.mapper.to_domain_event
     with _storage_errors(app.name):
-        top = recorder.max_notification_id() or 0
+        top = app.recorder.max_notification_id() or 0
     position = 0
     if progress is not None:
         progress(0, top)
     while position < top:
         with _storage_errors(app.name):
-            page = recorder.select_notifications(
-                start=position,
-                limit=page_size,
-                stop=top,
-                topics=list(topics),
-                inclusive_of_start=False,
-            )
+            page = log_rows(app, position, top, topics, page_size)
         if not page:
             break
-        for notification in page:
-            yield notification, decode
-        position = page[-1].id
+        yield page
+        position = page[-1][0]
         if progress is not None:
             progress(min(position, top), top)
         if len(page) < page_size:
@@ -188,13 +211,29 @@ def _log(
 
 
 def _position_events(
-    app: LedgerApplication, progress: Progress | None, page_size: int
-) -> Iterator[PositionEvent]:
-    for notification, decode in _log(app, POSITION_TOPICS, progress, page_size):
-        event = decode(notification)
-        if not isinstance(event, PositionEvent):  # pragma: no cover - topics filter them
-            continue
-        yield event
+    app: LedgerApplication,
+    states: dict[int, PositionState],
+    progress: Progress | None,
+    page_size: int,
+) -> Iterator[tuple[PositionEvent, PositionState]]:
+    """Every position event of the log with its key's state after it, folded into ``states``
+    (keyed by the stream id's integer: hashing a UUID costs a Python call per event)."""
+    decode = StoredEventDecoder(app.mapper)
+    for page in _log_pages(app, POSITION_TOPICS, progress, page_size):
+        for row in page:
+            event = decode(row[1], row[2], row[3], row[4])
+            if not isinstance(event, PositionEvent):  # pragma: no cover - topics filter them
+                continue
+            stream = event.originator_id.int
+            try:
+                state = evolve(states.get(stream), event)
+            except ValueError as error:
+                raise ValueError(
+                    f"stream {event.originator_id} v{event.originator_version}: {error}; "
+                    "run verify()"
+                ) from error
+            states[stream] = state
+            yield event, state
 
 
 # --- replay ------------------------------------------------------------------------------------
@@ -214,17 +253,7 @@ def replay_events(
     (a version gap, a stream not starting with ``KeyRegistered``) raises ``ValueError``; use
     :func:`verify` to list every such problem instead."""
     with _application(source) as app:
-        states: dict[uuid.UUID, PositionState] = {}
-        for event in _position_events(app, progress, page_size):
-            stream = event.originator_id
-            try:
-                state = evolve(states.get(stream), event)
-            except ValueError as error:
-                raise ValueError(
-                    f"stream {stream} v{event.originator_version}: {error}; run verify()"
-                ) from error
-            states[stream] = state
-            yield event, state
+        yield from _position_events(app, {}, progress, page_size)
 
 
 def replay(
@@ -248,9 +277,10 @@ def replay_all(
 ) -> dict[PositionKey, PositionState]:
     """The current state of every key, rebuilt from the whole event log in bulk (not through
     snapshots and not one read per key), in key order. Equals ``Ledger.positions()``."""
-    states: dict[uuid.UUID, PositionState] = {}
-    for event, state in replay_events(source, progress=progress, page_size=page_size):
-        states[event.originator_id] = state
+    states: dict[int, PositionState] = {}
+    with _application(source) as app:
+        for _ in _position_events(app, states, progress, page_size):
+            pass
     return {s.key: s for s in sorted(states.values(), key=lambda s: str(s.key))}
 
 

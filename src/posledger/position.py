@@ -35,6 +35,8 @@ from posledger.model import ExecKind, Fill, PositionKey, Side, Status, aware_utc
 
 ZERO = Decimal(0)
 T = TypeVar("T", int, datetime)
+_SIDES = {side.value: side for side in Side}
+"""Side by stored value, looked up without the enum's call (replays do it per execution)."""
 
 CLOSE_REASON_BY_KIND = {
     ExecKind.TRADE: "filled",
@@ -84,7 +86,7 @@ class LifecycleSummary:
     cleared_orders: tuple[str, ...]
 
 
-@attrs.frozen
+@attrs.frozen(slots=False)
 class PositionState:
     """What the ledger believes one key holds, rebuilt from its events. Immutable.
 
@@ -149,6 +151,16 @@ class PositionState:
 # --- evolve ----------------------------------------------------------------------------------
 
 
+def _replace(state: PositionState, **changes: Any) -> PositionState:
+    """``attrs.evolve(state, **changes)`` without its walk over every field and ``__init__``:
+    replays build a state per event. Exact because PositionState has no converters, validators
+    or post-init (tests/test_fast_decoder.py checks this), and keeps its fields in ``__dict__``
+    for this copy."""
+    new = object.__new__(PositionState)
+    object.__setattr__(new, "__dict__", {**state.__dict__, **changes})
+    return new
+
+
 def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
     """Apply one event. Deterministic: replaying a stream always yields the same state.
 
@@ -179,7 +191,7 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
     if isinstance(event, Reconciled):
         return _apply_reconciled(state, event, stamp)
     if isinstance(event, Closed):
-        return attrs.evolve(state, **stamp)
+        return _replace(state, **stamp)
     raise ValueError(f"unknown event {type(event).__name__}")
 
 
@@ -212,14 +224,14 @@ def _apply_request(
         requested_at=event.timestamp,
         price=event.price,
     )
-    after = attrs.evolve(state, pending_orders=(*state.pending_orders, order), **stamp)
+    after = _replace(state, pending_orders=(*state.pending_orders, order), **stamp)
     return _settle(state, after, event.timestamp)
 
 
 def _apply_funding(
     state: PositionState, event: FundingSettled, stamp: dict[str, Any]
 ) -> PositionState:
-    return attrs.evolve(
+    return _replace(
         state,
         funding=state.funding + event.fee,
         realized_pnl=state.realized_pnl - event.fee,
@@ -234,7 +246,10 @@ def _apply_execution(
 ) -> PositionState:
     """Split the execution into the part that reduces the position and the part that opens
     (or adds); a zero crossing ends the lifecycle between the two parts."""
-    side = Side(event.side)
+    try:
+        side = _SIDES[event.side]
+    except (KeyError, TypeError):
+        side = Side(event.side)
     opposes = state.side is not None and side is not state.side
     closing = min(event.qty, state.size) if opposes and not event.absorbed else ZERO
     opening = ZERO if event.reduce_only or event.absorbed else event.qty - closing
@@ -265,12 +280,12 @@ def _apply_execution(
             realized_pnl=state.realized_pnl + pnl,
             lifecycle_realized_pnl=state.lifecycle_realized_pnl + pnl,
         )
-        after_close = _settle(state, attrs.evolve(state, **changes), event.timestamp)
+        after_close = _settle(state, _replace(state, **changes), event.timestamp)
         if opening == 0:
             return after_close
         return _open(after_close, after_close, side, opening, event, fee_opening, {})
     if opening == 0:
-        return _settle(state, attrs.evolve(state, **changes), event.timestamp)
+        return _settle(state, _replace(state, **changes), event.timestamp)
     return _open(state, state, side, opening, event, fee_opening, changes)
 
 
@@ -295,7 +310,7 @@ def _open(
         avg_entry_price=cost / (size + opening),
         lifecycle_fees=lifecycle_fees,
     )
-    return _settle(before, attrs.evolve(held, **changes), event.timestamp)
+    return _settle(before, _replace(held, **changes), event.timestamp)
 
 
 def _latest(known: T | None, new: T | None) -> T | None:
@@ -307,6 +322,8 @@ def _latest(known: T | None, new: T | None) -> T | None:
 def _orders_after_execution(
     orders: tuple[PendingOrder, ...], event: ExecutionEvent
 ) -> tuple[PendingOrder, ...]:
+    if not orders:
+        return orders
     if isinstance(event, Filled):
         return tuple(order for order in orders if order.order_id != event.order_id)
     return tuple(
@@ -330,7 +347,7 @@ def _apply_snapshot(
         if event.suspect
         else None
     )
-    return attrs.evolve(state, suspect=suspect, last_snapshot_at=event.taken_at, **stamp)
+    return _replace(state, suspect=suspect, last_snapshot_at=event.taken_at, **stamp)
 
 
 def _apply_reconciled(
@@ -362,7 +379,7 @@ def _without_orders(state: PositionState, order_ids: set[str], **changes: Any) -
         changes["pending_orders"] = tuple(
             o for o in state.pending_orders if o.order_id not in order_ids
         )
-    return attrs.evolve(state, **changes) if changes else state
+    return _replace(state, **changes) if changes else state
 
 
 def _settle(before: PositionState, after: PositionState, at: datetime) -> PositionState:
@@ -374,12 +391,13 @@ def _settle(before: PositionState, after: PositionState, at: datetime) -> Positi
     had_position = before.size > 0
     closed = had_position and (after.size == 0 or after.side is not before.side)
     exits = tuple(o.order_id for o in after.pending_orders if o.reduce_only) if closed else ()
-    after = _without_orders(after, set(exits))
+    if exits:
+        after = _without_orders(after, set(exits))
     ended = before.active and (
         closed or (not had_position and after.status is Status.FLAT)
     )
     if ended:
-        after = attrs.evolve(
+        after = _replace(
             after,
             active=False,
             last_closed=LifecycleSummary(
@@ -395,7 +413,7 @@ def _settle(before: PositionState, after: PositionState, at: datetime) -> Positi
             lifecycle_funding=ZERO,
         )
     if not after.active and after.status is not Status.FLAT:
-        after = attrs.evolve(after, active=True, lifecycle=after.lifecycle + 1, opened_at=at)
+        after = _replace(after, active=True, lifecycle=after.lifecycle + 1, opened_at=at)
     return after
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from posledger.events import KeyRegistered, PositionEvent
+from posledger.events import KeyRegistered, PositionEvent, StoredEventDecoder
 from posledger.model import PositionKey
 from posledger.position import PositionState, evolve, key_of
 from posledger.snapshot import PositionSnapshot, decode, project_from_store
@@ -30,6 +30,8 @@ KEY_INDEX = "posledger_key_registered_idx"
 POSTGRES_KEYS_PER_QUERY = 200
 Row = tuple[Any, int, str, bytes]
 """(originator_id, originator_version, topic, state) as a recorder stores them."""
+LogRow = tuple[int, Any, int, str, bytes]
+"""(notification id, originator_id, originator_version, topic, state) of the notification log."""
 
 
 def key_index_statement(table: str, qualified_table: str | None = None) -> str:
@@ -58,6 +60,15 @@ def registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     return keys
 
 
+def log_rows(
+    app: Any, after: int, stop: int, topics: Sequence[str], limit: int
+) -> Sequence[LogRow]:
+    """Up to ``limit`` rows of the notification log with one of ``topics``, with ids in
+    ``(after, stop]``, in id order: the rows ``select_notifications`` returns, read with a plain
+    cursor (no ``Notification`` object or id conversion per row)."""
+    return _store(app).log(after, stop, topics, limit)
+
+
 def load_states(
     app: Any, stream_ids: Collection[uuid.UUID] | None = None
 ) -> dict[uuid.UUID, PositionState]:
@@ -68,8 +79,9 @@ def load_states(
         return {}
     states = dict(store.snapshots(ids, app.mapper.to_domain_event))
     versions = {stream: states[stream].version if stream in states else 0 for stream in ids}
+    decoder = StoredEventDecoder(app.mapper)
     for row in store.tails(versions):
-        event = app.mapper.to_domain_event(_stored(row))
+        event = decoder(*row)
         assert isinstance(event, PositionEvent)
         stream = event.originator_id
         states[stream] = evolve(states.get(stream), event)
@@ -95,6 +107,10 @@ class _Store:
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
         """Each stream's events after the given version, in version order per stream."""
+        raise NotImplementedError
+
+    def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
+        """A page of the notification log (see :func:`log_rows`)."""
         raise NotImplementedError
 
 
@@ -153,6 +169,17 @@ class _SQLiteStore(_Store):
                 cursor.execute(query, (stream.hex, version))
                 yield from (tuple(row) for row in cursor.fetchall())
 
+    def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT rowid, originator_id, originator_version, topic, state FROM "
+                f"{self.events} WHERE rowid > ? AND rowid <= ? "
+                f"AND topic IN ({','.join('?' * len(topics))}) ORDER BY rowid LIMIT ?",
+                (after, stop, *topics, limit),
+            )
+            rows: list[LogRow] = cursor.fetchall()  # sqlite3.Row: indexable like the tuple
+            return rows
+
 
 class _PostgresStore(_Store):
     def __init__(self, recorder: Any, snapshots: Any) -> None:
@@ -161,7 +188,11 @@ class _PostgresStore(_Store):
         self.events = f'{schema}."{recorder.events_table_name}"'
         self.snapshot_table = f'{schema}."{snapshots.events_table_name}"'
 
-    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[Row]:
+    def _rows(
+        self, query: str, params: tuple[Any, ...] = (), *, ordered: bool = False
+    ) -> list[Any]:
+        """``ordered``: read in the order of an index, never sort: on a table not analyzed yet
+        the planner would sort every remaining row of the log to return one page of it."""
         from psycopg.rows import tuple_row
 
         with (
@@ -172,8 +203,10 @@ class _PostgresStore(_Store):
                 # The planner's guesses on a table not analyzed yet can cross the JIT threshold;
                 # compiling costs more than these index lookups.
                 cursor.execute(b"SET LOCAL jit = off")
+                if ordered:
+                    cursor.execute(b"SET LOCAL enable_sort = off")
                 cursor.execute(query.encode(), params)
-                rows: list[Row] = cursor.fetchall()
+                rows: list[Any] = cursor.fetchall()
             return rows
 
     def registrations(self) -> Iterable[Row]:
@@ -211,6 +244,15 @@ class _PostgresStore(_Store):
                 ([s for s, _ in batch], [v for _, v in batch]),
             )
 
+    def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
+        return self._rows(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            f"FROM {self.events} WHERE notification_id > %s AND notification_id <= %s "
+            "AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
+            (after, stop, list(topics), limit),
+            ordered=True,
+        )
+
 
 class _RepositoryStore(_Store):
     """In-memory stores: already in process, so the repository is as fast as anything."""
@@ -240,3 +282,11 @@ class _RepositoryStore(_Store):
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
         return iter(())
+
+    def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
+        return [
+            (n.id, n.originator_id, n.originator_version, n.topic, n.state)
+            for n in self.app.recorder.select_notifications(
+                start=after, limit=limit, stop=stop, topics=list(topics), inclusive_of_start=False
+            )
+        ]
