@@ -6,10 +6,12 @@ there is no third outcome, so an API failure can never be mistaken for "no posit
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from posledger.model import Fill, Snapshot
+from posledger.errors import ExchangeUnavailable, InvalidInput
+from posledger.model import ExchangePosition, Fill, Snapshot
 
 
 @runtime_checkable
@@ -42,3 +44,38 @@ class AsyncVenue(Protocol):
     async def fetch_executions(
         self, since: datetime, until: datetime | None = None
     ) -> list[Fill]: ...
+
+
+class AccountScope(Protocol):
+    """Whose positions a read is of: what every venue and read plan knows about itself."""
+
+    venue: str
+    account: str
+    category: str
+
+
+def complete_snapshot(
+    exchange: str,
+    scope: AccountScope,
+    *,
+    taken_at: datetime,
+    positions: Iterable[ExchangePosition],
+    symbols: Iterable[str] | None,
+    open_order_ids: Iterable[str] | None,
+) -> Snapshot:
+    """The Snapshot of a venue's complete read. Rows that cannot form one (two rows for one
+    leg, say) are the exchange's inconsistency, so they raise ExchangeUnavailable, never
+    InvalidInput, which would blame the caller."""
+    try:
+        return Snapshot(
+            venue=scope.venue,
+            account=scope.account,
+            category=scope.category,
+            taken_at=taken_at,
+            positions=positions,
+            symbols=symbols,
+            open_order_ids=open_order_ids,
+        )
+    except InvalidInput as error:
+        message = f"{exchange} positions do not form a snapshot: {error}"
+        raise ExchangeUnavailable(message) from error

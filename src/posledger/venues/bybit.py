@@ -24,6 +24,7 @@ import attrs
 
 from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
 from posledger.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
+from posledger.venues.base import complete_snapshot
 from posledger.venues.common import Call, Plan, Row, run
 
 EXEC_KINDS: Mapping[str, ExecKind] = {
@@ -145,18 +146,14 @@ class BybitReads:
         order_ids = [parsed("open order", row, _order_id) for row in orders]
         coverage = yield from self._coverage(taken_at, {p.symbol for p in positions})
         self._remember_legs(orders)
-        try:
-            return Snapshot(
-                venue=self.venue,
-                account=self.account,
-                category=self.category,
-                taken_at=taken_at,
-                positions=positions,
-                symbols=coverage,
-                open_order_ids=order_ids,
-            )
-        except InvalidInput as error:
-            raise ExchangeUnavailable(f"Bybit positions do not form a snapshot: {error}") from error
+        return complete_snapshot(
+            "Bybit",
+            self,
+            taken_at=taken_at,
+            positions=positions,
+            symbols=coverage,
+            open_order_ids=order_ids,
+        )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
         """Every execution in ``[start_ms, end_ms]``, oldest first, deduplicated by ``execId``,

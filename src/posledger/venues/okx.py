@@ -44,6 +44,7 @@ from posledger.model import (
     positive_decimal,
     to_decimal,
 )
+from posledger.venues.base import complete_snapshot
 from posledger.venues.bybit import INSTRUMENTS_TTL, time_from_ms, to_ms
 from posledger.venues.common import Call, Plan, Row
 
@@ -147,18 +148,14 @@ class OkxReads:
             for order_id, inst_id in (parsed("open order", row, _order) for row in orders)
             if coverage is None or inst_id in coverage
         ]
-        try:
-            return Snapshot(
-                venue=self.venue,
-                account=self.account,
-                category=self.category,
-                taken_at=taken_at,
-                positions=positions,
-                symbols=coverage,
-                open_order_ids=order_ids,
-            )
-        except InvalidInput as error:
-            raise ExchangeUnavailable(f"OKX positions do not form a snapshot: {error}") from error
+        return complete_snapshot(
+            "OKX",
+            self,
+            taken_at=taken_at,
+            positions=positions,
+            symbols=coverage,
+            open_order_ids=order_ids,
+        )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
         """Every fill in ``[start_ms, end_ms]`` of the covered instruments, oldest first, each
