@@ -1627,8 +1627,12 @@ def plot_position(
 
     fills = [r for r in rows if r.event in ("Filled", "PartiallyFilled")]
     transform = axes.get_xaxis_transform()
-    for side, color in (("buy", _LONG), ("sell", _SHORT)):
-        ticks = [r.time for r in fills if r.side == side and not r.absorbed]
+    marks = (
+        ([r.time for r in fills if r.side == "buy" and not r.absorbed], _LONG),
+        ([r.time for r in fills if r.side == "sell" and not r.absorbed], _SHORT),
+        ([r.time for r in fills if r.absorbed], _MUTED),
+    )
+    for ticks, color in marks:
         if ticks:
             axes.plot(
                 ticks,
@@ -1641,19 +1645,6 @@ def plot_position(
                 transform=transform,
                 zorder=4,
             )
-    absorbed = [r.time for r in fills if r.absorbed]
-    if absorbed:
-        axes.plot(
-            absorbed,
-            [0.025] * len(absorbed),
-            linestyle="none",
-            marker="|",
-            markersize=11,
-            markeredgewidth=1.6,
-            color=_MUTED,
-            transform=transform,
-            zorder=4,
-        )
 
     low, high = min(min(sizes), 0.0), max(max(sizes), 0.0)
     for r in snapshots:
