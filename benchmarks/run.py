@@ -524,10 +524,15 @@ def emit(result: Result, results: list[Result]) -> None:
 # --- figure 1: durable ingest ---------------------------------------------------------------
 
 
-def ingest_posledger(
-    ledger: Ledger, keys: Sequence[PositionKey], next_i: list[int], cfg: Config
+def ingest_rate(
+    write: Callable[[PositionKey, Fill], object],
+    keys: Sequence[PositionKey],
+    next_i: list[int],
+    cfg: Config,
 ) -> float:
-    """Single writer, round-robin over ``keys``: fills/s of ``record_fill`` (durable on return)."""
+    """Single writer, round-robin over ``keys``: fills/s of ``write``, timing only the write.
+    ``Ledger.record_fill`` (durable on return) for posledger; for the baseline of (1), one
+    INSERT + COMMIT of an equivalent row per fill."""
     busy = 0.0
     done = 0
     while busy < cfg.min_seconds:
@@ -535,24 +540,7 @@ def ingest_posledger(
         fill = fill_for(k, next_i[k], "ingest")
         next_i[k] += 1
         started = time.perf_counter()
-        ledger.record_fill(keys[k], fill)
-        busy += time.perf_counter() - started
-        done += 1
-    return done / busy
-
-
-def ingest_raw(
-    table: RawTable, keys: Sequence[PositionKey], next_i: list[int], cfg: Config
-) -> float:
-    """The baseline of (1): one INSERT + COMMIT of an equivalent row per fill."""
-    busy = 0.0
-    done = 0
-    while busy < cfg.min_seconds:
-        k = done % len(keys)
-        fill = fill_for(k, next_i[k], "ingest")
-        next_i[k] += 1
-        started = time.perf_counter()
-        table.insert_commit(keys[k], fill)
+        write(keys[k], fill)
         busy += time.perf_counter() - started
         done += 1
     return done / busy
@@ -575,8 +563,8 @@ def figure_ingest_durable(
             ours_i[k] = raw_i[k] = 1
         started = time.perf_counter()
         for _ in range(cfg.repeats):  # interleaved, so drift hits both alike
-            ours.append(ingest_posledger(ledger, keys, ours_i, cfg))
-            raw.append(ingest_raw(table, keys, raw_i, cfg))
+            ours.append(ingest_rate(ledger.record_fill, keys, ours_i, cfg))
+            raw.append(ingest_rate(table.insert_commit, keys, raw_i, cfg))
             if time.perf_counter() - started > cfg.repeat_budget_s:
                 break
     stored = backend.count_events(url)
