@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from eventsourcing.application import AggregateNotFoundError
 
-from posledger import ExecutionConflict, Ledger, StorageUnavailable
+from posledger import ExecutionConflict, Ledger, StorageUnavailable, replay
 from posledger.ledger import FillResult
 from posledger.replay import load_states, registered_keys
 from posledger.snapshot import project_from_store
@@ -96,7 +96,13 @@ def test_a_refused_group_is_recomputed_command_by_command(durable_url: str) -> N
             assert fresh.positions() == ledger.positions()
 
 
-def test_bulk_loading_equals_one_repository_get_per_key(ledger_url: str) -> None:
+@pytest.mark.parametrize("keys_per_query", [2, 1_000])
+def test_bulk_loading_equals_one_repository_get_per_key(
+    ledger_url: str, keys_per_query: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across several keys per query and across query batches alike."""
+    monkeypatch.setattr(replay, "SQLITE_KEYS_PER_QUERY", keys_per_query)
+    monkeypatch.setattr(replay, "POSTGRES_KEYS_PER_QUERY", keys_per_query)
     keys = [key(f"K{n}USDT") for n in range(5)]
     with Ledger.open(ledger_url, snapshot_every=4) as ledger:
         for n, k in enumerate(keys):

@@ -294,6 +294,9 @@ class StoredEventDecoder:
             and {name: type(t) for name, t in transcoder.names.items()} == STANDARD_TRANSCODINGS
         )
         classes: tuple[type[Any], ...] = (*EVENT_TYPES, ExecutionSeen)
+        self.standard = standard
+        """Rows are plain JSON with the default transcodings' objects in it, so a reader that
+        knows a topic's fields may ``json.loads`` them itself."""
         self.classes: dict[str, type[Any]] = (
             {cls.TOPIC: cls for cls in classes if resolve_topic(cls.TOPIC) is cls}
             if standard
@@ -307,7 +310,7 @@ class StoredEventDecoder:
         """The domain event of one stored row (``originator_id`` as a UUID or its text)."""
         cls = self.classes.get(topic)
         if cls is not None:
-            stream = originator_id if isinstance(originator_id, UUID) else self._uuid(originator_id)
+            stream = self.stream_id(originator_id)
             try:
                 fields = json.loads(bytes(state).decode("utf8"))
                 _standard_fields(fields)
@@ -323,11 +326,13 @@ class StoredEventDecoder:
             StoredEvent(originator_id, originator_version, topic, bytes(state))
         )
 
-    def _uuid(self, text: str) -> UUID:
-        """A stream id from its stored text (SQLite's), parsed once per stream."""
-        stream = self._ids.get(text)
+    def stream_id(self, originator_id: UUID | str) -> UUID:
+        """A stored stream id as a UUID; SQLite's text is parsed once per stream."""
+        if isinstance(originator_id, UUID):
+            return originator_id
+        stream = self._ids.get(originator_id)
         if stream is None:
             if len(self._ids) >= ID_CACHE_SIZE:
                 self._ids.clear()
-            stream = self._ids[text] = UUID(text)
+            stream = self._ids[originator_id] = UUID(originator_id)
         return stream

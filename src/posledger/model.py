@@ -7,6 +7,7 @@ timezone-aware and normalised to UTC.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -264,6 +265,18 @@ class PositionKey:
         return f"{self.venue}/{self.account}/{self.category}/{self.symbol}#{self.idx}"
 
 
+KEY_CACHE_SIZE = 65_536
+"""Keys :func:`cached_key` keeps (a bot has hundreds; a bulk replay one per stream)."""
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def cached_key(venue: str, account: str, category: str, symbol: str, idx: int) -> PositionKey:
+    """The key of fields validated before (stored ones, or a Snapshot's): loading and
+    reconciling meet each key once per registration, snapshot and exchange row, and its stream
+    id is a SHA-1. One shared immutable instance per key saves building and hashing it again."""
+    return PositionKey(venue=venue, account=account, category=category, symbol=symbol, idx=idx)
+
+
 @attrs.frozen
 class Fill:
     """One execution as the exchange reported it; quantities are per execution, never cumulative.
@@ -399,7 +412,8 @@ class Snapshot:
         return self._by_leg.get((key.symbol, key.idx))
 
     def key_for(self, position: ExchangePosition) -> PositionKey:
-        return self.key(position.symbol, position.idx)
+        """The key of one of this snapshot's rows (their fields are validated already)."""
+        return cached_key(self.venue, self.account, self.category, position.symbol, position.idx)
 
     def key(self, symbol: str, idx: int = 0) -> PositionKey:
         """The key of ``symbol``/``idx`` in this snapshot's venue, account and category."""

@@ -31,7 +31,7 @@ from posledger.events import (
     PositionEvent,
     Reconciled,
 )
-from posledger.model import ExecKind, Fill, PositionKey, Side, Status, aware_utc
+from posledger.model import ExecKind, Fill, PositionKey, Side, Status, aware_utc, cached_key
 
 ZERO = Decimal(0)
 T = TypeVar("T", int, datetime)
@@ -196,13 +196,7 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
 
 
 def key_of(event: KeyRegistered) -> PositionKey:
-    return PositionKey(
-        venue=event.venue,
-        account=event.account,
-        category=event.category,
-        symbol=event.symbol,
-        idx=event.idx,
-    )
+    return cached_key(event.venue, event.account, event.category, event.symbol, event.idx)
 
 
 def project(state: PositionState | None, events: Iterable[PositionEvent]) -> PositionState | None:

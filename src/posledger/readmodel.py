@@ -46,11 +46,8 @@ import json
 import random
 import threading
 import time
-import types
-import typing
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -134,68 +131,14 @@ R = TypeVar("R")
 
 
 def state_to_json(state: PositionState) -> dict[str, Any]:
-    """``snapshot.encode`` as plain JSON values: decimals as exact strings, times as ISO 8601."""
-    return typing.cast(dict[str, Any], _jsonable(encode(state)))
+    """The state column: the snapshot codec's plain JSON values (decimals as exact strings,
+    times as ISO 8601)."""
+    return encode(state)
 
 
 def state_from_json(data: dict[str, Any]) -> PositionState:
     """The inverse of :func:`state_to_json` (tolerant of unknown fields, like ``decode``)."""
-    return decode(_revive(PositionState, data))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {name: _jsonable(item) for name, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-Convert = Callable[[Any], Any]
-_PLANS: dict[type[Any], dict[str, Convert]] = {}
-
-
-def _revive(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with its JSON strings turned back into the types the attrs class declares
-    (Decimal, datetime, nested attrs classes, tuples of them); the rest is left to ``decode``."""
-    revived = dict(data)
-    for name, convert in _plan(cls).items():
-        value = revived.get(name)
-        if value is not None:
-            revived[name] = convert(value)
-    return revived
-
-
-def _plan(cls: type[Any]) -> dict[str, Convert]:
-    plan = _PLANS.get(cls)
-    if plan is None:
-        converters = {name: _converter(hint) for name, hint in typing.get_type_hints(cls).items()}
-        plan = _PLANS[cls] = {name: c for name, c in converters.items() if c is not None}
-    return plan
-
-
-def _converter(hint: Any) -> Convert | None:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        inner = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _converter(inner[0]) if len(inner) == 1 else None
-    if origin is tuple:
-        args = typing.get_args(hint)
-        item = _converter(args[0]) if args else None
-        if item is None:
-            return None
-        return lambda values: [None if v is None else item(v) for v in values]
-    if hint is Decimal:
-        return Decimal
-    if hint is datetime:
-        return datetime.fromisoformat
-    if isinstance(hint, type) and attrs.has(hint):
-        return lambda value: _revive(hint, value)
-    return None
+    return decode(data)
 
 
 def _plain(value: Decimal | None) -> str | None:

@@ -12,22 +12,24 @@ Keys are discovered from their ``KeyRegistered`` rows through a partial index on
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from posledger.events import KeyRegistered, PositionEvent, StoredEventDecoder
-from posledger.model import PositionKey
+from posledger.model import PositionKey, cached_key
 from posledger.position import PositionState, evolve, key_of
 from posledger.snapshot import PositionSnapshot, decode, project_from_store
 
 KEY_INDEX = "posledger_key_registered_idx"
-POSTGRES_KEYS_PER_QUERY = 200
+POSTGRES_KEYS_PER_QUERY = 1_000
+SQLITE_KEYS_PER_QUERY = 300
+"""Keys whose tails one query reads (SQLite binds three values per key)."""
 Row = tuple[Any, int, str, bytes]
 """(originator_id, originator_version, topic, state) as a recorder stores them."""
 LogRow = tuple[int, Any, int, str, bytes]
@@ -52,11 +54,25 @@ def ensure_key_index(app: Any) -> None:
 
 def registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     """Every key of the store, by stream id, from its ``KeyRegistered`` event."""
+    return _registered_keys(app, StoredEventDecoder(app.mapper))
+
+
+def _registered_keys(app: Any, decoder: StoredEventDecoder) -> dict[uuid.UUID, PositionKey]:
     keys = {}
     for row in _store(app).registrations():
-        event = app.mapper.to_domain_event(_stored(row))
-        assert isinstance(event, KeyRegistered)
-        keys[event.originator_id] = key_of(event)
+        if decoder.standard:  # the key's fields are plain JSON strings and an int
+            fields = json.loads(bytes(row[3]))
+            keys[decoder.stream_id(row[0])] = cached_key(
+                fields["venue"],
+                fields["account"],
+                fields["category"],
+                fields["symbol"],
+                fields["idx"],
+            )
+        else:
+            event = decoder(*row)
+            assert isinstance(event, KeyRegistered)
+            keys[event.originator_id] = key_of(event)
     return keys
 
 
@@ -74,12 +90,12 @@ def load_states(
 ) -> dict[uuid.UUID, PositionState]:
     """The current state of each of ``stream_ids`` (every key if None) that exists."""
     store = _store(app)
-    ids = list(registered_keys(app) if stream_ids is None else stream_ids)
+    decoder = StoredEventDecoder(app.mapper)
+    ids = list(_registered_keys(app, decoder) if stream_ids is None else stream_ids)
     if not ids:
         return {}
-    states = dict(store.snapshots(ids, app.mapper.to_domain_event))
+    states = dict(store.snapshots(ids, decoder))
     versions = {stream: states[stream].version if stream in states else 0 for stream in ids}
-    decoder = StoredEventDecoder(app.mapper)
     for row in store.tails(versions):
         event = decoder(*row)
         assert isinstance(event, PositionEvent)
@@ -88,9 +104,18 @@ def load_states(
     return states
 
 
-def _stored(row: Row) -> StoredEvent:
-    originator_id = row[0] if isinstance(row[0], uuid.UUID) else uuid.UUID(row[0])
-    return StoredEvent(originator_id, row[1], row[2], bytes(row[3]))
+def _snapshot_states(
+    rows: Iterable[Row], decoder: StoredEventDecoder
+) -> Iterator[tuple[uuid.UUID, PositionState]]:
+    """The state in each snapshot row: parsed here, without the mapper's object hook, when the
+    rows are plain JSON (``decode`` reads the transcoder's objects of older snapshots too)."""
+    for row in rows:
+        if decoder.standard:
+            yield decoder.stream_id(row[0]), decode(json.loads(bytes(row[3]))["state"])
+        else:
+            snapshot = decoder(*row)
+            assert isinstance(snapshot, PositionSnapshot)
+            yield snapshot.originator_id, decode(snapshot.state)
 
 
 class _Store:
@@ -100,7 +125,7 @@ class _Store:
         raise NotImplementedError
 
     def snapshots(
-        self, ids: list[uuid.UUID], decode_row: Any
+        self, ids: list[uuid.UUID], decoder: StoredEventDecoder
     ) -> Iterator[tuple[uuid.UUID, PositionState]]:
         """The state in the latest snapshot of each of ``ids`` that has one."""
         raise NotImplementedError
@@ -144,30 +169,38 @@ class _SQLiteStore(_Store):
             return [tuple(row) for row in cursor.fetchall()]
 
     def snapshots(
-        self, ids: list[uuid.UUID], decode_row: Any
+        self, ids: list[uuid.UUID], decoder: StoredEventDecoder
     ) -> Iterator[tuple[uuid.UUID, PositionState]]:
-        wanted = {i.hex for i in ids}
+        wanted = {i.hex: i for i in ids}
         with self.datastore.transaction(commit=False) as cursor:
             # SQLite returns the other columns of the row holding the max().
             cursor.execute(
                 "SELECT originator_id, max(originator_version), topic, state FROM "
                 f"{self.snapshot_table} GROUP BY originator_id"
             )
-            rows = [tuple(row) for row in cursor.fetchall() if row[0] in wanted]
-        for row in rows:
-            snapshot = decode_row(_stored(row))
-            assert isinstance(snapshot, PositionSnapshot)
-            yield snapshot.originator_id, decode(snapshot.state)
+            rows = [
+                (wanted[row[0]], row[1], row[2], row[3])
+                for row in cursor.fetchall()
+                if row[0] in wanted
+            ]
+        yield from _snapshot_states(rows, decoder)
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
-        query = (
-            f"SELECT originator_id, originator_version, topic, state FROM {self.events} "
-            "WHERE originator_id = ? AND originator_version > ? ORDER BY originator_version"
-        )
-        with self.datastore.transaction(commit=False) as cursor:
-            for stream, version in versions.items():
-                cursor.execute(query, (stream.hex, version))
-                yield from (tuple(row) for row in cursor.fetchall())
+        items = list(versions.items())
+        for start in range(0, len(items), SQLITE_KEYS_PER_QUERY):
+            batch = items[start : start + SQLITE_KEYS_PER_QUERY]
+            # Each key is a primary-key range probe; the VALUES list keeps its keys' order.
+            with self.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    "WITH k(n, id, after) AS (VALUES "
+                    + ",".join("(?,?,?)" for _ in batch)
+                    + ") SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                    f"FROM k CROSS JOIN {self.events} AS e ON e.originator_id = k.id "
+                    "AND e.originator_version > k.after ORDER BY k.n, e.originator_version",
+                    [v for n, (s, after) in enumerate(batch) for v in (n, s.hex, after)],
+                )
+                rows = [tuple(row) for row in cursor.fetchall()]
+            yield from rows
 
     def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
         with self.datastore.transaction(commit=False) as cursor:
@@ -216,7 +249,7 @@ class _PostgresStore(_Store):
         )
 
     def snapshots(
-        self, ids: list[uuid.UUID], decode_row: Any
+        self, ids: list[uuid.UUID], decoder: StoredEventDecoder
     ) -> Iterator[tuple[uuid.UUID, PositionState]]:
         rows = self._rows(
             "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
@@ -224,10 +257,7 @@ class _PostgresStore(_Store):
             "ORDER BY originator_id, originator_version DESC",
             (ids,),
         )
-        for row in rows:
-            snapshot = decode_row(_stored(row))
-            assert isinstance(snapshot, PositionSnapshot)
-            yield snapshot.originator_id, decode(snapshot.state)
+        yield from _snapshot_states(rows, decoder)
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
         items = list(versions.items())
@@ -271,7 +301,7 @@ class _RepositoryStore(_Store):
         ]
 
     def snapshots(
-        self, ids: list[uuid.UUID], decode_row: Any
+        self, ids: list[uuid.UUID], decoder: StoredEventDecoder
     ) -> Iterator[tuple[uuid.UUID, PositionState]]:
         """Every state whole (its tail is then empty)."""
         for stream in ids:
