@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import pytest
 
-from posledger import InvalidInput, Ledger, PositionKey, PositionState, Side
+from posledger import InvalidInput, Ledger, PositionKey, PositionState, Side, StorageUnavailable
 from posledger.audit import (
     HISTORY_COLUMNS,
     READ_MODEL_TABLE,
@@ -249,6 +249,28 @@ def test_replay_of_a_memory_url_or_a_missing_file_is_refused(tmp_path: Path) -> 
     with pytest.raises(InvalidInput, match="does not exist"):
         replay_all(f"sqlite:///{tmp_path / 'nothing.db'}")
     assert not (tmp_path / "nothing.db").exists()
+
+
+def test_auditing_a_store_without_ledger_tables_says_so_and_writes_nothing(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for url in (f"sqlite:///{empty}", postgres_url):
+        for audit in (replay_all, verify):
+            with pytest.raises(StorageUnavailable, match="tables are missing") as raised:
+                audit(url)
+            assert str(raised.value).startswith(f"{url}: ")
+    with sqlite3.connect(empty) as connection:
+        assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []
+    schema = postgres_url.split("schema=")[1]
+    import psycopg
+
+    with psycopg.connect(postgres_url.split("?")[0]) as connection:
+        tables = connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchone()
+    assert tables == (0,)
 
 
 def test_replay_memory_is_bounded_by_keys_not_events() -> None:

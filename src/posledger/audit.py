@@ -38,6 +38,7 @@ from eventsourcing.persistence import (
     InternalError,
     Notification,
     OperationalError,
+    ProgrammingError,
 )
 
 from posledger.errors import InvalidInput, PosledgerError, StorageUnavailable
@@ -112,7 +113,13 @@ NOTEBOOK_HINT = "pip install 'posledger[notebook]'"
 def _storage_errors(what: str) -> Iterator[None]:
     try:
         yield
-    except (OperationalError, InterfaceError, InternalError) as error:
+    except (OperationalError, InterfaceError, InternalError, ProgrammingError) as error:
+        if "no such table" in str(error) or "does not exist" in str(error):
+            raise StorageUnavailable(
+                f"{what}: no ledger there, its tables are missing ({error})"
+            ) from error
+        if isinstance(error, ProgrammingError):
+            raise
         raise StorageUnavailable(f"{what}: {type(error).__name__}: {error}") from error
 
 
@@ -129,7 +136,7 @@ def _application(source: Source) -> Iterator[LedgerApplication]:
         raise InvalidInput(
             f"expected a Ledger, a ledger URL or a LedgerApplication, got {type(source).__name__}"
         )
-    settings = settings_for(source)
+    settings = settings_for(source, create_tables=False)  # an audit never writes
     if settings.scheme == "memory":
         raise InvalidInput(
             "a memory:// store lives inside the Ledger that opened it: pass that Ledger"
@@ -190,13 +197,13 @@ def _log_pages(
     one page in memory at a time."""
     if page_size < 1:
         raise InvalidInput(f"page_size must be >= 1, got {page_size!r}")
-    with _storage_errors(app.name):
+    with _storage_errors(app.description):
         top = app.recorder.max_notification_id() or 0
     position = 0
     if progress is not None:
         progress(0, top)
     while position < top:
-        with _storage_errors(app.name):
+        with _storage_errors(app.description):
             page = log_rows(app, position, top, topics, page_size)
         if not page:
             break
@@ -292,7 +299,7 @@ def _key_events(source: Source | Iterable[PositionEvent], key: PositionKey | Non
     if isinstance(source, str | LedgerApplication):
         if key is None:
             raise InvalidInput("pass the key whose history to read")
-        with _application(source) as app, _storage_errors(app.name):
+        with _application(source) as app, _storage_errors(app.description):
             return list(app.events.get(key.stream_id))
     events = list(source)
     for event in events:
@@ -1026,7 +1033,7 @@ def _check_ledger_loads(
     for stream_id, replayed in states.items():
         stream = verifier.streams[stream_id]
         try:
-            with _storage_errors(app.name):
+            with _storage_errors(app.description):
                 if snapshots is not None and not any(
                     True for _ in snapshots.get(stream_id, desc=True, limit=1)
                 ):
@@ -1085,7 +1092,7 @@ def _read_model_rows(app: LedgerApplication) -> list[dict[str, Any]] | None:
     if datastore is None:
         return None
     module = type(datastore).__module__
-    with _storage_errors(app.name):
+    with _storage_errors(app.description):
         if module.startswith("eventsourcing.sqlite"):
             with datastore.transaction(commit=False) as cursor:
                 cursor.execute(

@@ -121,10 +121,14 @@ class LedgerApplication(Application[uuid.UUID]):
     """
 
     name = "posledger"
+    description = "posledger"
+    """Where the store is, without a password (the URL of :func:`for_settings`), for errors."""
 
     @classmethod
     def for_settings(cls, settings: StorageSettings) -> LedgerApplication:
-        return cls(env={**settings.env, "IS_SNAPSHOTTING_ENABLED": "y"})
+        app = cls(env={**settings.env, "IS_SNAPSHOTTING_ENABLED": "y"})
+        app.description = settings.description
+        return app
 
 
 _REFUSED = object()
