@@ -15,6 +15,7 @@ import pytest
 from eventsourcing.application import AggregateNotFoundError
 
 from posledger import ExecutionConflict, Ledger, StorageUnavailable, replay
+from posledger import ledger as ledger_module
 from posledger.ledger import FillResult
 from posledger.replay import load_states, registered_keys
 from posledger.snapshot import project_from_store
@@ -180,3 +181,18 @@ def test_closing_snapshots_what_the_ledger_changed(durable_url: str) -> None:
         assert [s.originator_version for s in latest] == [closed_at.version]  # type: ignore[union-attr]
         eth_snapshots = list(snapshots.get(eth.stream_id))
         assert len(eth_snapshots) == 1  # unchanged since: not snapshotted again
+
+
+def test_a_ledger_catches_up_with_another_writer_page_by_page(
+    durable_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ledger_module, "LOG_PAGE", 3)
+    keys = [key(f"C{n}USDT") for n in range(3)]
+    with Ledger.open(durable_url) as reader, Ledger.open(durable_url) as writer:
+        reader.record_fill(keys[0], fill("r1", "buy", "1"))
+        assert reader.keys() == [keys[0]]
+        for n, k in enumerate(keys):
+            for i in range(4):
+                writer.record_fill(k, fill(f"w{n}-{i}", ("buy", "sell")[i == 3], "2"))
+        assert reader.keys() == writer.keys() == sorted(keys, key=str)
+        assert reader.positions() == writer.positions()

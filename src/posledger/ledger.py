@@ -40,6 +40,7 @@ from posledger.events import (
     ExecutionSeen,
     KeyRegistered,
     PositionEvent,
+    StoredEventDecoder,
 )
 from posledger.model import (
     Fill,
@@ -68,7 +69,7 @@ from posledger.reconcile import (
     ReconcileReport,
     decide_reconcile,
 )
-from posledger.replay import ensure_key_index, load_states, registered_keys
+from posledger.replay import ensure_key_index, load_states, log_rows, registered_keys
 from posledger.snapshot import PositionSnapshot, project_from_store
 from posledger.storage import StorageSettings, settings_for
 
@@ -79,6 +80,8 @@ EXEC_NAMESPACE = uuid.UUID("2b8f4f3e-6c57-5b1e-8d0c-657865632d69")
 
 SEEN_CACHE_SIZE = 65_536
 LOG_PAGE = 1_000
+LOG_END = 2**63 - 1
+"""No upper bound on a catch-up's read of the log (PostgreSQL's largest bigint)."""
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -189,6 +192,7 @@ class Ledger:
         commands were committed together."""
         with self._storage_errors():
             self._app = self._create_application(settings)
+            self._decoder = StoredEventDecoder(self._app.mapper)
             self._discover_keys()
 
     @staticmethod
@@ -830,17 +834,12 @@ class Ledger:
     def _catch_up(self) -> None:
         """Apply what other writers (and other ledger objects) appended since we last looked."""
         while True:
-            page = self._app.recorder.select_notifications(
-                start=self._log_position,
-                limit=LOG_PAGE,
-                topics=POSITION_TOPICS,
-                inclusive_of_start=False,
-            )
-            for notification in page:
-                event = self._app.mapper.to_domain_event(notification)
+            page = log_rows(self._app, self._log_position, LOG_END, POSITION_TOPICS, LOG_PAGE)
+            for row in page:
+                event = self._decoder(row[1], row[2], row[3], row[4])
                 assert isinstance(event, PositionEvent)
                 self._follow(event)
-                self._log_position = notification.id
+                self._log_position = row[0]
             if len(page) < LOG_PAGE:
                 return
 
