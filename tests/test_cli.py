@@ -48,12 +48,16 @@ def test_demo_runs_and_prints_the_story(tmp_path: Path) -> None:
         "Reconciled   AGIUSDT   stale_quantity   short 4160 -> short 3160",
         "Reconciled   HNTUSDT   stale_quantity   short 60 -> short 59.88",
         "open_positions(): 2 before, 0 after",
-        "Demo complete: 10 chapters, 36 events written to tmp.db.",
+        "Demo complete: 10 chapters, 36 events written to tmp.db, plus 6 KeyRegistered (one "
+        "per key): 42 in all.",
         "Corrections: phantom 2, stale_quantity 2, unfilled_open 1. Open positions at the end: 0.",
         "Explore it: posledger history --db tmp.db AGIUSDT, posledger verify --db tmp.db",
     ):
         assert line in out, line
     assert (tmp_path / "tmp.db").is_file()
+    verified = run_cli("verify", "--db", "tmp.db", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stderr
+    assert "6 keys, 42 events" in verified.stdout  # the demo's own count
 
 
 def test_piped_output_is_plain_text(tmp_path: Path) -> None:

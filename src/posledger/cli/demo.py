@@ -198,6 +198,7 @@ def _positions_table(before: Sequence[PositionState], after: Sequence[PositionSt
 
 def _summary(chapters: Sequence[Chapter], path: Path) -> str:
     events = sum(len(chapter.events) for chapter in chapters)
+    keys = len({written.key for chapter in chapters for written in chapter.events})
     corrections = Counter(
         outcome.correction.value
         for chapter in chapters
@@ -208,7 +209,8 @@ def _summary(chapters: Sequence[Chapter], path: Path) -> str:
     fixed = ", ".join(f"{kind} {count}" for kind, count in sorted(corrections.items())) or "none"
     remaining = len(chapters[-1].open_after) if chapters else 0
     return (
-        f"Demo complete: {len(chapters)} chapters, {events} events written to {path}.\n"
+        f"Demo complete: {len(chapters)} chapters, {events} events written to {path}, plus "
+        f"{keys} KeyRegistered (one per key): {events + keys} in all.\n"
         f"Corrections: {fixed}. Open positions at the end: {remaining}.\n"
         f"Explore it: posledger history --db {path} AGIUSDT, posledger verify --db {path}"
     )
