@@ -20,7 +20,7 @@ from posledger.ledger import FillResult
 from posledger.replay import load_states, registered_keys
 from posledger.snapshot import project_from_store
 from tests.conftest import key
-from tests.helpers import fill
+from tests.helpers import at, fill, row, snapshot
 
 THREADS = 8
 
@@ -196,3 +196,23 @@ def test_a_ledger_catches_up_with_another_writer_page_by_page(
                 writer.record_fill(k, fill(f"w{n}-{i}", ("buy", "sell")[i == 3], "2"))
         assert reader.keys() == writer.keys() == sorted(keys, key=str)
         assert reader.positions() == writer.positions()
+
+
+def test_opening_reads_no_key_yet_every_query_sees_every_key(durable_url: str) -> None:
+    """Keys are learnt when first needed; a key written meanwhile joins the rest."""
+    old = [key(f"O{n}USDT") for n in range(3)]
+    with Ledger.open(durable_url) as writer:
+        for n, k in enumerate(old):
+            writer.record_fill(k, fill(f"o{n}", "buy", "1"))
+        expected = writer.positions()
+    new = key("NEWUSDT")
+    with Ledger.open(durable_url) as ledger:
+        assert ledger._keys == {} and ledger._states == {}
+        ledger.record_fill(new, fill("n1", "sell", "2"))
+        assert ledger.keys() == sorted([*old, new], key=str)
+    with Ledger.open(durable_url) as ledger:
+        assert [s for s in ledger.positions() if s.key != new] == expected
+    with Ledger.open(durable_url) as ledger:
+        flat = snapshot(at(9), [row("NEWUSDT", "sell", "2")])
+        report = ledger.reconcile(flat, now=at(9))
+        assert {o.key for o in report.outcomes} == {*old, new}  # never-loaded keys judged too

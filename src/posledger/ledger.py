@@ -69,7 +69,13 @@ from posledger.reconcile import (
     ReconcileReport,
     decide_reconcile,
 )
-from posledger.replay import ensure_key_index, load_states, log_rows, registered_keys
+from posledger.replay import (
+    ensure_key_index,
+    load_states,
+    log_rows,
+    registered_ids,
+    registered_keys,
+)
 from posledger.snapshot import PositionSnapshot, project_from_store
 from posledger.storage import StorageSettings, settings_for
 
@@ -178,6 +184,8 @@ class Ledger:
         self._lock = threading.RLock()
         self._states: dict[uuid.UUID, PositionState] = {}
         self._keys: dict[uuid.UUID, PositionKey] = {}
+        self._every_key_known = False
+        """``_keys`` holds every key of the store (catch-up and our own writes keep it so)."""
         self._seen: OrderedDict[uuid.UUID, str] = OrderedDict()
         self._seen_lock = threading.Lock()
         self._log_position = 0
@@ -193,7 +201,7 @@ class Ledger:
         with self._storage_errors():
             self._app = self._create_application(settings)
             self._decoder = StoredEventDecoder(self._app.mapper)
-            self._discover_keys()
+            self._log_position = self._app.recorder.max_notification_id() or 0
 
     @staticmethod
     def _create_application(settings: StorageSettings) -> LedgerApplication:
@@ -483,6 +491,7 @@ class Ledger:
         rules = policy or self.policy
         with self._lock, self._storage_errors():
             self._catch_up()
+            self._know_every_key()
             keys = {k for k in self._keys.values() if snapshot.covers(k)}
             keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
             keys.difference_update(skip)
@@ -554,6 +563,7 @@ class Ledger:
     def keys(self) -> list[PositionKey]:
         with self._lock, self._storage_errors():
             self._catch_up()
+            self._know_every_key()
             return sorted(self._keys.values(), key=str)
 
     def history(self, key: PositionKey) -> list[PositionEvent]:
@@ -824,12 +834,14 @@ class Ledger:
         except AggregateNotFoundError:
             return None
 
-    def _discover_keys(self) -> None:
-        """Learn every key from its KeyRegistered event (an indexed read, not a log scan);
-        states load lazily. The log is followed from its end as it was before the read."""
-        top = self._app.recorder.max_notification_id() or 0
-        self._keys.update(registered_keys(self._app))
-        self._log_position = top
+    def _know_every_key(self) -> None:
+        """Learn every key from its KeyRegistered event (an indexed read, not a log scan), once:
+        opening a ledger reads no key, so a bot that touches a few of its thousands opens fast.
+        Run after a catch-up; the log is followed from where the ledger opened it."""
+        if not self._every_key_known:
+            for stream, key in registered_keys(self._app).items():
+                self._keys.setdefault(stream, key)
+            self._every_key_known = True
 
     def _catch_up(self) -> None:
         """Apply what other writers (and other ledger objects) appended since we last looked."""
@@ -863,13 +875,18 @@ class Ledger:
             self._log_position = ids[-1]
 
     def _load_missing(self, streams: Collection[uuid.UUID] | None = None) -> None:
-        """Load the states not cached yet (of ``streams``, or of every key) in bulk."""
-        wanted = self._keys if streams is None else streams
-        missing = [s for s in wanted if s not in self._states]
+        """Load the states not cached yet (of ``streams``, or of every key) in bulk. Every key's
+        state names its key, so loading them all needs only the keys' stream ids."""
+        every = streams is None
+        if streams is None:
+            streams = self._keys if self._every_key_known else registered_ids(self._app)
+        missing = [s for s in streams if s not in self._states]
         if missing:
             for stream, state in load_states(self._app, missing).items():
                 self._states[stream] = state
                 self._keys[stream] = state.key
+        if every:
+            self._every_key_known = True
 
     def _check_key(self, key: object) -> None:
         if not isinstance(key, PositionKey):

@@ -54,10 +54,7 @@ def ensure_key_index(app: Any) -> None:
 
 def registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     """Every key of the store, by stream id, from its ``KeyRegistered`` event."""
-    return _registered_keys(app, StoredEventDecoder(app.mapper))
-
-
-def _registered_keys(app: Any, decoder: StoredEventDecoder) -> dict[uuid.UUID, PositionKey]:
+    decoder = StoredEventDecoder(app.mapper)
     keys = {}
     for row in _store(app).registrations():
         if decoder.standard:  # the key's fields are plain JSON strings and an int
@@ -85,13 +82,23 @@ def log_rows(
     return _store(app).log(after, stop, topics, limit)
 
 
+def registered_ids(app: Any) -> list[uuid.UUID]:
+    """Every stream id of the store (one per key): the key index alone, nothing decoded."""
+    decoder = StoredEventDecoder(app.mapper)
+    return [decoder.stream_id(stream) for stream in _store(app).registered_ids()]
+
+
 def load_states(
     app: Any, stream_ids: Collection[uuid.UUID] | None = None
 ) -> dict[uuid.UUID, PositionState]:
     """The current state of each of ``stream_ids`` (every key if None) that exists."""
     store = _store(app)
     decoder = StoredEventDecoder(app.mapper)
-    ids = list(_registered_keys(app, decoder) if stream_ids is None else stream_ids)
+    ids = (
+        [decoder.stream_id(s) for s in store.registered_ids()]
+        if stream_ids is None
+        else list(stream_ids)
+    )
     if not ids:
         return {}
     states = dict(store.snapshots(ids, decoder))
@@ -123,6 +130,10 @@ class _Store:
 
     def registrations(self) -> Iterable[Row]:
         raise NotImplementedError
+
+    def registered_ids(self) -> Iterable[uuid.UUID | str]:
+        """The stream id of every ``KeyRegistered`` row, as stored."""
+        return [row[0] for row in self.registrations()]
 
     def snapshots(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
@@ -167,6 +178,13 @@ class _SQLiteStore(_Store):
                 f"{self.events} WHERE topic = '{KeyRegistered.TOPIC}'"
             )
             return [tuple(row) for row in cursor.fetchall()]
+
+    def registered_ids(self) -> Iterable[uuid.UUID | str]:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT originator_id FROM {self.events} WHERE topic = '{KeyRegistered.TOPIC}'"
+            )
+            return [row[0] for row in cursor.fetchall()]
 
     def snapshots(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
@@ -247,6 +265,14 @@ class _PostgresStore(_Store):
             "SELECT originator_id, originator_version, topic, state FROM "
             f"{self.events} WHERE topic = '{KeyRegistered.TOPIC}'"
         )
+
+    def registered_ids(self) -> Iterable[uuid.UUID | str]:
+        return [
+            row[0]
+            for row in self._rows(
+                f"SELECT originator_id FROM {self.events} WHERE topic = '{KeyRegistered.TOPIC}'"
+            )
+        ]
 
     def snapshots(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
