@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
 from posledger import InvalidInput, Ledger, StorageUnavailable
 from posledger.storage import settings_for
+from tests.conftest import key
+from tests.helpers import fill
 
 
 def test_memory_and_sqlite_urls(tmp_path: Path) -> None:
@@ -82,3 +85,34 @@ def test_init_db_with_a_bad_url_is_one_clean_line() -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_opening_does_not_wait_for_a_writer_holding_the_table_lock(postgres_url: str) -> None:
+    """The CREATE statements (whose CREATE INDEX IF NOT EXISTS locks the table even when the
+    index exists) run only when something is missing, so an open never queues behind writers."""
+    import psycopg
+
+    with Ledger.open(postgres_url) as ledger:
+        ledger.record_fill(key(), fill("e1", "buy", "1"))
+    server, schema = postgres_url.split("?schema=")
+    opened: list[Ledger] = []
+    with psycopg.connect(server) as writer:
+        writer.execute(f'LOCK TABLE "{schema}".posledger_events IN EXCLUSIVE MODE')
+        thread = threading.Thread(target=lambda: opened.append(Ledger.open(postgres_url)))
+        thread.start()
+        thread.join(10)
+        waited = thread.is_alive()
+        writer.rollback()
+    thread.join()
+    assert not waited, "Ledger.open waited for the writer's table lock"
+    with opened[0] as ledger:
+        assert ledger.position(key()) is not None
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'DROP INDEX "{schema}".posledger_events_posledger_key_registered_idx')
+    with Ledger.open(postgres_url) as reopened:  # a missing index is created again
+        assert reopened.keys() == [key()]
+    with psycopg.connect(server) as admin:
+        indexes = admin.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)
+        ).fetchall()
+    assert ("posledger_events_posledger_key_registered_idx",) in indexes

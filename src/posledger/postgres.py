@@ -26,7 +26,7 @@ from eventsourcing.postgres import (
 from psycopg import ClientCursor
 from psycopg.sql import SQL, Composed, Identifier
 
-from posledger.replay import key_index_statement
+from posledger.replay import KEY_INDEX, key_index_statement
 
 R = TypeVar("R")
 RETRY_PAUSE_S = 0.1
@@ -60,12 +60,36 @@ def _bounded(method: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def _create_what_is_missing(recorder: Any, create: Callable[[], None], names: list[str]) -> None:
+    """Run the recorder's CREATE statements only if one of the relations ``names`` (or its
+    row type) is missing. ``CREATE INDEX IF NOT EXISTS`` takes a SHARE lock on the table even
+    when the index exists, so running them at every open would wait for any writer holding the
+    table's EXCLUSIVE lock, and queue every later writer behind the open."""
+    datastore = recorder.datastore
+    if getattr(datastore, "enable_db_functions", False):
+        create()  # the insert function is (re)created with the statements
+        return
+    qualified = [f'"{datastore.schema}"."{name}"' for name in names]
+    type_name = f'"{datastore.schema}"."{recorder.stored_event_type_name}"'
+    checks = " OR ".join(["to_regclass(%s) IS NULL"] * len(qualified))
+    with datastore.get_connection() as conn:
+        query = f"SELECT {checks} OR to_regtype(%s) IS NULL AS missing"
+        missing = conn.execute(query, [*qualified, type_name]).fetchone()["missing"]
+    if missing:
+        create()
+    else:
+        datastore.register_type_adapters()
+
+
 class BoundedAggregateRecorder(PostgresAggregateRecorder):
     """Snapshots: the aggregate recorder with deadline-bounded retries."""
 
     deadline_s = 5.0
     insert_events = _bounded(PostgresAggregateRecorder.insert_events)
     select_events = _bounded(PostgresAggregateRecorder.select_events)
+
+    def create_table(self) -> None:
+        _create_what_is_missing(self, super().create_table, [self.events_table_name])
 
 
 class BoundedApplicationRecorder(PostgresApplicationRecorder):
@@ -149,6 +173,14 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
     @functools.cached_property
     def _notify(self) -> Composed:
         return SQL("NOTIFY {0}").format(Identifier(self.channel_name))
+
+    def create_table(self) -> None:
+        names = [
+            self.events_table_name,
+            self.notification_id_index_name,
+            f"{self.events_table_name}_{KEY_INDEX}",
+        ]
+        _create_what_is_missing(self, super().create_table, names)
 
 
 class BoundedPostgresFactory(PostgresFactory):
