@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
@@ -33,7 +34,18 @@ RETRY_PAUSE_S = 0.1
 Columns = tuple[list[Any], list[int], list[str], list[bytes]]
 ONE_QUERY_MAX = 64
 """Events up to which a transaction goes as one simple query; beyond, binding values on the
-client costs more than the round trips it saves."""
+client costs more than the round trips it saves, and the rows go by COPY."""
+STAGING_TABLE = "posledger_staged_events"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+"""The characters COPY's text format needs escaped in a value."""
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+def _copy_id(value: UUID | str) -> str:
+    return value.hex if isinstance(value, UUID) else _copy_text(value)
 
 
 def _within(deadline_s: float, call: Callable[[], R]) -> R:
@@ -69,8 +81,8 @@ class BoundedAggregateRecorder(PostgresAggregateRecorder):
 
 
 class BoundedApplicationRecorder(PostgresApplicationRecorder):
-    """Events and the notification log, with deadline-bounded retries, and every write in one
-    round trip to the server.
+    """Events and the notification log, with deadline-bounded retries, every ordinary write in
+    one round trip to the server, and large imports by COPY.
 
     eventsourcing's insert takes the table's EXCLUSIVE lock so that transactions commit in the
     order of their notification ids (a follower of the log never passes a gap that a slower
@@ -78,7 +90,8 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
     round trips. Here the same statements (lock timeout, lock, NOTIFY, INSERT ... RETURNING)
     go out as one simple query, which PostgreSQL runs as one implicit transaction (rolled back
     whole if any statement fails): the lock and its guarantee are unchanged, the wait for the
-    server happens once. The tables also get the partial index bulk loading finds keys by.
+    server happens once. A large import stages its rows by COPY under the same lock (see
+    ``_insert_copied``). The tables also get the partial index bulk loading finds keys by.
     """
 
     deadline_s = 5.0
@@ -98,15 +111,15 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         if not stored_events:
             return []
+        if len(stored_events) > ONE_QUERY_MAX:
+            return _within(self.deadline_s, lambda: self._insert_copied(stored_events))
         columns = (
             [e.originator_id for e in stored_events],
             [e.originator_version for e in stored_events],
             [e.topic for e in stored_events],
             [e.state for e in stored_events],
         )
-        small = len(stored_events) <= ONE_QUERY_MAX
-        insert = self._insert_one_query if small else self._insert_pipelined
-        return _within(self.deadline_s, lambda: insert(columns))
+        return _within(self.deadline_s, lambda: self._insert_one_query(columns))
 
     def _insert_one_query(self, columns: Columns) -> list[int]:
         """The whole transaction as one simple query (its values bound on the client)."""
@@ -118,17 +131,26 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
                 pass
             return [row["notification_id"] for row in curs.fetchall()]
 
-    def _insert_pipelined(self, columns: Columns) -> list[int]:
-        """Large imports: the same statements with their values bound on the server (binary),
-        sent as one pipeline with the COMMIT."""
+    def _insert_copied(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """Large imports: the rows go to a temporary table by COPY (no per-value adaptation),
+        then into the events table with one INSERT ... SELECT in their given order, under the
+        same lock timeout, EXCLUSIVE lock and NOTIFY as every write; a duplicate fails the
+        INSERT and so the whole transaction."""
+        data = "".join(
+            [
+                f"{n}\t{_copy_id(e.originator_id)}\t{e.originator_version}\t"
+                f"{_copy_text(e.topic)}\t\\\\x{e.state.hex()}\n"
+                for n, e in enumerate(stored_events)
+            ]
+        )
         with self.datastore.get_connection() as conn:
             curs = conn.cursor()
-            with conn.pipeline(), conn.transaction():
-                for statement in self.lock_table_statements:
-                    curs.execute(statement, prepare=True)
-                curs.execute(self._notify)
-                curs.execute(self._insert_columns, columns, binary=True)
-            return [row["notification_id"] for row in curs.fetchall()]
+            with conn.transaction():
+                curs.execute(self._lock_and_stage)
+                with curs.copy(self._copy_staged) as copy:
+                    copy.write(data)
+                curs.execute(self._insert_staged)
+                return [row["notification_id"] for row in curs.fetchall()]
 
     @functools.cached_property
     def _insert_transaction(self) -> Composed:
@@ -145,6 +167,33 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
             "RETURNING notification_id"
         ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+
+    @functools.cached_property
+    def _lock_and_stage(self) -> Composed:
+        """The lock timeout, the table lock, NOTIFY, and the staging table (dropped at commit),
+        as one simple query."""
+        stage = SQL(
+            "CREATE TEMPORARY TABLE {0} (n bigint, originator_id uuid, "
+            "originator_version bigint, topic text, state bytea) ON COMMIT DROP"
+        ).format(Identifier(STAGING_TABLE))
+        return SQL("; ").join([*self.lock_table_statements, self._notify, stage])
+
+    @functools.cached_property
+    def _copy_staged(self) -> Composed:
+        return SQL("COPY {0} FROM STDIN").format(Identifier(STAGING_TABLE))
+
+    @functools.cached_property
+    def _insert_staged(self) -> Composed:
+        """The staged rows in their given order, so their notification ids follow it."""
+        return SQL(
+            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
+            "SELECT originator_id, originator_version, topic, state FROM {2} ORDER BY n "
+            "RETURNING notification_id"
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(self.events_table_name),
+            Identifier(STAGING_TABLE),
+        )
 
     @functools.cached_property
     def _notify(self) -> Composed:
