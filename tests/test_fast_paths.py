@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -174,3 +175,23 @@ def test_closing_snapshots_what_the_ledger_changed(durable_url: str) -> None:
         assert [s.originator_version for s in latest] == [closed_at.version]  # type: ignore[union-attr]
         eth_snapshots = list(snapshots.get(eth.stream_id))
         assert len(eth_snapshots) == 1  # unchanged since: not snapshotted again
+
+
+def test_the_one_query_insert_stores_any_topic_and_state_exactly(postgres_url: str) -> None:
+    """Values written as SQL literals round-trip: quotes and backslashes in a topic, every
+    byte in a state."""
+    from eventsourcing.persistence import StoredEvent
+
+    with Ledger.open(postgres_url) as ledger:
+        recorder = ledger._app.recorder
+        stream = uuid.uuid4()
+        events = [
+            StoredEvent(stream, 1, "it's a \\ topic''\\'", bytes(range(256))),
+            StoredEvent(stream, 2, "E'\\x00'", b"\\x'"),
+        ]
+        ids = recorder.insert_events(events)
+        assert ids is not None and len(ids) == 2
+        got = recorder.select_events(stream)
+        assert [(e.originator_version, e.topic, bytes(e.state)) for e in got] == [
+            (e.originator_version, e.topic, e.state) for e in events
+        ]

@@ -31,7 +31,6 @@ from posledger.replay import key_index_statement
 
 R = TypeVar("R")
 RETRY_PAUSE_S = 0.1
-Columns = tuple[list[Any], list[int], list[str], list[bytes]]
 ONE_QUERY_MAX = 64
 """Events up to which a transaction goes as one simple query; beyond, binding values on the
 client costs more than the round trips it saves, and the rows go by COPY."""
@@ -42,6 +41,19 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 def _copy_text(value: str) -> str:
     return value.translate(_COPY_ESCAPES)
+
+
+_LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", "'": "''"})
+
+
+def _literal_text(value: str) -> str:
+    """A SQL string literal of ``value`` (escape syntax: the same whatever
+    standard_conforming_strings says)."""
+    return f"E'{value.translate(_LITERAL_ESCAPES)}'"
+
+
+def _literal_id(value: UUID | str) -> str:
+    return f"'{value.hex}'::uuid" if isinstance(value, UUID) else f"{_literal_text(value)}::uuid"
 
 
 def _copy_id(value: UUID | str) -> str:
@@ -101,6 +113,7 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
+        self._head: str | None = None
         qualified = f'"{datastore.schema}"."{events_table_name}"'
         self.sql_create_statements.append(
             SQL(key_index_statement(events_table_name, qualified))  # type: ignore[arg-type]
@@ -113,20 +126,23 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
             return []
         if len(stored_events) > ONE_QUERY_MAX:
             return _within(self.deadline_s, lambda: self._insert_copied(stored_events))
-        columns = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
-        )
-        return _within(self.deadline_s, lambda: self._insert_one_query(columns))
+        return _within(self.deadline_s, lambda: self._insert_one_query(stored_events))
 
-    def _insert_one_query(self, columns: Columns) -> list[int]:
-        """The whole transaction as one simple query (its values bound on the client)."""
+    def _insert_one_query(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """The whole transaction as one simple query, its values written as SQL literals here
+        (psycopg's client-side binding adapts every value in Python, which costs more than
+        the rest of a write's Python)."""
+        rows = ",".join(
+            [
+                f"({_literal_id(e.originator_id)},{int(e.originator_version)},"
+                f"{_literal_text(e.topic)},E'\\\\x{e.state.hex()}'::bytea)"
+                for e in stored_events
+            ]
+        )
         with self.datastore.get_connection() as conn:
             assert conn.autocommit
             curs = ClientCursor(conn)
-            curs.execute(self._insert_transaction, columns)
+            curs.execute(f"{self._insert_head(conn)}{rows} RETURNING notification_id")
             while curs.nextset():
                 pass
             return [row["notification_id"] for row in curs.fetchall()]
@@ -152,21 +168,15 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
                 curs.execute(self._insert_staged)
                 return [row["notification_id"] for row in curs.fetchall()]
 
-    @functools.cached_property
-    def _insert_transaction(self) -> Composed:
-        """One simple query of several statements: PostgreSQL runs it as one transaction."""
-        statements = [*self.lock_table_statements, self._notify, self._insert_columns]
-        return SQL("; ").join(statements)
-
-    @functools.cached_property
-    def _insert_columns(self) -> Composed:
-        """eventsourcing's INSERT, fed one array per column instead of an array of composite
-        values (which psycopg adapts slowly, in Python, value by value)."""
-        return SQL(
-            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
-            "RETURNING notification_id"
-        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+    def _insert_head(self, conn: Any) -> str:
+        """The statements before the rows' values: lock timeout, lock, NOTIFY, INSERT."""
+        if self._head is None:
+            insert = SQL(
+                "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) VALUES "
+            ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+            statements = [*self.lock_table_statements, self._notify, insert]
+            self._head = SQL("; ").join(statements).as_string(conn)
+        return self._head
 
     @functools.cached_property
     def _lock_and_stage(self) -> Composed:
