@@ -10,6 +10,8 @@ loop is not sure of goes to the mapper.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from json.encoder import encode_basestring
@@ -75,6 +77,87 @@ def _standard_json(fields: dict[str, Any]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def _transcoded(name: str, text: str) -> str:
+    """The expression writing a transcoded value: the object ``default`` returns, as JSON."""
+    head, tail = '{"_type_":"' + name + '","_data_":"', '"}'
+    return f"{head!r} + {text} + {tail!r}"
+
+
+_WRITE: dict[str, tuple[str, str]] = {
+    "str": ("V.__class__ is str", "_esc(V)"),
+    "int": ("V.__class__ is int", "int.__repr__(V)"),
+    "bool": ("V.__class__ is bool", "('true' if V else 'false')"),
+    "Decimal": ("V.__class__ is Decimal", _transcoded("decimal_str", "str(V)")),
+    "datetime": ("V.__class__ is datetime", _transcoded("datetime_iso", "T")),
+    "UUID": ("V.__class__ is UUID", _transcoded("uuid_hex", "V.hex")),
+    "list[str]": (
+        "V.__class__ is list and all(i.__class__ is str for i in V)",
+        "'[' + ','.join(map(_esc, V)) + ']'",
+    ),
+}
+"""Per annotation of a field: the check that its value ``V`` has the type the fast path
+writes, and the expression writing it as ``_standard_json`` does (``T``: a datetime's ISO
+text)."""
+
+
+def _compile_writer(cls: type[Any]) -> Callable[[dict[str, Any]], str] | None:
+    """``_standard_json`` specialised to an event class whose fields all have annotations of
+    :data:`_WRITE` (``X | None`` too): one unpacking, one check, one expression per field and
+    one f-string, about twice as fast. It applies only to fields in the class's own order (an
+    event built by its constructor; a decoded one may differ) and raises ``_NotStandard``
+    otherwise, as for a value of another type. A datetime identical to the event's
+    ``timestamp`` (an execution's time, usually) is written from the same text."""
+    fields = dataclasses.fields(cls)
+    names = [f.name for f in fields]
+    if names[:3] != ["originator_id", "originator_version", "timestamp"]:
+        return None
+    checks, lines, template = [], [], []
+    for n, f in enumerate(fields[2:]):
+        base = str(f.type).removesuffix(" | None")
+        optional = base != str(f.type)
+        if base not in _WRITE:
+            return None
+        value = f"v{n}"
+        check, write = (part.replace("V", value) for part in _WRITE[base])
+        if base == "datetime":
+            same = f"t0 if {value} is v0 else " if n else ""
+            lines.append(f"    t{n} = {same}{value}.isoformat()" if not optional else "")
+            write = write.replace("T", f"t{n}" if not optional else f"{value}.isoformat()")
+        if optional:
+            check = f"({value} is None or {check})"
+            write = f"('null' if {value} is None else {write})"
+        checks.append(check)
+        lines.append(f"    e{n} = {write}")
+        key = encode_basestring(f.name)
+        if "'" in key or "\\" in key or "{" in key or "}" in key:
+            return None
+        template.append(f"{key}:{{e{n}}}")
+    values = ", ".join(f"v{n}" for n in range(len(names) - 2))
+    source = "\n".join(
+        [
+            "def write(fields):",
+            "    if list(fields) != names:",
+            "        raise _NotStandard",
+            f"    _, _, {values}, = fields.values()",
+            f"    if not ({' and '.join(checks)}):",
+            "        raise _NotStandard",
+            *(line for line in lines if line),
+            "    return f'{{" + ",".join(template) + "}}'",
+        ]
+    )
+    namespace: dict[str, Any] = {
+        "names": names,
+        "_NotStandard": _NotStandard,
+        "_esc": encode_basestring,
+        "Decimal": Decimal,
+        "datetime": datetime,
+        "UUID": UUID,
+    }
+    exec(compile(source, f"<writer of {cls.__qualname__}>", "exec"), namespace)
+    writer: Callable[[dict[str, Any]], str] = namespace["write"]
+    return writer
+
+
 class StoredEventEncoder:
     """Turns posledger's own events into the very ``StoredEvent`` that
     ``mapper.to_stored_event`` returns, at a fraction of its cost.
@@ -82,7 +165,7 @@ class StoredEventEncoder:
     For the classes of :data:`posledger.events.EVENT_TYPES` and :class:`ExecutionSeen` (with
     their registered topics and no ``class_version``), on a mapper with eventsourcing's plain
     JSON transcoder and its default transcodings (no cipher, no compressor), an event is
-    encoded with one loop over its fields; anything else goes
+    encoded by a writer compiled for its class (or one loop over its fields); anything else goes
     to the mapper, which encodes it or raises its own error."""
 
     def __init__(self, mapper: Mapper[Any]) -> None:
@@ -106,20 +189,23 @@ class StoredEventEncoder:
             if standard
             else {}
         )
+        self._writers = {cls: _compile_writer(cls) or _standard_json for cls in self.topics}
 
     def __call__(self, event: Any) -> StoredEvent:
         topic = self.topics.get(event.__class__)
         if topic is not None:
             fields = event.__dict__
             try:
-                state = _standard_json(fields)
+                state = self._writers[event.__class__](fields)
             except _NotStandard:
-                pass
-            else:
-                return StoredEvent(
-                    originator_id=fields["originator_id"],
-                    originator_version=fields["originator_version"],
-                    topic=topic,
-                    state=state.encode("utf8"),
-                )
+                try:
+                    state = _standard_json(fields)
+                except _NotStandard:
+                    return self.mapper.to_stored_event(event)
+            return StoredEvent(
+                originator_id=fields["originator_id"],
+                originator_version=fields["originator_version"],
+                topic=topic,
+                state=state.encode("utf8"),
+            )
         return self.mapper.to_stored_event(event)
