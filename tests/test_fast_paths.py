@@ -5,6 +5,7 @@ timeout."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 import uuid
@@ -14,9 +15,11 @@ from typing import Any
 
 import pytest
 from eventsourcing.application import AggregateNotFoundError
+from hypothesis import given
+from hypothesis import strategies as st
 
-from posledger import ExecutionConflict, Ledger, StorageUnavailable
-from posledger.ledger import FillResult
+from posledger import ExecutionConflict, Ledger, PositionKey, StorageUnavailable
+from posledger.ledger import EXEC_NAMESPACE, FillResult, _marker_id
 from posledger.replay import load_states, registered_keys
 from posledger.snapshot import project_from_store
 from tests.conftest import key
@@ -195,3 +198,21 @@ def test_the_one_query_insert_stores_any_topic_and_state_exactly(postgres_url: s
         assert [(e.originator_version, e.topic, bytes(e.state)) for e in got] == [
             (e.originator_version, e.topic, e.state) for e in events
         ]
+
+
+@given(venue=st.text(min_size=1), account=st.text(min_size=1), exec_id=st.text())
+def test_marker_ids_are_the_uuid5_of_venue_account_and_exec_id(
+    venue: str, account: str, exec_id: str
+) -> None:
+    key = PositionKey.__new__(PositionKey)
+    object.__setattr__(key, "venue", venue)
+    object.__setattr__(key, "account", account)
+    expected = uuid.uuid5(EXEC_NAMESPACE, "\x1f".join((venue, account, exec_id)))
+    marker = _marker_id(key, exec_id)
+    assert (marker, str(marker), hash(marker), marker.version) == (
+        expected,
+        str(expected),
+        hash(expected),
+        expected.version,
+    )
+    assert marker.is_safe == expected.is_safe and pickle.loads(pickle.dumps(marker)) == expected
