@@ -65,7 +65,7 @@ def _standard_json(fields: dict[str, Any]) -> str:
         if kind is str:
             parts.append(key + encode_basestring(value))
         elif kind is Decimal:
-            parts.append(f'{key}{{"_type_":"decimal_str","_data_":"{value}"}}')
+            parts.append(f'{key}{{"_type_":"decimal_str","_data_":"{value!s}"}}')
         elif kind is datetime:
             parts.append(f'{key}{{"_type_":"datetime_iso","_data_":"{value.isoformat()}"}}')
         elif kind is UUID:

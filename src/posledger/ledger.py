@@ -151,8 +151,9 @@ _UUID5_CLEARED = ~0xF000_C000_0000_0000_0000
 
 
 def _marker_id(key: PositionKey, exec_id: str) -> uuid.UUID:
-    """``uuid.uuid5(EXEC_NAMESPACE, venue␟account␟exec_id)``, built from its 128-bit value
-    directly (uuid5 goes through UUID's checking constructor; this runs once per fill)."""
+    """uuid5 in ``EXEC_NAMESPACE`` of venue, account and exec_id joined by ``\\x1f``, built
+    from its 128-bit value directly (``uuid.uuid5`` goes through UUID's checking constructor;
+    this runs once per fill)."""
     name = "\x1f".join((key.venue, key.account, exec_id)).encode()
     digest = hashlib.sha1(_EXEC_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
     marker = object.__new__(uuid.UUID)
