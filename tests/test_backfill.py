@@ -9,7 +9,15 @@ from decimal import Decimal
 
 import pytest
 
-from posledger import ExecutionConflict, Fill, InvalidInput, Ledger, PositionKey, Side
+from posledger import (
+    ExecutionConflict,
+    Fill,
+    InvalidInput,
+    Ledger,
+    PositionKey,
+    Side,
+    StorageUnavailable,
+)
 from posledger.ledger import FillBatchResult
 from tests.conftest import T0, key
 
@@ -47,13 +55,18 @@ def pages(batch: int, total: int) -> list[dict[PositionKey, list[Fill]]]:
     ]
 
 
-def stored_rows(ledger: Ledger) -> set[tuple[object, int, str, bytes]]:
+def logged_rows(ledger: Ledger) -> list[tuple[int, object, int, str, bytes]]:
+    """The notification log: every stored row with its notification id, in id order."""
     recorder = ledger._app.recorder
     top = recorder.max_notification_id() or 0
-    return {
-        (n.originator_id, n.originator_version, n.topic, bytes(n.state))
+    return [
+        (n.id, n.originator_id, n.originator_version, n.topic, bytes(n.state))
         for n in recorder.select_notifications(start=1, limit=top + 1)
-    }
+    ]
+
+
+def stored_rows(ledger: Ledger) -> set[tuple[object, int, str, bytes]]:
+    return {row[1:] for row in logged_rows(ledger)}
 
 
 def reference(batches: Sequence[dict[PositionKey, list[Fill]]]) -> Ledger:
@@ -78,6 +91,23 @@ def test_backfill_stores_exactly_the_events_of_record_fills(ledger_url: str) -> 
         if ledger_url != "memory://":
             with Ledger.open(ledger_url) as reopened:
                 assert reopened.positions() == expected.positions()
+
+
+def test_a_large_backfill_logs_the_rows_of_record_fills_in_their_order(
+    durable_url: str,
+) -> None:
+    """Transactions of hundreds of events (on PostgreSQL, staged by COPY) log exactly the rows
+    record_fills would have written, in its order, with gapless notification ids after what
+    was there."""
+    before = {KEYS[2]: history(2, 0, 1)}
+    batches = pages(batch=40, total=120)
+    with reference([before, *batches]) as expected, Ledger.open(durable_url) as ledger:
+        ledger.record_fills(KEYS[2], before[KEYS[2]])
+        for page in batches:
+            ledger.backfill(page)
+        got = logged_rows(ledger)
+        assert [row[0] for row in got] == list(range(1, len(got) + 1))
+        assert [row[1:] for row in got] == [row[1:] for row in logged_rows(expected)]
 
 
 def test_backfill_results_say_what_became_of_each_fill(ledger_url: str) -> None:
@@ -146,3 +176,23 @@ def test_backfill_leaves_every_key_it_changed_snapshotted(durable_url: str) -> N
         for k, result in results.items():
             latest = list(snapshots.get(k.stream_id, desc=True, limit=1))
             assert [s.originator_version for s in latest] == [result.position.version]
+
+
+def test_a_held_table_lock_times_out_a_large_backfill(postgres_url: str) -> None:
+    """The COPY path sets the same lock timeout as every write: blocked by another writer's
+    table lock (readers pass), the import gives up with StorageUnavailable, writes nothing,
+    and works once the lock is gone."""
+    import psycopg
+
+    batches = pages(batch=40, total=40)
+    with Ledger.open(postgres_url, timeout=1.0) as ledger:
+        schema = postgres_url.rsplit("schema=", 1)[1]
+        with psycopg.connect(postgres_url.split("?")[0]) as blocker:
+            blocker.execute(f'LOCK TABLE "{schema}".posledger_events IN EXCLUSIVE MODE')
+            with pytest.raises(StorageUnavailable, match="lock timeout"):
+                ledger.backfill(batches[0])
+            blocker.rollback()
+        assert stored_rows(ledger) == set()
+        ledger.backfill(batches[0])
+        with reference(batches) as expected:
+            assert stored_rows(ledger) == stored_rows(expected)

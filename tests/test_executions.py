@@ -299,7 +299,7 @@ def test_retries_that_run_out_raise_a_clear_concurrency_error(
         def always_conflicting(*_: object, **__: object) -> None:
             raise IntegrityError("another writer got there first")
 
-        monkeypatch.setattr(ledger._app.events, "put", always_conflicting)
+        monkeypatch.setattr(ledger._app.recorder, "insert_events", always_conflicting)
         with pytest.raises(ConcurrencyError, match="gave up after"):
             ledger.record_fill(K, fill("e2", "buy", "1"))
         assert ledger.conflict_retries >= 3

@@ -5,18 +5,22 @@ timeout."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from eventsourcing.application import AggregateNotFoundError
+from hypothesis import given
+from hypothesis import strategies as st
 
-from posledger import ExecutionConflict, Ledger, StorageUnavailable, replay
+from posledger import ExecutionConflict, Ledger, PositionKey, StorageUnavailable, replay
 from posledger import ledger as ledger_module
-from posledger.ledger import FillResult
+from posledger.ledger import EXEC_NAMESPACE, FillResult, _marker_id
 from posledger.replay import load_states, registered_keys
 from posledger.snapshot import project_from_store
 from tests.conftest import key
@@ -216,3 +220,41 @@ def test_opening_reads_no_key_yet_every_query_sees_every_key(durable_url: str) -
         flat = snapshot(at(9), [row("NEWUSDT", "sell", "2")])
         report = ledger.reconcile(flat, now=at(9))
         assert {o.key for o in report.outcomes} == {*old, new}  # never-loaded keys judged too
+
+
+def test_the_one_query_insert_stores_any_topic_and_state_exactly(postgres_url: str) -> None:
+    """Values written as SQL literals round-trip: quotes and backslashes in a topic, every
+    byte in a state."""
+    from eventsourcing.persistence import StoredEvent
+
+    with Ledger.open(postgres_url) as ledger:
+        recorder = ledger._app.recorder
+        stream = uuid.uuid4()
+        events = [
+            StoredEvent(stream, 1, "it's a \\ topic''\\'", bytes(range(256))),
+            StoredEvent(stream, 2, "E'\\x00'", b"\\x'"),
+        ]
+        ids = recorder.insert_events(events)
+        assert ids is not None and len(ids) == 2
+        got = recorder.select_events(stream)
+        assert [(e.originator_version, e.topic, bytes(e.state)) for e in got] == [
+            (e.originator_version, e.topic, e.state) for e in events
+        ]
+
+
+@given(venue=st.text(min_size=1), account=st.text(min_size=1), exec_id=st.text())
+def test_marker_ids_are_the_uuid5_of_venue_account_and_exec_id(
+    venue: str, account: str, exec_id: str
+) -> None:
+    key = PositionKey.__new__(PositionKey)
+    object.__setattr__(key, "venue", venue)
+    object.__setattr__(key, "account", account)
+    expected = uuid.uuid5(EXEC_NAMESPACE, "\x1f".join((venue, account, exec_id)))
+    marker = _marker_id(key, exec_id)
+    assert (marker, str(marker), hash(marker), marker.version) == (
+        expected,
+        str(expected),
+        hash(expected),
+        expected.version,
+    )
+    assert marker.is_safe == expected.is_safe and pickle.loads(pickle.dumps(marker)) == expected

@@ -10,6 +10,8 @@ writes and an agreeing reconciliation costs no per-key reads.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import logging
 import random
 import threading
@@ -33,6 +35,7 @@ from eventsourcing.persistence import (
     ProgrammingError,
 )
 
+from posledger.encoding import StoredEventEncoder
 from posledger.errors import ConcurrencyError, ExecutionConflict, InvalidInput, StorageUnavailable
 from posledger.events import (
     POSITION_TOPICS,
@@ -155,8 +158,22 @@ class _Command:
     outcome: Any = None
 
 
+_EXEC_NAMESPACE_BYTES = EXEC_NAMESPACE.bytes
+_UUID5_BITS = 0x5000_8000_0000_0000_0000
+_UUID5_CLEARED = ~0xF000_C000_0000_0000_0000
+
+
 def _marker_id(key: PositionKey, exec_id: str) -> uuid.UUID:
-    return uuid.uuid5(EXEC_NAMESPACE, "\x1f".join((key.venue, key.account, exec_id)))
+    """uuid5 in ``EXEC_NAMESPACE`` of venue, account and exec_id joined by ``\\x1f``, built
+    from its 128-bit value directly (``uuid.uuid5`` goes through UUID's checking constructor;
+    this runs once per fill)."""
+    name = "\x1f".join((key.venue, key.account, exec_id)).encode()
+    digest = hashlib.sha1(_EXEC_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
+    marker = object.__new__(uuid.UUID)
+    value = int.from_bytes(digest[:16], "big") & _UUID5_CLEARED | _UUID5_BITS
+    object.__setattr__(marker, "int", value)
+    object.__setattr__(marker, "is_safe", uuid.SafeUUID.unknown)
+    return marker
 
 
 def _marker_payload(key: PositionKey, fill: Fill) -> str:
@@ -384,13 +401,13 @@ class Ledger:
             events += key_events
             decided.append((key, fresh, results, after, bool(key_events)))
         try:
-            recordings = self._save(events) if events else []
+            notification_ids = self._save(events) if events else []
         except IntegrityError:
             self.conflict_retries += 1
             for key, _ in chunk:
                 self._states.pop(key.stream_id, None)
             return None
-        self._advance_log([r.notification.id for r in recordings])
+        self._advance_log(notification_ids)
         outcome = {}
         for key, fresh, results, state, saved in decided:
             if saved:
@@ -692,7 +709,9 @@ class Ledger:
         if not saving:
             return
         try:
-            recordings = self._save([event for _, events, _, _, _ in saving for event in events])
+            notification_ids = self._save(
+                [event for _, events, _, _, _ in saving for event in events]
+            )
         except IntegrityError:
             self.conflict_retries += len(saving)
             for command, *_ in saving:
@@ -704,7 +723,7 @@ class Ledger:
                 command.outcome = error
             return
         self.transactions += 1
-        self._advance_log([r.notification.id for r in recordings])
+        self._advance_log(notification_ids)
         for command, _, state, extra, _ in saving:
             self._states[command.key.stream_id] = state
             self._keys[command.key.stream_id] = command.key
@@ -738,7 +757,7 @@ class Ledger:
                 if registration is not None:
                     events = [registration, *events]
                 try:
-                    recordings = self._save(events)
+                    notification_ids = self._save(events)
                 except IntegrityError:
                     self.conflict_retries += 1
                     self._states.pop(key.stream_id, None)
@@ -746,27 +765,35 @@ class Ledger:
                         on_conflict()
                 else:
                     self.transactions += 1
-                    state = after if after is not None else project(
-                        stored, [e for e in events if isinstance(e, PositionEvent)]
+                    state = (
+                        after
+                        if after is not None
+                        else project(stored, [e for e in events if isinstance(e, PositionEvent)])
                     )
                     assert state is not None
                     self._states[key.stream_id] = state
                     self._keys[key.stream_id] = key
                     self._unsnapshotted.add(key.stream_id)
-                    self._advance_log([r.notification.id for r in recordings])
+                    self._advance_log(notification_ids)
                     self._snapshot_if_due(base.version if stored is not None else 0, state)
                     return state, extra
-            time.sleep(random.uniform(0, 0.002 * 2**min(attempt, 5)))
+            time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 5)))
         raise ConcurrencyError(
             f"{key}: gave up after {attempt} attempts in {time.monotonic() - started:.1f}s; "
             "other writers kept changing it"
         )
 
-    def _save(self, events: list[Any]) -> list[Any]:
-        """``Application.save`` without its per-event protocol checks and aggregate collection
-        (our events are plain frozen dataclasses, and the application has no save hooks): the
-        same stored events in the same one transaction."""
-        return self._app.events.put(events)
+    def _save(self, events: list[Any]) -> list[int]:
+        """``Application.save`` without its per-event protocol checks, aggregate collection and
+        recordings (our events are plain frozen dataclasses, and the application has no save
+        hooks): the same stored events in the same one transaction. Returns their notification
+        ids."""
+        stored = [self._encoder(event) for event in events]
+        return list(self._app.recorder.insert_events(stored) or ())
+
+    @functools.cached_property
+    def _encoder(self) -> StoredEventEncoder:
+        return StoredEventEncoder(self._app.mapper)
 
     def _snapshot_if_due(self, previous_version: int, state: PositionState) -> None:
         """Snapshot the state we already hold when a save crossed a multiple of the interval.

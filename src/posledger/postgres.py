@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+from uuid import UUID
 
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
@@ -30,10 +31,33 @@ from posledger.replay import KEY_INDEX, key_index_statement
 
 R = TypeVar("R")
 RETRY_PAUSE_S = 0.1
-Columns = tuple[list[Any], list[int], list[str], list[bytes]]
 ONE_QUERY_MAX = 64
 """Events up to which a transaction goes as one simple query; beyond, binding values on the
-client costs more than the round trips it saves."""
+client costs more than the round trips it saves, and the rows go by COPY."""
+STAGING_TABLE = "posledger_staged_events"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+"""The characters COPY's text format needs escaped in a value."""
+
+
+def _copy_text(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+_LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", "'": "''"})
+
+
+def _literal_text(value: str) -> str:
+    """A SQL string literal of ``value`` (escape syntax: the same whatever
+    standard_conforming_strings says)."""
+    return f"E'{value.translate(_LITERAL_ESCAPES)}'"
+
+
+def _literal_id(value: UUID | str) -> str:
+    return f"'{value.hex}'::uuid" if isinstance(value, UUID) else f"{_literal_text(value)}::uuid"
+
+
+def _copy_id(value: UUID | str) -> str:
+    return value.hex if isinstance(value, UUID) else _copy_text(value)
 
 
 def _within(deadline_s: float, call: Callable[[], R]) -> R:
@@ -93,8 +117,8 @@ class BoundedAggregateRecorder(PostgresAggregateRecorder):
 
 
 class BoundedApplicationRecorder(PostgresApplicationRecorder):
-    """Events and the notification log, with deadline-bounded retries, and every write in one
-    round trip to the server.
+    """Events and the notification log, with deadline-bounded retries, every ordinary write in
+    one round trip to the server, and large imports by COPY.
 
     eventsourcing's insert takes the table's EXCLUSIVE lock so that transactions commit in the
     order of their notification ids (a follower of the log never passes a gap that a slower
@@ -102,7 +126,8 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
     round trips. Here the same statements (lock timeout, lock, NOTIFY, INSERT ... RETURNING)
     go out as one simple query, which PostgreSQL runs as one implicit transaction (rolled back
     whole if any statement fails): the lock and its guarantee are unchanged, the wait for the
-    server happens once. The tables also get the partial index bulk loading finds keys by.
+    server happens once. A large import stages its rows by COPY under the same lock (see
+    ``_insert_copied``). The tables also get the partial index bulk loading finds keys by.
     """
 
     deadline_s = 5.0
@@ -112,6 +137,7 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
 
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
         super().__init__(datastore, events_table_name=events_table_name)
+        self._head: str | None = None
         qualified = f'"{datastore.schema}"."{events_table_name}"'
         self.sql_create_statements.append(
             SQL(key_index_statement(events_table_name, qualified))  # type: ignore[arg-type]
@@ -122,53 +148,86 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         if not stored_events:
             return []
-        columns = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
-        )
-        small = len(stored_events) <= ONE_QUERY_MAX
-        insert = self._insert_one_query if small else self._insert_pipelined
-        return _within(self.deadline_s, lambda: insert(columns))
+        if len(stored_events) > ONE_QUERY_MAX:
+            return _within(self.deadline_s, lambda: self._insert_copied(stored_events))
+        return _within(self.deadline_s, lambda: self._insert_one_query(stored_events))
 
-    def _insert_one_query(self, columns: Columns) -> list[int]:
-        """The whole transaction as one simple query (its values bound on the client)."""
+    def _insert_one_query(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """The whole transaction as one simple query, its values written as SQL literals here
+        (psycopg's client-side binding adapts every value in Python, which costs more than
+        the rest of a write's Python)."""
+        rows = ",".join(
+            [
+                f"({_literal_id(e.originator_id)},{int(e.originator_version)},"
+                f"{_literal_text(e.topic)},E'\\\\x{e.state.hex()}'::bytea)"
+                for e in stored_events
+            ]
+        )
         with self.datastore.get_connection() as conn:
             assert conn.autocommit
             curs = ClientCursor(conn)
-            curs.execute(self._insert_transaction, columns)
+            curs.execute(f"{self._insert_head(conn)}{rows} RETURNING notification_id")
             while curs.nextset():
                 pass
             return [row["notification_id"] for row in curs.fetchall()]
 
-    def _insert_pipelined(self, columns: Columns) -> list[int]:
-        """Large imports: the same statements with their values bound on the server (binary),
-        sent as one pipeline with the COMMIT."""
+    def _insert_copied(self, stored_events: Sequence[StoredEvent]) -> list[int]:
+        """Large imports: the rows go to a temporary table by COPY (no per-value adaptation),
+        then into the events table with one INSERT ... SELECT in their given order, under the
+        same lock timeout, EXCLUSIVE lock and NOTIFY as every write; a duplicate fails the
+        INSERT and so the whole transaction."""
+        data = "".join(
+            [
+                f"{n}\t{_copy_id(e.originator_id)}\t{e.originator_version}\t"
+                f"{_copy_text(e.topic)}\t\\\\x{e.state.hex()}\n"
+                for n, e in enumerate(stored_events)
+            ]
+        )
         with self.datastore.get_connection() as conn:
             curs = conn.cursor()
-            with conn.pipeline(), conn.transaction():
-                for statement in self.lock_table_statements:
-                    curs.execute(statement, prepare=True)
-                curs.execute(self._notify)
-                curs.execute(self._insert_columns, columns, binary=True)
-            return [row["notification_id"] for row in curs.fetchall()]
+            with conn.transaction():
+                curs.execute(self._lock_and_stage)
+                with curs.copy(self._copy_staged) as copy:
+                    copy.write(data)
+                curs.execute(self._insert_staged)
+                return [row["notification_id"] for row in curs.fetchall()]
+
+    def _insert_head(self, conn: Any) -> str:
+        """The statements before the rows' values: lock timeout, lock, NOTIFY, INSERT."""
+        if self._head is None:
+            insert = SQL(
+                "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) VALUES "
+            ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+            statements = [*self.lock_table_statements, self._notify, insert]
+            self._head = SQL("; ").join(statements).as_string(conn)
+        return self._head
 
     @functools.cached_property
-    def _insert_transaction(self) -> Composed:
-        """One simple query of several statements: PostgreSQL runs it as one transaction."""
-        statements = [*self.lock_table_statements, self._notify, self._insert_columns]
-        return SQL("; ").join(statements)
+    def _lock_and_stage(self) -> Composed:
+        """The lock timeout, the table lock, NOTIFY, and the staging table (dropped at commit),
+        as one simple query."""
+        stage = SQL(
+            "CREATE TEMPORARY TABLE {0} (n bigint, originator_id uuid, "
+            "originator_version bigint, topic text, state bytea) ON COMMIT DROP"
+        ).format(Identifier(STAGING_TABLE))
+        return SQL("; ").join([*self.lock_table_statements, self._notify, stage])
 
     @functools.cached_property
-    def _insert_columns(self) -> Composed:
-        """eventsourcing's INSERT, fed one array per column instead of an array of composite
-        values (which psycopg adapts slowly, in Python, value by value)."""
+    def _copy_staged(self) -> Composed:
+        return SQL("COPY {0} FROM STDIN").format(Identifier(STAGING_TABLE))
+
+    @functools.cached_property
+    def _insert_staged(self) -> Composed:
+        """The staged rows in their given order, so their notification ids follow it."""
         return SQL(
             "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
-            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[]) "
+            "SELECT originator_id, originator_version, topic, state FROM {2} ORDER BY n "
             "RETURNING notification_id"
-        ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        ).format(
+            Identifier(self.datastore.schema),
+            Identifier(self.events_table_name),
+            Identifier(STAGING_TABLE),
+        )
 
     @functools.cached_property
     def _notify(self) -> Composed:
