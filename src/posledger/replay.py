@@ -189,19 +189,22 @@ class _SQLiteStore(_Store):
     def snapshots(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
     ) -> Iterator[tuple[uuid.UUID, PositionState]]:
-        wanted = {i.hex: i for i in ids}
-        with self.datastore.transaction(commit=False) as cursor:
-            # SQLite returns the other columns of the row holding the max().
-            cursor.execute(
-                "SELECT originator_id, max(originator_version), topic, state FROM "
-                f"{self.snapshot_table} GROUP BY originator_id"
-            )
-            rows = [
-                (wanted[row[0]], row[1], row[2], row[3])
-                for row in cursor.fetchall()
-                if row[0] in wanted
-            ]
-        yield from _snapshot_states(rows, decoder)
+        for start in range(0, len(ids), SQLITE_KEYS_PER_QUERY):
+            batch = ids[start : start + SQLITE_KEYS_PER_QUERY]
+            # Per key, the max() is one probe of the primary key, then one row is read: older
+            # snapshots (a key gets one per snapshot_every events) are never touched.
+            with self.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    "WITH k(n, id) AS (VALUES "
+                    + ",".join("(?,?)" for _ in batch)
+                    + ") SELECT k.n, s.originator_version, s.topic, s.state "
+                    f"FROM k CROSS JOIN {self.snapshot_table} AS s "
+                    "ON s.originator_id = k.id AND s.originator_version = (SELECT max("
+                    f"originator_version) FROM {self.snapshot_table} WHERE originator_id = k.id)",
+                    [v for n, stream in enumerate(batch) for v in (n, stream.hex)],
+                )
+                rows = [(batch[row[0]], row[1], row[2], row[3]) for row in cursor.fetchall()]
+            yield from _snapshot_states(rows, decoder)
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
         items = list(versions.items())
@@ -277,13 +280,16 @@ class _PostgresStore(_Store):
     def snapshots(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
     ) -> Iterator[tuple[uuid.UUID, PositionState]]:
-        rows = self._rows(
-            "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic, state "
-            f"FROM {self.snapshot_table} WHERE originator_id = ANY(%s) "
-            "ORDER BY originator_id, originator_version DESC",
-            (ids,),
-        )
-        yield from _snapshot_states(rows, decoder)
+        for start in range(0, len(ids), POSTGRES_KEYS_PER_QUERY):
+            # Per key, one backward probe of the primary key: older snapshots are not read.
+            rows = self._rows(
+                "SELECT s.originator_id, s.originator_version, s.topic, s.state "
+                "FROM unnest(%s::uuid[]) AS k(id) CROSS JOIN LATERAL (SELECT * FROM "
+                f"{self.snapshot_table} WHERE originator_id = k.id "
+                "ORDER BY originator_version DESC LIMIT 1) AS s",
+                (ids[start : start + POSTGRES_KEYS_PER_QUERY],),
+            )
+            yield from _snapshot_states(rows, decoder)
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
         items = list(versions.items())
