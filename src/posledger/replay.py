@@ -189,39 +189,42 @@ class _SQLiteStore(_Store):
     def snapshots(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
     ) -> Iterator[tuple[uuid.UUID, PositionState]]:
-        for start in range(0, len(ids), SQLITE_KEYS_PER_QUERY):
-            batch = ids[start : start + SQLITE_KEYS_PER_QUERY]
-            # Per key, the max() is one probe of the primary key, then one row is read: older
-            # snapshots (a key gets one per snapshot_every events) are never touched.
-            with self.datastore.transaction(commit=False) as cursor:
-                cursor.execute(
-                    "WITH k(n, id) AS (VALUES "
-                    + ",".join("(?,?)" for _ in batch)
-                    + ") SELECT k.n, s.originator_version, s.topic, s.state "
-                    f"FROM k CROSS JOIN {self.snapshot_table} AS s "
-                    "ON s.originator_id = k.id AND s.originator_version = (SELECT max("
-                    f"originator_version) FROM {self.snapshot_table} WHERE originator_id = k.id)",
-                    [v for n, stream in enumerate(batch) for v in (n, stream.hex)],
-                )
-                rows = [(batch[row[0]], row[1], row[2], row[3]) for row in cursor.fetchall()]
-            yield from _snapshot_states(rows, decoder)
+        # Per key, the max() is one probe of the primary key, then one row is read: older
+        # snapshots (a key gets one per snapshot_every events) are never touched.
+        query = (
+            "SELECT k.n, s.originator_version, s.topic, s.state "
+            f"FROM k CROSS JOIN {self.snapshot_table} AS s ON s.originator_id = k.id "
+            "AND s.originator_version = (SELECT max(originator_version) FROM "
+            f"{self.snapshot_table} WHERE originator_id = k.id)"
+        )
+        for rows in self._per_key("id", [(stream.hex,) for stream in ids], query):
+            yield from _snapshot_states([(ids[n], v, t, state) for n, v, t, state in rows], decoder)
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
-        items = list(versions.items())
-        for start in range(0, len(items), SQLITE_KEYS_PER_QUERY):
-            batch = items[start : start + SQLITE_KEYS_PER_QUERY]
-            # Each key is a primary-key range probe; the VALUES list keeps its keys' order.
+        # Each key is a primary-key range probe; ordered by the keys' place in the list.
+        query = (
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state "
+            f"FROM k CROSS JOIN {self.events} AS e ON e.originator_id = k.id "
+            "AND e.originator_version > k.after ORDER BY k.n, e.originator_version"
+        )
+        keys = [(stream.hex, after) for stream, after in versions.items()]
+        for rows in self._per_key("id, after", keys, query):
+            yield from (tuple(row) for row in rows)
+
+    def _per_key(
+        self, columns: str, keys: list[tuple[Any, ...]], query: str
+    ) -> Iterator[list[Any]]:
+        """The rows of ``query`` over ``k(n, <columns>)``: ``keys`` as a VALUES list, ``n``
+        their index in it, a batch of keys per query."""
+        for start in range(0, len(keys), SQLITE_KEYS_PER_QUERY):
+            batch = keys[start : start + SQLITE_KEYS_PER_QUERY]
+            row = "(" + ",".join("?" * (len(batch[0]) + 1)) + ")"
             with self.datastore.transaction(commit=False) as cursor:
                 cursor.execute(
-                    "WITH k(n, id, after) AS (VALUES "
-                    + ",".join("(?,?,?)" for _ in batch)
-                    + ") SELECT e.originator_id, e.originator_version, e.topic, e.state "
-                    f"FROM k CROSS JOIN {self.events} AS e ON e.originator_id = k.id "
-                    "AND e.originator_version > k.after ORDER BY k.n, e.originator_version",
-                    [v for n, (s, after) in enumerate(batch) for v in (n, s.hex, after)],
+                    f"WITH k(n, {columns}) AS (VALUES {','.join([row] * len(batch))}) {query}",
+                    [v for n, key in enumerate(batch, start) for v in (n, *key)],
                 )
-                rows = [tuple(row) for row in cursor.fetchall()]
-            yield from rows
+                yield cursor.fetchall()
 
     def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
         with self.datastore.transaction(commit=False) as cursor:
