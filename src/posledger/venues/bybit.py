@@ -25,7 +25,7 @@ import attrs
 from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
 from posledger.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
 from posledger.venues.base import complete_snapshot
-from posledger.venues.common import Call, Plan, Row, run
+from posledger.venues.common import Call, Plan, Row, parsed_row, run
 
 EXEC_KINDS: Mapping[str, ExecKind] = {
     "Trade": ExecKind.TRADE,
@@ -414,13 +414,8 @@ def _next_cursor(what: str, result: Row) -> str:
 
 
 def parsed(what: str, row: Row, parse: Callable[[Row], T]) -> T:
-    """A value object from one row; any missing or malformed field fails the whole read."""
-    try:
-        return parse(row)
-    except (InvalidInput, KeyError, TypeError, ValueError, ArithmeticError) as error:
-        raise ExchangeUnavailable(
-            f"Bybit {what} row is malformed ({error}): {row!r:.300}"
-        ) from error
+    """A value from one row; any missing or malformed field fails the whole read."""
+    return parsed_row("Bybit", what, row, parse)
 
 
 def position_from_row(row: Row) -> ExchangePosition:

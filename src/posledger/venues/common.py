@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import attrs
 
+from posledger.errors import ExchangeUnavailable, InvalidInput
+
 T = TypeVar("T")
 Row = Mapping[str, Any]
 
@@ -28,6 +30,17 @@ class Call:
 
 Plan = Generator[Call, Row, T]
 """Yields calls, is sent each call's checked ``result``, returns the read's value."""
+
+
+def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
+    """A value from one row of ``venue``'s reply; any missing or malformed field fails the
+    whole read (it is never read as a default)."""
+    try:
+        return parse(row)
+    except (InvalidInput, KeyError, TypeError, ValueError, ArithmeticError) as error:
+        raise ExchangeUnavailable(
+            f"{venue} {what} row is malformed ({error}): {row!r:.300}"
+        ) from error
 
 
 def run(plan: Plan[T], answer: Callable[[Call], Row]) -> T:

@@ -46,7 +46,7 @@ from posledger.model import (
 )
 from posledger.venues.base import complete_snapshot
 from posledger.venues.bybit import INSTRUMENTS_TTL, time_from_ms, to_ms
-from posledger.venues.common import Call, Plan, Row
+from posledger.venues.common import Call, Plan, Row, parsed_row
 
 POSITIONS = "/api/v5/account/positions"
 PENDING_ORDERS = "/api/v5/trade/orders-pending"
@@ -267,10 +267,7 @@ def checked_reply(what: str, reply: Any) -> Row:
 
 def parsed(what: str, row: Row, parse: Callable[[Row], T]) -> T:
     """A value from one row; any missing or malformed field fails the whole read."""
-    try:
-        return parse(row)
-    except (InvalidInput, KeyError, TypeError, ValueError, ArithmeticError) as error:
-        raise ExchangeUnavailable(f"OKX {what} row is malformed ({error}): {row!r:.300}") from error
+    return parsed_row("OKX", what, row, parse)
 
 
 def instrument(row: Row) -> Instrument:
