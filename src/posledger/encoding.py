@@ -18,10 +18,10 @@ from json.encoder import encode_basestring
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
+from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import get_topic
 
-from posledger.events import EVENT_TYPES, STANDARD_TRANSCODINGS, ExecutionSeen
+from posledger.events import EVENT_TYPES, ExecutionSeen, is_standard_mapper
 
 _KEYS: dict[str, str] = {"originator_id": "", "originator_version": ""}
 """Field names as JSON object keys (with their colon), written once each; the envelope's
@@ -170,15 +170,7 @@ class StoredEventEncoder:
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.mapper = mapper
-        transcoder = mapper.transcoder
-        standard = (
-            mapper.cipher is None
-            and mapper.compressor is None
-            and type(transcoder) is JSONTranscoder
-            and {name: type(t) for name, t in transcoder.names.items()} == STANDARD_TRANSCODINGS
-            and {kind: type(t) for kind, t in transcoder.types.items()}
-            == {t.type: t for t in STANDARD_TRANSCODINGS.values()}
-        )
+        standard = is_standard_mapper(mapper)
         classes: tuple[type[Any], ...] = (*EVENT_TYPES, ExecutionSeen)
         self.topics: dict[type[Any], str] = (
             {

@@ -235,6 +235,21 @@ STANDARD_TRANSCODINGS = {
 """The transcodings an eventsourcing Application registers by default, by stored name."""
 
 
+def is_standard_mapper(mapper: Mapper[Any]) -> bool:
+    """True when ``mapper`` stores events as eventsourcing's plain JSON with only its default
+    transcodings (no cipher, no compressor): the stored bytes posledger's own fast decoder and
+    encoder read and write exactly as the mapper does."""
+    transcoder = mapper.transcoder
+    return (
+        mapper.cipher is None
+        and mapper.compressor is None
+        and type(transcoder) is JSONTranscoder
+        and {name: type(t) for name, t in transcoder.names.items()} == STANDARD_TRANSCODINGS
+        and {kind: type(t) for kind, t in transcoder.types.items()}
+        == {t.type: t for t in STANDARD_TRANSCODINGS.values()}
+    )
+
+
 ID_CACHE_SIZE = 100_000
 """Stream ids a decoder keeps parsed (a replay has one per key; dedup markers one each)."""
 
@@ -286,13 +301,7 @@ class StoredEventDecoder:
 
     def __init__(self, mapper: Mapper[Any]) -> None:
         self.mapper = mapper
-        transcoder = mapper.transcoder
-        standard = (
-            mapper.cipher is None
-            and mapper.compressor is None
-            and type(transcoder) is JSONTranscoder
-            and {name: type(t) for name, t in transcoder.names.items()} == STANDARD_TRANSCODINGS
-        )
+        standard = is_standard_mapper(mapper)
         classes: tuple[type[Any], ...] = (*EVENT_TYPES, ExecutionSeen)
         self.standard = standard
         """Rows are plain JSON with the default transcodings' objects in it, so a reader that
