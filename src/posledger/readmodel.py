@@ -22,7 +22,8 @@ REAL, and times as ISO 8601 text): ``stream_id`` (uuid, primary key), ``venue``,
 ``side`` (``buy``/``sell`` or NULL), ``size``, ``avg_entry_price``, ``realized_pnl``, ``fees``,
 ``funding`` (numeric), ``lifecycle``, ``pending_orders`` (integer: how many orders are working),
 ``version`` (bigint: the stream version the row reflects), ``updated_at`` (timestamptz),
-``state`` (jsonb: the full state, decimals as strings). The tracking table is
+``state`` (jsonb: the full state as `posledger.snapshot.encode` writes it, decimals as
+strings). The tracking table is
 ``posledger_positions_tracking``.
 
 Backends: on PostgreSQL :meth:`ReadModel.run_forever` follows new events live through
@@ -125,20 +126,6 @@ PAGE = 500
 SQLITE_MAX_PARAMS = 500
 
 R = TypeVar("R")
-
-
-# --- the state column -----------------------------------------------------------------------
-
-
-def state_to_json(state: PositionState) -> dict[str, Any]:
-    """The state column: the snapshot codec's plain JSON values (decimals as exact strings,
-    times as ISO 8601)."""
-    return encode(state)
-
-
-def state_from_json(data: dict[str, Any]) -> PositionState:
-    """The inverse of :func:`state_to_json` (tolerant of unknown fields, like ``decode``)."""
-    return decode(data)
 
 
 def _plain(value: Decimal | None) -> str | None:
@@ -253,7 +240,7 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
                     chunk,
                 )
                 for row in c.fetchall():
-                    found[UUID(row["stream_id"])] = state_from_json(json.loads(row["state"]))
+                    found[UUID(row["stream_id"])] = decode(json.loads(row["state"]))
         return found
 
     def write(self, states: Sequence[PositionState], tracking: Tracking) -> None:
@@ -267,7 +254,7 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
     def select_states(self, *, open_only: bool = False) -> list[PositionState]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(f"SELECT state FROM {OPEN_VIEW if open_only else TABLE}")
-            return [state_from_json(json.loads(row["state"])) for row in c.fetchall()]
+            return [decode(json.loads(row["state"])) for row in c.fetchall()]
 
     @staticmethod
     def _row(state: PositionState) -> tuple[Any, ...]:
@@ -290,7 +277,7 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             len(state.pending_orders),
             state.version,
             state.updated_at.isoformat(),
-            json.dumps(state_to_json(state), separators=(",", ":")),
+            json.dumps(encode(state), separators=(",", ":")),
         )
 
 
@@ -395,7 +382,7 @@ if _HAVE_PSYCOPG:
                 return {}
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(self.select_states_statement, (ids,))
-                states = (state_from_json(row["state"]) for row in curs.fetchall())
+                states = (decode(row["state"]) for row in curs.fetchall())
                 return {s.key.stream_id: s for s in states}
 
         def write(self, states: Sequence[PositionState], tracking: Tracking) -> None:
@@ -410,7 +397,7 @@ if _HAVE_PSYCOPG:
             with self.datastore.get_connection() as conn, conn.cursor() as curs:
                 curs.execute(statement)
                 rows: list[DictRow] = curs.fetchall()
-                return [state_from_json(row["state"]) for row in rows]
+                return [decode(row["state"]) for row in rows]
 
         @staticmethod
         def _row(state: PositionState) -> tuple[Any, ...]:
@@ -433,7 +420,7 @@ if _HAVE_PSYCOPG:
                 len(state.pending_orders),
                 state.version,
                 state.updated_at,
-                Jsonb(state_to_json(state)),
+                Jsonb(encode(state)),
             )
 
 
