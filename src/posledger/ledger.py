@@ -10,8 +10,6 @@ writes and an agreeing reconciliation costs no per-key reads.
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
 import logging
 import random
 import threading
@@ -158,22 +156,8 @@ class _Command:
     outcome: Any = None
 
 
-_EXEC_NAMESPACE_BYTES = EXEC_NAMESPACE.bytes
-_UUID5_BITS = 0x5000_8000_0000_0000_0000
-_UUID5_CLEARED = ~0xF000_C000_0000_0000_0000
-
-
 def _marker_id(key: PositionKey, exec_id: str) -> uuid.UUID:
-    """uuid5 in ``EXEC_NAMESPACE`` of venue, account and exec_id joined by ``\\x1f``, built
-    from its 128-bit value directly (``uuid.uuid5`` goes through UUID's checking constructor;
-    this runs once per fill)."""
-    name = "\x1f".join((key.venue, key.account, exec_id)).encode()
-    digest = hashlib.sha1(_EXEC_NAMESPACE_BYTES + name, usedforsecurity=False).digest()
-    marker = object.__new__(uuid.UUID)
-    value = int.from_bytes(digest[:16], "big") & _UUID5_CLEARED | _UUID5_BITS
-    object.__setattr__(marker, "int", value)
-    object.__setattr__(marker, "is_safe", uuid.SafeUUID.unknown)
-    return marker
+    return uuid.uuid5(EXEC_NAMESPACE, "\x1f".join((key.venue, key.account, exec_id)))
 
 
 def _marker_payload(key: PositionKey, fill: Fill) -> str:
@@ -218,6 +202,7 @@ class Ledger:
         with self._storage_errors():
             self._app = self._create_application(settings)
             self._decoder = StoredEventDecoder(self._app.mapper)
+            self._encoder = StoredEventEncoder(self._app.mapper)
             self._log_position = self._app.recorder.max_notification_id() or 0
 
     @staticmethod
@@ -790,10 +775,6 @@ class Ledger:
         ids."""
         stored = [self._encoder(event) for event in events]
         return list(self._app.recorder.insert_events(stored) or ())
-
-    @functools.cached_property
-    def _encoder(self) -> StoredEventEncoder:
-        return StoredEventEncoder(self._app.mapper)
 
     def _snapshot_if_due(self, previous_version: int, state: PositionState) -> None:
         """Snapshot the state we already hold when a save crossed a multiple of the interval.
