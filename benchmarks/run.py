@@ -67,13 +67,13 @@ from decimal import Decimal
 from typing import Any
 
 from posledger import ExchangePosition, Fill, Ledger, PositionKey, Side, Snapshot
-from posledger.events import POSITION_TOPICS, KeyRegistered, PositionEvent
-from posledger.ledger import LedgerApplication
-from posledger.model import cached_key
-from posledger.position import project
-from posledger.reconcile import Outcome
-from posledger.snapshot import project_from_store
-from posledger.storage import settings_for
+from posledger.core.events import POSITION_TOPICS, KeyRegistered, PositionEvent
+from posledger.core.model import cached_key
+from posledger.core.position import project
+from posledger.core.reconcile import Outcome
+from posledger.store.application import LedgerApplication
+from posledger.store.snapshot import project_from_store
+from posledger.store.storage import settings_for
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -4,7 +4,7 @@ Positions are rebuilt from events; every disagreement with the exchange becomes 
 auditable reconciliation event instead of a mutated row.
 """
 
-from posledger.errors import (
+from posledger.core.errors import (
     ConcurrencyError,
     ExchangeRejected,
     ExchangeUnavailable,
@@ -13,8 +13,7 @@ from posledger.errors import (
     PosledgerError,
     StorageUnavailable,
 )
-from posledger.ledger import FillBatchResult, FillResult, Ledger
-from posledger.model import (
+from posledger.core.model import (
     ExchangePosition,
     ExecKind,
     Fill,
@@ -23,14 +22,15 @@ from posledger.model import (
     Snapshot,
     Status,
 )
-from posledger.position import PendingOrder, PositionState
-from posledger.reconcile import (
+from posledger.core.position import PendingOrder, PositionState
+from posledger.core.reconcile import (
     Correction,
     KeyOutcome,
     Outcome,
     ReconcilePolicy,
     ReconcileReport,
 )
+from posledger.ledger import FillBatchResult, FillResult, Ledger
 
 __all__ = [
     "ConcurrencyError",

@@ -20,6 +20,7 @@ Sources: a :class:`~posledger.Ledger`, a ledger URL (``sqlite:///…``, ``postgr
 
 from __future__ import annotations
 
+import contextlib
 import html
 import importlib
 import time
@@ -34,15 +35,11 @@ from typing import Any
 
 import attrs
 from eventsourcing.persistence import (
-    InterfaceError,
-    InternalError,
     Notification,
-    OperationalError,
-    ProgrammingError,
 )
 
-from posledger.errors import InvalidInput, PosledgerError, StorageUnavailable
-from posledger.events import (
+from posledger.core.errors import InvalidInput, PosledgerError, StorageUnavailable
+from posledger.core.events import (
     POSITION_TOPICS,
     Closed,
     ExchangeSnapshot,
@@ -56,14 +53,16 @@ from posledger.events import (
     PartiallyFilled,
     PositionEvent,
     Reconciled,
-    StoredEventDecoder,
+    marker_id,
 )
-from posledger.ledger import EXEC_NAMESPACE, Ledger, LedgerApplication
-from posledger.model import Fill, PositionKey, Side, aware_utc
-from posledger.position import LifecycleSummary, PositionState, evolve, key_of
-from posledger.replay import LogRow, log_rows
-from posledger.snapshot import project_from_store
-from posledger.storage import settings_for
+from posledger.core.model import Fill, PositionKey, Side, aware_utc
+from posledger.core.position import LifecycleSummary, PositionState, evolve, key_of
+from posledger.ledger import Ledger
+from posledger.store.application import LedgerApplication, storage_errors
+from posledger.store.decoding import StoredEventDecoder
+from posledger.store.replay import LogRow, log_rows
+from posledger.store.snapshot import project_from_store
+from posledger.store.storage import settings_for
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -109,25 +108,15 @@ NOTEBOOK_HINT = "pip install 'posledger[notebook]'"
 # --- reading the store -------------------------------------------------------------------------
 
 
-@contextmanager
-def _storage_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except (OperationalError, InterfaceError, InternalError, ProgrammingError) as error:
-        if "no such table" in str(error) or "does not exist" in str(error):
-            raise StorageUnavailable(
-                f"{what}: no ledger there, its tables are missing ({error})"
-            ) from error
-        if isinstance(error, ProgrammingError):
-            raise
-        raise StorageUnavailable(f"{what}: {type(error).__name__}: {error}") from error
+def _storage_errors(what: str) -> contextlib.AbstractContextManager[None]:
+    return storage_errors(what, "no ledger there (an audit never creates tables)")
 
 
 @contextmanager
 def _application(source: Source) -> Iterator[LedgerApplication]:
     """The LedgerApplication behind ``source``; opened (and closed afterwards) for a URL."""
     if isinstance(source, Ledger):
-        yield source._app
+        yield source.application
         return
     if isinstance(source, LedgerApplication):
         yield source
@@ -193,8 +182,8 @@ def _log_pages(
     progress: Progress | None,
     page_size: int,
 ) -> Iterator[Sequence[LogRow]]:
-    """The rows of :func:`_log` page by page, as stored (see :func:`posledger.replay.log_rows`):
-    one page in memory at a time."""
+    """The rows of :func:`_log` page by page, as stored (see
+    :func:`posledger.store.replay.log_rows`): one page in memory at a time."""
     if page_size < 1:
         raise InvalidInput(f"page_size must be >= 1, got {page_size!r}")
     with _storage_errors(app.description):
@@ -254,7 +243,7 @@ def replay_events(
 ) -> Generator[tuple[PositionEvent, PositionState], None, None]:
     """Every position event of the store in log order, with the state of its key after it.
 
-    The log is read in bulk pages and folded with :func:`posledger.position.evolve`; only the
+    The log is read in bulk pages and folded with :func:`posledger.core.position.evolve`; only the
     latest state of each key is held, so memory grows with the number of keys, not events. The
     replay stops at the end of the log as it was when it started. A stream that cannot be folded
     (a version gap, a stream not starting with ``KeyRegistered``) raises ``ValueError``; use
@@ -640,11 +629,6 @@ class _Marker:
     payload: str
 
 
-def _marker_id(key: PositionKey, exec_id: str) -> uuid.UUID:
-    """The id of an execution's ExecutionSeen stream (as the Ledger derives it)."""
-    return uuid.uuid5(EXEC_NAMESPACE, "\x1f".join((key.venue, key.account, exec_id)))
-
-
 def _payload(key: PositionKey, event: ExecutionEvent) -> str | None:
     """What the Ledger wrote in the execution's marker; None if the event is not a valid fill."""
     try:
@@ -901,8 +885,8 @@ class _Verifier:
         self.executions += 1
         key = stream.key
         assert key is not None
-        marker_id = _marker_id(key, event.exec_id)
-        first = self.applied.get(marker_id)
+        seen_id = marker_id(key.venue, key.account, event.exec_id)
+        first = self.applied.get(seen_id)
         version = event.originator_version
         if first is not None:
             where = self.key_of_stream(first)
@@ -914,11 +898,11 @@ class _Verifier:
                 version,
             )
             return
-        self.applied[marker_id] = stream.stream_id
+        self.applied[seen_id] = stream.stream_id
         applied = _Applied(stream.stream_id, version, event.exec_id, _payload(key, event))
-        marker = self.markers.pop(marker_id, None)
+        marker = self.markers.pop(seen_id, None)
         if marker is None:
-            self.unmatched[marker_id] = applied
+            self.unmatched[seen_id] = applied
         else:
             self.match(applied, marker)
 
@@ -1890,3 +1874,18 @@ def verify_html(report: VerifyReport) -> str:
         for p in report.problems
     )
     return f'{summary}<table style="{_TABLE_STYLE}"><tr>{head}</tr>{lines}</table>'
+
+
+def _show_states_as_tables_in_notebooks() -> None:
+    """Let Jupyter render a PositionState with :func:`state_html`: registered from here, so the
+    domain type knows nothing of presentation."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(PositionState, state_html)
+
+
+_show_states_as_tables_in_notebooks()

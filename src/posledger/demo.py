@@ -26,8 +26,8 @@ from decimal import Decimal
 
 import attrs
 
-from posledger.errors import ExchangeUnavailable, InvalidInput
-from posledger.events import (
+from posledger.core.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.events import (
     Closed,
     ExchangeSnapshot,
     ExecutionEvent,
@@ -38,10 +38,10 @@ from posledger.events import (
     PositionEvent,
     Reconciled,
 )
+from posledger.core.model import ExchangePosition, Fill, PositionKey, Side, Snapshot, Status
+from posledger.core.position import PositionState, evolve
+from posledger.core.reconcile import ReconcileReport
 from posledger.ledger import Ledger
-from posledger.model import ExchangePosition, Fill, PositionKey, Side, Snapshot, Status
-from posledger.position import PositionState, evolve
-from posledger.reconcile import ReconcileReport
 
 SEED_000 = "000"
 SEED_002 = "002"

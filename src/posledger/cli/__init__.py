@@ -32,7 +32,7 @@ from posledger.cli.base import (
     make_console,
     one_line,
 )
-from posledger.errors import ExchangeUnavailable, InvalidInput, StorageUnavailable
+from posledger.core.errors import ExchangeUnavailable, InvalidInput, StorageUnavailable
 
 __all__ = ["EXCHANGE_UNAVAILABLE", "build_parser", "main"]
 

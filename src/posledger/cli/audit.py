@@ -37,14 +37,14 @@ from posledger.cli.base import (
     table,
     when,
 )
+from posledger.core.model import PositionKey, Side, Status
 from posledger.demo import holding
-from posledger.model import PositionKey, Side, Status
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
 
-    from posledger.position import PositionState
+    from posledger.core.position import PositionState
 
 VERIFY_FAILED = 1
 """Exit status of ``verify`` when it found a problem."""

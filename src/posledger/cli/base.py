@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import attrs
 
-from posledger.model import PositionKey
-from posledger.storage import settings_for
+from posledger.core.model import PositionKey
+from posledger.store.storage import settings_for
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -16,8 +16,8 @@ from posledger.cli.base import UsageError, argument, section, subcommand, table
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from posledger.core.position import PositionState
     from posledger.demo import Chapter
-    from posledger.position import PositionState
 
 
 # --- posledger demo ---------------------------------------------------------------------
@@ -236,7 +236,7 @@ examples:
 )
 def init_db(args: argparse.Namespace, console: Console) -> int:
     from posledger.ledger import Ledger
-    from posledger.readmodel import ReadModel
+    from posledger.store.readmodel import ReadModel
 
     with Ledger.open(args.url) as ledger:
         keys = len(ledger.keys())

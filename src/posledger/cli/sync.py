@@ -34,12 +34,12 @@ from posledger.cli.base import (
     table,
     when,
 )
-from posledger.errors import ExchangeUnavailable
+from posledger.core.errors import ExchangeUnavailable
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from posledger.sync import SyncReport
+    from posledger.drivers.sync import SyncReport
 
 KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
 ENDPOINT_ENV = "POSLEDGER_BYBIT_ENDPOINT"
@@ -96,7 +96,7 @@ environment:
     ),
 )
 def sync_command(args: argparse.Namespace, console: Console) -> int:
-    from posledger.sync import Synchronizer
+    from posledger.drivers.sync import Synchronizer
 
     if not args.interval > 0:
         raise UsageError(f"--interval must be a positive number of seconds, got {args.interval}")

@@ -1092,9 +1092,7 @@ class FakeBybit(FakeHttpServer):
             ),
             key=lambda i: i.symbol,
         )
-        return self._page(
-            category, [i.row() for i in listed], params, default=500, maximum=1000
-        )
+        return self._page(category, [i.row() for i in listed], params, default=500, maximum=1000)
 
     def _coin_info(self, params: dict[str, str]) -> Row:
         """/v5/asset/coin/query-info: the coins the listed instruments use (ccxt reads it while

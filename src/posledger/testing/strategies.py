@@ -36,8 +36,7 @@ from typing import Any, TypeVar
 import attrs
 from hypothesis import strategies as st
 
-from posledger.ledger import Ledger
-from posledger.model import (
+from posledger.core.model import (
     ExchangePosition,
     ExecKind,
     Fill,
@@ -45,6 +44,7 @@ from posledger.model import (
     Side,
     Snapshot,
 )
+from posledger.ledger import Ledger
 
 __all__ = [
     "DEFAULT_KEYS",

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from posledger.errors import ExchangeUnavailable, InvalidInput
-from posledger.model import ExchangePosition, Fill, Snapshot
+from posledger.core.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.model import ExchangePosition, Fill, Snapshot
 
 
 @runtime_checkable

@@ -22,8 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
-from posledger.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
+from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.core.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
 from posledger.venues.base import complete_snapshot
 from posledger.venues.common import Call, Plan, Row, parsed_row, run
 

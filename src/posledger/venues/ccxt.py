@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
-from posledger.model import Fill, Snapshot, aware_utc
+from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.core.model import Fill, Snapshot, aware_utc
 from posledger.venues.bybit import (
     EXECUTION_LIST,
     INSTRUMENTS_INFO,

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from posledger.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.errors import ExchangeUnavailable, InvalidInput
 
 T = TypeVar("T")
 Row = Mapping[str, Any]

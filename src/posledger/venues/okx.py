@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 
 import attrs
 
-from posledger.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
-from posledger.model import (
+from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.core.model import (
     ExchangePosition,
     ExecKind,
     Fill,

@@ -1,0 +1,220 @@
+"""Pure decisions: what a request, executions or an order's end write to a key's stream.
+
+Each ``decide_*`` takes the key's state and the command's facts and returns the events to
+append (possibly none); nothing here reads a clock, a store or an exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from posledger.core.errors import InvalidInput
+from posledger.core.events import (
+    Closed,
+    ExitRequested,
+    Filled,
+    FundingSettled,
+    KeyRegistered,
+    OpenRequested,
+    OrderEnded,
+    PartiallyFilled,
+    PositionEvent,
+)
+from posledger.core.model import ExecKind, Fill, PositionKey, Side, aware_utc
+from posledger.core.position import ZERO, PositionState, evolve
+
+CLOSE_REASON_BY_KIND = {
+    ExecKind.TRADE: "filled",
+    ExecKind.LIQUIDATION: "liquidated",
+    ExecKind.ADL: "adl",
+    ExecKind.DELIVERY: "delivered",
+    ExecKind.SETTLE: "settled",
+}
+
+
+class Emitter:
+    """Builds the events of one decision with consecutive versions after ``state``, folding each
+    into a preview so later events of the same decision see its effect."""
+
+    def __init__(self, state: PositionState) -> None:
+        self.start = state
+        self.preview = state
+        self.events: list[PositionEvent] = []
+
+    def emit(self, cls: type[PositionEvent], at: datetime, **fields: Any) -> None:
+        event = cls(
+            originator_id=self.start.key.stream_id,
+            originator_version=self.preview.version + 1,
+            timestamp=at,
+            **fields,
+        )
+        self.preview = evolve(self.preview, event)
+        self.events.append(event)
+
+    def close_if_ended(self, reason: str, at: datetime, previous: PositionState) -> None:
+        """Append ``Closed`` when the last emitted event ended a lifecycle."""
+        summary = self.preview.last_closed
+        if summary is not None and summary is not previous.last_closed:
+            self.emit(
+                Closed,
+                at,
+                reason=reason,
+                lifecycle=summary.number,
+                opened_at=summary.opened_at,
+                realized_pnl=summary.realized_pnl,
+                fees=summary.fees,
+                funding=summary.funding,
+                cleared_orders=list(summary.cleared_orders),
+            )
+
+
+def register(key: PositionKey, at: datetime) -> KeyRegistered:
+    return KeyRegistered(
+        originator_id=key.stream_id,
+        originator_version=1,
+        timestamp=aware_utc(at, "at"),
+        venue=key.venue,
+        account=key.account,
+        category=key.category,
+        symbol=key.symbol,
+        idx=key.idx,
+    )
+
+
+def decide_request(
+    state: PositionState,
+    *,
+    order_id: str,
+    side: Side | None,
+    qty: Decimal,
+    price: Decimal | None,
+    at: datetime,
+    reduce_only: bool,
+) -> list[PositionEvent]:
+    """Record an order the bot submitted. Repeating an identical request is a no-op."""
+    if not order_id:
+        raise InvalidInput("order_id must be a non-empty string")
+    if reduce_only:
+        implied = state.side.opposite if state.side is not None else None
+        if side is None:
+            if implied is None:
+                raise InvalidInput(f"{state.key}: no position to exit; pass side= explicitly")
+            side = implied
+        elif implied is not None and side is not implied:
+            raise InvalidInput(f"{state.key}: an exit of a {state.side} position must {implied}")
+    elif side is None:
+        raise InvalidInput("side is required for an open request")
+    leg = state.key.leg_side
+    if leg is not None and (side is not leg) != reduce_only:
+        verb = "exit" if reduce_only else "open"
+        raise InvalidInput(f"{state.key}: a hedge {leg} leg cannot {verb} with a {side} order")
+    existing = state.pending(order_id)
+    if existing is not None:
+        if (existing.side, existing.qty, existing.reduce_only) == (side, qty, reduce_only):
+            return []
+        raise InvalidInput(f"{state.key}: order {order_id!r} is already pending with other terms")
+    emitter = Emitter(state)
+    cls = ExitRequested if reduce_only else OpenRequested
+    emitter.emit(cls, at, order_id=order_id, side=side.value, qty=qty, price=price)
+    return emitter.events
+
+
+def check_fill_key(key: PositionKey, fill: Fill) -> None:
+    if fill.symbol is not None and fill.symbol != key.symbol:
+        raise InvalidInput(f"fill {fill.exec_id} is for {fill.symbol}, not {key}")
+    if fill.idx is not None and fill.idx != key.idx:
+        raise InvalidInput(f"fill {fill.exec_id} is for positionIdx {fill.idx}, not {key}")
+
+
+def decide_fills(state: PositionState, fills: Sequence[Fill]) -> list[PositionEvent]:
+    """Record executions already known to be new (the shell deduplicates against the store);
+    duplicates inside the batch itself are applied once."""
+    return preview_fills(state, fills)[0]
+
+
+def preview_fills(
+    state: PositionState, fills: Sequence[Fill]
+) -> tuple[list[PositionEvent], PositionState]:
+    """:func:`decide_fills` with the state after its events (already folded while deciding,
+    so a bulk import need not fold them again)."""
+    emitter = Emitter(state)
+    seen: set[str] = set()
+    for fill in fills:
+        check_fill_key(state.key, fill)
+        if fill.exec_id in seen:
+            continue
+        seen.add(fill.exec_id)
+        _emit_fill(emitter, fill)
+    return emitter.events, emitter.preview
+
+
+def _emit_fill(emitter: Emitter, fill: Fill) -> None:
+    state = emitter.preview
+    fields: dict[str, Any] = {
+        "exec_id": fill.exec_id,
+        "order_id": fill.order_id,
+        "side": fill.side.value,
+        "qty": fill.qty,
+        "price": fill.price,
+        "fee": fill.fee,
+        "exec_time": fill.exec_time,
+        "seq": fill.seq,
+        "kind": fill.kind.value,
+        "leaves_qty": fill.leaves_qty,
+    }
+    if not fill.kind.changes_size:
+        emitter.emit(
+            FundingSettled,
+            fill.exec_time,
+            reduce_only=False,
+            overfill=ZERO,
+            absorbed=False,
+            **fields,
+        )
+        return
+    absorbed = _reflected_by_last_correction(state, fill)
+    order = state.pending(fill.order_id) if fill.order_id else None
+    leg = state.key.leg_side
+    reduce_only = (order is not None and order.reduce_only) or (
+        leg is not None and fill.side is not leg
+    )
+    over_order = max(fill.qty - order.remaining, ZERO) if order is not None else ZERO
+    reducible = state.size if state.side is not None and fill.side is not state.side else ZERO
+    over_position = max(fill.qty - reducible, ZERO) if reduce_only else ZERO
+    if fill.leaves_qty is not None:
+        completes = fill.leaves_qty == 0
+    else:
+        completes = order is None or fill.qty >= order.remaining
+    cls = Filled if completes else PartiallyFilled
+    emitter.emit(
+        cls,
+        fill.exec_time,
+        reduce_only=reduce_only,
+        overfill=ZERO if absorbed else max(over_order, over_position),
+        absorbed=absorbed,
+        **fields,
+    )
+    emitter.close_if_ended(CLOSE_REASON_BY_KIND[fill.kind], fill.exec_time, state)
+
+
+def _reflected_by_last_correction(state: PositionState, fill: Fill) -> bool:
+    """Bybit ``seq`` orders an execution against the snapshot a correction came from; without
+    it, time does."""
+    if fill.seq is not None and state.corrected_seq is not None:
+        return fill.seq <= state.corrected_seq
+    return state.corrected_at is not None and fill.exec_time <= state.corrected_at
+
+
+def decide_order_end(
+    state: PositionState, *, order_id: str, status: str, at: datetime
+) -> list[PositionEvent]:
+    """An order ended without (full) fill. Unknown or already-ended orders are a no-op."""
+    if state.pending(order_id) is None:
+        return []
+    emitter = Emitter(state)
+    emitter.emit(OrderEnded, at, order_id=order_id, status=status)
+    emitter.close_if_ended("order_ended", at, state)
+    return emitter.events

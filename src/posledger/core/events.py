@@ -1,0 +1,226 @@
+"""The persisted events. Their names and fields are public API: stored data outlives the code.
+
+Events are frozen dataclasses (eventsourcing transcodes those, not attrs classes). Each class
+carries a stable ``TOPIC`` registered at import, so a module can move without orphaning stored
+events. Enum values are stored as plain strings, and lists stay lists (the JSON transcoder turns
+tuples into lists).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import ClassVar
+from uuid import UUID, uuid5
+
+from eventsourcing.utils import register_topic
+
+
+@dataclass(frozen=True)
+class PositionEvent:
+    """Common envelope: the stream (one per PositionKey), its version, and the business time."""
+
+    TOPIC: ClassVar[str] = "posledger:PositionEvent"
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class KeyRegistered(PositionEvent):
+    """First event of every stream: makes the stream self-describing for bulk readers."""
+
+    TOPIC: ClassVar[str] = "posledger:KeyRegistered"
+
+    venue: str
+    account: str
+    category: str
+    symbol: str
+    idx: int
+
+
+@dataclass(frozen=True)
+class OpenRequested(PositionEvent):
+    """The bot submitted an order that is not reduce-only (opens, adds, or may flip)."""
+
+    TOPIC: ClassVar[str] = "posledger:OpenRequested"
+
+    order_id: str
+    side: str
+    qty: Decimal
+    price: Decimal | None
+
+
+@dataclass(frozen=True)
+class ExitRequested(PositionEvent):
+    """The bot submitted a reduce-only order (TP/SL, aged-position exit); it can never flip."""
+
+    TOPIC: ClassVar[str] = "posledger:ExitRequested"
+
+    order_id: str
+    side: str
+    qty: Decimal
+    price: Decimal | None
+
+
+@dataclass(frozen=True)
+class ExecutionEvent(PositionEvent):
+    """One execution, flat fields as the exchange reported them, plus what the ledger decided.
+
+    ``reduce_only`` says the fill may only shrink the position (its order was an exit, or the
+    key is a hedge leg and the fill is on the other side); ``overfill`` is the quantity beyond
+    what the order had left, or beyond the position for a reduce-only fill: recorded, never
+    silently dropped. ``absorbed`` marks a late execution that the snapshot behind the last
+    correction already reflected (its seq, else its time, is not later): it is recorded and its
+    fee counted, but it does not change the size a second time.
+    """
+
+    TOPIC: ClassVar[str] = "posledger:ExecutionEvent"
+
+    exec_id: str
+    order_id: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    exec_time: datetime
+    seq: int | None
+    kind: str
+    leaves_qty: Decimal | None
+    reduce_only: bool
+    overfill: Decimal
+    absorbed: bool
+
+
+@dataclass(frozen=True)
+class PartiallyFilled(ExecutionEvent):
+    """An execution that leaves its order still working."""
+
+    TOPIC: ClassVar[str] = "posledger:PartiallyFilled"
+
+
+@dataclass(frozen=True)
+class Filled(ExecutionEvent):
+    """An execution that completes its order, or an order-less one (liquidation, ADL)."""
+
+    TOPIC: ClassVar[str] = "posledger:Filled"
+
+
+@dataclass(frozen=True)
+class FundingSettled(ExecutionEvent):
+    """A funding execution: cash and realized PnL only; ``qty`` is the position size it was
+    charged on, never a size change."""
+
+    TOPIC: ClassVar[str] = "posledger:FundingSettled"
+
+
+@dataclass(frozen=True)
+class OrderEnded(PositionEvent):
+    """An order ended without (full) fill: cancelled, rejected, expired."""
+
+    TOPIC: ClassVar[str] = "posledger:OrderEnded"
+
+    order_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ExchangeSnapshot(PositionEvent):
+    """What the exchange reported for this key. ``suspect`` marks a disagreement still waiting
+    for confirmations (``confirmations`` is how many consecutive snapshots have shown it)."""
+
+    TOPIC: ClassVar[str] = "posledger:ExchangeSnapshot"
+
+    taken_at: datetime
+    side: str | None
+    size: Decimal
+    avg_price: Decimal | None
+    seq: int | None
+    updated_at: datetime | None
+    suspect: bool
+    confirmations: int
+
+
+@dataclass(frozen=True)
+class Reconciled(PositionEvent):
+    """The ledger corrected itself to the exchange, with the before/after and the evidence."""
+
+    TOPIC: ClassVar[str] = "posledger:Reconciled"
+
+    kind: str
+    before_side: str | None
+    before_size: Decimal
+    after_side: str | None
+    after_size: Decimal
+    after_avg_price: Decimal | None
+    snapshot_taken_at: datetime
+    snapshot_seq: int | None
+    snapshot_avg_price: Decimal | None
+    confirmations: int
+    cleared_orders: list[str]
+
+
+@dataclass(frozen=True)
+class Closed(PositionEvent):
+    """A lifecycle ended. The state change happened in the event before it; this records the
+    lifecycle's final figures so history reads without folding."""
+
+    TOPIC: ClassVar[str] = "posledger:Closed"
+
+    reason: str
+    lifecycle: int
+    opened_at: datetime | None
+    realized_pnl: Decimal
+    fees: Decimal
+    funding: Decimal
+    cleared_orders: list[str]
+
+
+EVENT_TYPES: tuple[type[PositionEvent], ...] = (
+    KeyRegistered,
+    OpenRequested,
+    ExitRequested,
+    PartiallyFilled,
+    Filled,
+    FundingSettled,
+    OrderEnded,
+    ExchangeSnapshot,
+    Reconciled,
+    Closed,
+)
+POSITION_TOPICS: tuple[str, ...] = tuple(cls.TOPIC for cls in EVENT_TYPES)
+
+for _cls in EVENT_TYPES:
+    register_topic(_cls.TOPIC, _cls)
+
+
+EXEC_NAMESPACE = UUID("2b8f4f3e-6c57-5b1e-8d0c-657865632d69")
+"""uuid5 namespace of execution markers; changing it forgets every recorded exec_id."""
+
+
+def marker_id(venue: str, account: str, exec_id: str) -> UUID:
+    """The stream id of an execution's :class:`ExecutionSeen` marker (stored data: never change
+    it)."""
+    return uuid5(EXEC_NAMESPACE, "\x1f".join((venue, account, exec_id)))
+
+
+@dataclass(frozen=True)
+class ExecutionSeen:
+    """Durable dedup marker: a one-event stream per (venue, account, exec_id), written in the same
+    transaction as the execution's event. A second writer of the same exec_id fails on the
+    stream's unique version, so an execution is applied once across restarts, lifecycles and
+    processes, while position state carries no ever-growing set of ids."""
+
+    TOPIC: ClassVar[str] = "posledger:ExecutionSeen"
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+    exec_id: str
+    stream_id: UUID
+    payload: str
+
+
+register_topic(ExecutionSeen.TOPIC, ExecutionSeen)

@@ -1,0 +1,410 @@
+"""Value objects: small, frozen, validated on construction so bad input never reaches the ledger.
+
+Quantities and prices are ``Decimal``. A ``float`` is refused (its binary rounding is exactly the
+kind of silent drift this library exists to prevent); ``str`` and ``int`` are converted. Times are
+timezone-aware and normalised to UTC.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import TypeVar
+
+import attrs
+
+from posledger.core.errors import InvalidInput
+
+STREAM_NAMESPACE = uuid.UUID("6f1c1e0a-3b0e-5d55-9a55-706f736c6564")
+"""uuid5 namespace of position streams; changing it orphans every stored stream."""
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _parse_choice(cls: type[E], value: object, noun: str) -> E:
+    """An enum member from itself or its case-insensitive value; anything else is refused."""
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, str):
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            pass
+    choices = ", ".join(repr(member.value) for member in cls)
+    raise InvalidInput(f"unknown {noun} {value!r}: expected one of {choices}")
+
+
+class Side(StrEnum):
+    """Direction of an order, an execution, or a position (BUY = long, SELL = short)."""
+
+    BUY = "buy"
+    SELL = "sell"
+
+    @classmethod
+    def parse(cls, value: object) -> Side:
+        """Accept a Side or a case-insensitive 'buy'/'sell' (Bybit writes 'Buy'/'Sell')."""
+        return _parse_choice(cls, value, "side")
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class ExecKind(StrEnum):
+    """What an execution was. All but FUNDING change the position's size."""
+
+    TRADE = "trade"
+    ADL = "adl"
+    LIQUIDATION = "liquidation"
+    DELIVERY = "delivery"
+    SETTLE = "settle"
+    FUNDING = "funding"
+
+    @classmethod
+    def parse(cls, value: object) -> ExecKind:
+        return _parse_choice(cls, value, "execution kind")
+
+    @property
+    def changes_size(self) -> bool:
+        return self is not ExecKind.FUNDING
+
+
+class Status(StrEnum):
+    """Where a key stands: nothing held, only requests in flight, or a position held."""
+
+    FLAT = "flat"
+    PENDING = "pending"
+    OPEN = "open"
+
+
+def to_decimal(value: object, what: str) -> Decimal:
+    """Convert to a finite Decimal; floats and bools are refused, not rounded."""
+    if isinstance(value, bool | float):
+        raise InvalidInput(
+            f"{what} must be a Decimal, int or str, not {type(value).__name__} {value!r}"
+        )
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int | str):
+        try:
+            result = Decimal(value)
+        except InvalidOperation:
+            raise InvalidInput(f"{what} is not a number: {value!r}") from None
+    else:
+        raise InvalidInput(f"{what} must be a Decimal, int or str, not {type(value).__name__}")
+    if not result.is_finite():
+        raise InvalidInput(f"{what} must be finite, got {value!r}")
+    return result
+
+
+def positive_decimal(value: object, what: str) -> Decimal:
+    result = to_decimal(value, what)
+    if result <= 0:
+        raise InvalidInput(f"{what} must be > 0, got {value!r}")
+    return result
+
+
+def non_negative_decimal(value: object, what: str) -> Decimal:
+    result = to_decimal(value, what)
+    if result < 0:
+        raise InvalidInput(f"{what} must be >= 0, got {value!r}")
+    return result
+
+
+def aware_utc(value: object, what: str) -> datetime:
+    """Accept only timezone-aware datetimes; a naive one has no meaning across machines."""
+    if not isinstance(value, datetime):
+        raise InvalidInput(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"{what} must be timezone-aware (UTC), got naive {value!r}")
+    return value.astimezone(UTC)
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{what} must be an int, got {value!r}")
+    return value
+
+
+def _idx(value: object, what: str) -> int:
+    idx = _int(value, what)
+    if idx not in (0, 1, 2):
+        raise InvalidInput(f"{what} must be 0 (one-way), 1 (hedge long) or 2 (hedge short)")
+    return idx
+
+
+def _to_account(value: object) -> str:
+    return _text(value, "account")
+
+
+def _to_category(value: object) -> str:
+    return _text(value, "category")
+
+
+def _to_exec_id(value: object) -> str:
+    return _text(value, "exec_id")
+
+
+def _to_exec_time(value: object) -> datetime:
+    return aware_utc(value, "exec_time")
+
+
+def _to_fee(value: object) -> Decimal:
+    return to_decimal(value, "fee")
+
+
+def _to_idx(value: object) -> int:
+    return _idx(value, "idx")
+
+
+def _to_optional_avg_price(value: object) -> Decimal | None:
+    return None if value is None else non_negative_decimal(value, "avg_price")
+
+
+def _to_optional_idx(value: object) -> int | None:
+    return None if value is None else _idx(value, "idx")
+
+
+def _to_optional_leaves_qty(value: object) -> Decimal | None:
+    return None if value is None else non_negative_decimal(value, "leaves_qty")
+
+
+def _to_optional_seq(value: object) -> int | None:
+    return None if value is None else _int(value, "seq")
+
+
+def _to_optional_symbol(value: object) -> str | None:
+    return None if value is None else _text(value, "symbol")
+
+
+def _to_optional_updated_at(value: object) -> datetime | None:
+    return None if value is None else aware_utc(value, "updated_at")
+
+
+def _to_price(value: object) -> Decimal:
+    return positive_decimal(value, "price")
+
+
+def _to_qty(value: object) -> Decimal:
+    return positive_decimal(value, "qty")
+
+
+def _to_size(value: object) -> Decimal:
+    return non_negative_decimal(value, "size")
+
+
+def _to_symbol(value: object) -> str:
+    return _text(value, "symbol")
+
+
+def _to_taken_at(value: object) -> datetime:
+    return aware_utc(value, "taken_at")
+
+
+def _to_venue(value: object) -> str:
+    return _text(value, "venue")
+
+
+def _to_side(value: object) -> Side:
+    return Side.parse(value)
+
+
+def _to_kind(value: object) -> ExecKind:
+    return ExecKind.parse(value)
+
+
+def _to_optional_side(value: object) -> Side | None:
+    return None if value in (None, "") else Side.parse(value)
+
+
+def _to_symbols(value: object) -> frozenset[str] | None:
+    return _frozen_set_or_none(value, "symbols")
+
+
+def _to_open_order_ids(value: object) -> frozenset[str] | None:
+    return _frozen_set_or_none(value, "open_order_ids")
+
+
+@attrs.frozen
+class PositionKey:
+    """One position stream: venue, account, category, symbol and Bybit's ``positionIdx``."""
+
+    venue: str = attrs.field(converter=_to_venue)
+    account: str = attrs.field(converter=_to_account)
+    category: str = attrs.field(converter=_to_category)
+    symbol: str = attrs.field(converter=_to_symbol)
+    idx: int = attrs.field(default=0, converter=_to_idx)
+    stream_id: uuid.UUID = attrs.field(init=False, eq=False, repr=False)
+
+    @stream_id.default
+    def _stream_id(self) -> uuid.UUID:
+        name = "\x1f".join((self.venue, self.account, self.category, self.symbol, str(self.idx)))
+        return uuid.uuid5(STREAM_NAMESPACE, name)
+
+    @property
+    def leg_side(self) -> Side | None:
+        """The only side a hedge-mode leg can hold; None in one-way mode."""
+        return {0: None, 1: Side.BUY, 2: Side.SELL}[self.idx]
+
+    def __str__(self) -> str:
+        return f"{self.venue}/{self.account}/{self.category}/{self.symbol}#{self.idx}"
+
+
+KEY_CACHE_SIZE = 65_536
+"""Keys :func:`cached_key` keeps (a bot has hundreds; a bulk replay one per stream)."""
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def cached_key(venue: str, account: str, category: str, symbol: str, idx: int) -> PositionKey:
+    """The key of fields validated before (stored ones, or a Snapshot's): loading and
+    reconciling meet each key once per registration, snapshot and exchange row, and its stream
+    id is a SHA-1. One shared immutable instance per key saves building and hashing it again."""
+    return PositionKey(venue=venue, account=account, category=category, symbol=symbol, idx=idx)
+
+
+@attrs.frozen
+class Fill:
+    """One execution as the exchange reported it; quantities are per execution, never cumulative.
+
+    ``leaves_qty`` (what the order still has open after this execution, when the venue says) decides
+    between ``PartiallyFilled`` and ``Filled``; ``symbol``/``idx``, when given, must match the key
+    the fill is recorded for.
+    """
+
+    exec_id: str = attrs.field(converter=_to_exec_id)
+    order_id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    side: Side = attrs.field(converter=_to_side)
+    qty: Decimal = attrs.field(converter=_to_qty)
+    price: Decimal = attrs.field(converter=_to_price)
+    exec_time: datetime = attrs.field(converter=_to_exec_time)
+    fee: Decimal = attrs.field(default=Decimal(0), converter=_to_fee)
+    seq: int | None = attrs.field(default=None, converter=_to_optional_seq)
+    kind: ExecKind = attrs.field(default=ExecKind.TRADE, converter=_to_kind)
+    leaves_qty: Decimal | None = attrs.field(default=None, converter=_to_optional_leaves_qty)
+    symbol: str | None = attrs.field(default=None, converter=_to_optional_symbol)
+    idx: int | None = attrs.field(default=None, converter=_to_optional_idx)
+
+    def payload(self) -> str:
+        """The fields that must agree whenever this exec_id is seen again (values normalised)."""
+        return "|".join(
+            (
+                self.order_id,
+                self.side.value,
+                _canonical(self.qty),
+                _canonical(self.price),
+                _canonical(self.fee),
+                self.kind.value,
+            )
+        )
+
+
+def _canonical(value: Decimal) -> str:
+    """'0.010' and '0.01' are the same quantity; print them the same way."""
+    return format(value.normalize(), "f") if value else "0"
+
+
+@attrs.frozen
+class ExchangePosition:
+    """What the exchange says one key holds. ``size`` 0 (``side`` None) is an explicit flat row."""
+
+    symbol: str = attrs.field(converter=_to_symbol)
+    idx: int = attrs.field(converter=_to_idx)
+    side: Side | None = attrs.field(converter=_to_optional_side)
+    size: Decimal = attrs.field(converter=_to_size)
+    avg_price: Decimal | None = attrs.field(default=None, converter=_to_optional_avg_price)
+    seq: int | None = attrs.field(default=None, converter=_to_optional_seq)
+    updated_at: datetime | None = attrs.field(default=None, converter=_to_optional_updated_at)
+
+    def __attrs_post_init__(self) -> None:
+        if self.size > 0 and self.side is None:
+            raise InvalidInput(f"{self.symbol}#{self.idx}: a non-zero size needs a side")
+        if self.size == 0 and self.side is not None:
+            object.__setattr__(self, "side", None)
+
+
+def _frozen_set_or_none(value: object, what: str) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidInput(f"{what} must be a collection of strings or None")
+    return frozenset(_text(item, what) for item in value)
+
+
+def _positions(value: object) -> tuple[ExchangePosition, ...]:
+    if not isinstance(value, Iterable):
+        raise InvalidInput("positions must be a collection of ExchangePosition")
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, ExchangePosition):
+            raise InvalidInput(f"positions must hold ExchangePosition, got {type(item).__name__}")
+    return items
+
+
+@attrs.frozen
+class Snapshot:
+    """A successful and complete read of the exchange for one venue/account/category.
+
+    ``symbols`` None means the read covers every symbol of the category; otherwise only the
+    listed symbols are judged. ``open_order_ids`` None means open orders were not read.
+    """
+
+    venue: str = attrs.field(converter=_to_venue)
+    account: str = attrs.field(converter=_to_account)
+    category: str = attrs.field(converter=_to_category)
+    taken_at: datetime = attrs.field(converter=_to_taken_at)
+    positions: tuple[ExchangePosition, ...] = attrs.field(default=(), converter=_positions)
+    symbols: frozenset[str] | None = attrs.field(default=None, converter=_to_symbols)
+    open_order_ids: frozenset[str] | None = attrs.field(default=None, converter=_to_open_order_ids)
+    _by_leg: dict[tuple[str, int], ExchangePosition] = attrs.field(init=False, eq=False, repr=False)
+
+    @_by_leg.default
+    def _index(self) -> dict[tuple[str, int], ExchangePosition]:
+        index: dict[tuple[str, int], ExchangePosition] = {}
+        for position in self.positions:
+            leg = (position.symbol, position.idx)
+            if leg in index:
+                raise InvalidInput(f"snapshot lists {position.symbol}#{position.idx} twice")
+            if self.symbols is not None and position.symbol not in self.symbols:
+                raise InvalidInput(
+                    f"snapshot lists {position.symbol}, which is outside its symbols"
+                )
+            index[leg] = position
+        return index
+
+    def covers(self, key: PositionKey) -> bool:
+        """True when this snapshot speaks for ``key`` (same venue/account/category, in coverage)."""
+        return (
+            key.venue == self.venue
+            and key.account == self.account
+            and key.category == self.category
+            and (self.symbols is None or key.symbol in self.symbols)
+        )
+
+    def position(self, key: PositionKey) -> ExchangePosition | None:
+        """The exchange row for ``key``; None when the exchange did not list it (flat)."""
+        return self._by_leg.get((key.symbol, key.idx))
+
+    def key_for(self, position: ExchangePosition) -> PositionKey:
+        """The key of one of this snapshot's rows (their fields are validated already)."""
+        return cached_key(self.venue, self.account, self.category, position.symbol, position.idx)
+
+    def key(self, symbol: str, idx: int = 0) -> PositionKey:
+        """The key of ``symbol``/``idx`` in this snapshot's venue, account and category."""
+        return PositionKey(
+            venue=self.venue, account=self.account, category=self.category, symbol=symbol, idx=idx
+        )

@@ -1,0 +1,1 @@
+"""What keeps a ledger in step with an exchange: the Synchronizer loops and the Bybit stream."""

@@ -1,0 +1,255 @@
+"""The loop that ties a venue to a ledger: snapshot, recover missed executions, reconcile.
+
+Recovery comes first: before any correction, the executions the ledger missed are fetched from the
+exchange's history and applied as real fills (deduplication makes overlap with WebSocket delivery
+harmless), so a missed partial exit fill (seed 002) is recorded as the fill it was, not as a
+``stale_quantity`` correction. Only what history cannot explain becomes ``Reconciled``.
+
+A failed read raises :class:`~posledger.ExchangeUnavailable` before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+import attrs
+
+from posledger.core.errors import (
+    ConcurrencyError,
+    ExchangeUnavailable,
+    ExecutionConflict,
+    PosledgerError,
+    StorageUnavailable,
+)
+from posledger.core.model import Fill, PositionKey, Snapshot, aware_utc
+from posledger.core.position import PositionState
+from posledger.core.reconcile import (
+    KeyOutcome,
+    Outcome,
+    ReconcilePolicy,
+    ReconcileReport,
+    needs_recovery,
+)
+from posledger.ledger import Ledger
+from posledger.venues.base import AsyncVenue, Venue
+
+log = logging.getLogger("posledger.drivers.sync")
+
+RECOVERY_MARGIN = timedelta(minutes=1)
+"""Executions this long before a key's last known event are still offered to it (clock skew
+between the bot recording a request and the exchange executing it); dedup keeps this safe."""
+
+
+@attrs.frozen
+class SyncReport:
+    """One round: the snapshot used, the fills recovered per key, and every key's outcome."""
+
+    snapshot: Snapshot
+    recovered: dict[PositionKey, int]
+    conflicts: tuple[KeyOutcome, ...]
+    reconcile: ReconcileReport
+
+    @property
+    def outcomes(self) -> tuple[KeyOutcome, ...]:
+        return self.reconcile.outcomes + self.conflicts
+
+    @property
+    def fills_recovered(self) -> int:
+        return sum(self.recovered.values())
+
+
+@attrs.frozen
+class RecoveryPlan:
+    """Which keys may have missed executions, since when, and which fetched fills are theirs.
+
+    Pure, so the blocking and the asyncio synchronizers share every decision."""
+
+    since: datetime | None
+    knowledge: dict[PositionKey, datetime]
+    states: dict[PositionKey, PositionState]
+
+    @classmethod
+    def for_round(
+        cls,
+        states: dict[PositionKey, PositionState],
+        snapshot: Snapshot,
+        now: datetime,
+        policy: ReconcilePolicy,
+        lookback: timedelta,
+    ) -> RecoveryPlan:
+        covered = {key: state for key, state in states.items() if snapshot.covers(key)}
+        knowledge = {
+            key: _knowledge_point(state)
+            for key, state in covered.items()
+            if needs_recovery(state, snapshot, now, policy)
+        }
+        since = (
+            max(min(knowledge.values()) - RECOVERY_MARGIN, now - lookback) if knowledge else None
+        )
+        return cls(since, knowledge, covered)
+
+    def assign(self, snapshot: Snapshot, fills: list[Fill]) -> list[tuple[PositionKey, list[Fill]]]:
+        """Fetched fills grouped by the recovering key they belong to, in key order. A fill
+        older than the key's last known event is offered only if it is of a pending order."""
+        by_key: dict[PositionKey, list[Fill]] = defaultdict(list)
+        for fill in fills:
+            if fill.symbol is None:
+                continue
+            key = snapshot.key(fill.symbol, fill.idx or 0)
+            if key not in self.knowledge:
+                continue
+            ours = bool(fill.order_id) and self.states[key].pending(fill.order_id) is not None
+            if ours or fill.exec_time >= self.knowledge[key] - RECOVERY_MARGIN:
+                by_key[key].append(fill)
+        return sorted(by_key.items(), key=lambda item: str(item[0]))
+
+
+def conflict_outcome(key: PositionKey, conflict: ExecutionConflict) -> KeyOutcome:
+    log.error("%s: recovered execution conflicts: %s", key, conflict)
+    return KeyOutcome(key, Outcome.CONFLICT, detail=str(conflict))
+
+
+def record_recovered(
+    ledger: Ledger, groups: Iterable[tuple[PositionKey, list[Fill]]]
+) -> tuple[dict[PositionKey, int], list[KeyOutcome]]:
+    """Apply fetched executions key by key, each key in one atomic save: how many were new per
+    key, and a conflict outcome for each key whose batch hit an ``ExecutionConflict`` (that key
+    gets nothing, the others go on)."""
+    recovered: dict[PositionKey, int] = {}
+    conflicts: list[KeyOutcome] = []
+    for key, key_fills in groups:
+        try:
+            applied = ledger.record_fills(key, key_fills).applied
+        except ExecutionConflict as conflict:
+            conflicts.append(conflict_outcome(key, conflict))
+            continue
+        if applied:
+            recovered[key] = applied
+    return recovered, conflicts
+
+
+def finish_round(
+    venue: Venue | AsyncVenue,
+    snapshot: Snapshot,
+    recovered: dict[PositionKey, int],
+    conflicts: list[KeyOutcome],
+    report: ReconcileReport,
+) -> SyncReport:
+    result = SyncReport(snapshot, recovered, tuple(conflicts), report)
+    log.info(
+        "sync round",
+        extra={
+            "venue": venue.venue,
+            "account": venue.account,
+            "category": venue.category,
+            "taken_at": snapshot.taken_at.isoformat(),
+            "fills_recovered": result.fills_recovered,
+            "corrections": len(report.corrections),
+            "suspects": len(report.suspects),
+            "conflicts": len(conflicts),
+        },
+    )
+    return result
+
+
+class Backoff:
+    """Exponential backoff with jitter after failed reads, capped; reset by a good round."""
+
+    def __init__(self, interval: timedelta, max_backoff: timedelta) -> None:
+        self.interval = interval
+        self.max_backoff = max_backoff
+        self.failures = 0
+
+    def succeeded(self) -> timedelta:
+        self.failures = 0
+        return self.interval
+
+    def failed(self, error: PosledgerError, staleness: timedelta | None) -> timedelta:
+        self.failures += 1
+        base: timedelta = self.interval * 2 ** min(self.failures - 1, 16)
+        delay = min(base, self.max_backoff) * random.uniform(0.5, 1.0)
+        log.warning(
+            "sync round failed (%s); retrying in %.1fs",
+            error,
+            delay.total_seconds(),
+            extra={
+                "failures": self.failures,
+                "staleness_s": None if staleness is None else staleness.total_seconds(),
+            },
+        )
+        return delay
+
+
+class Synchronizer:
+    """Keeps one ledger in step with one venue account/category."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        venue: Venue,
+        *,
+        policy: ReconcilePolicy | None = None,
+        lookback: timedelta = timedelta(days=7),
+        interval: timedelta = timedelta(seconds=30),
+        max_backoff: timedelta = timedelta(minutes=5),
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.venue = venue
+        self.policy = policy or ledger.policy
+        self.lookback = lookback
+        self.backoff = Backoff(interval, max_backoff)
+        self.clock = clock or ledger.clock
+        self.last_good_snapshot_at: datetime | None = None
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self.backoff.failures
+
+    def staleness(self, now: datetime | None = None) -> timedelta | None:
+        """Time since the last complete snapshot; None before the first one."""
+        if self.last_good_snapshot_at is None:
+            return None
+        return aware_utc(now or self.clock(), "now") - self.last_good_snapshot_at
+
+    def run_once(self, now: datetime | None = None) -> SyncReport:
+        """One round. Raises ExchangeUnavailable (writing nothing) if any read fails."""
+        when = aware_utc(now or self.clock(), "now")
+        snapshot = self.venue.fetch_snapshot()
+        states = {s.key: s for s in self.ledger.positions()}
+        plan = RecoveryPlan.for_round(states, snapshot, when, self.policy, self.lookback)
+        fills = [] if plan.since is None else self.venue.fetch_executions(plan.since, when)
+        self.last_good_snapshot_at = snapshot.taken_at
+        recovered, conflicts = record_recovered(self.ledger, plan.assign(snapshot, fills))
+        report = self.ledger.reconcile(
+            snapshot, now=when, policy=self.policy, skip=[c.key for c in conflicts]
+        )
+        return finish_round(self.venue, snapshot, recovered, conflicts, report)
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Run rounds every ``interval`` until ``stop`` is set; on a failed read or an unreachable
+        or contended store back off exponentially (with jitter) up to ``max_backoff``, never
+        treating a failure as flat and never letting it end the loop."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except (ExchangeUnavailable, StorageUnavailable, ConcurrencyError) as error:
+                delay = self.backoff.failed(error, self.staleness())
+            else:
+                delay = self.backoff.succeeded()
+            stop.wait(delay.total_seconds())
+
+
+def _knowledge_point(state: PositionState) -> datetime:
+    """Since when the ledger may have missed executions of this key."""
+    if state.last_fill_time is not None:
+        return state.last_fill_time
+    if state.pending_orders:
+        return min(order.requested_at for order in state.pending_orders)
+    return state.updated_at

@@ -1,0 +1,1 @@
+"""Persistence: the eventsourcing application, recorders, codecs, bulk reads and the read model."""

@@ -1,0 +1,102 @@
+"""Turn a ledger URL into eventsourcing persistence settings.
+
+``memory://`` keeps events in process (tests, notebooks); ``sqlite:///path.db`` is the embedded
+default; ``postgresql://user:pass@host:port/db?schema=name`` is for production. Passwords never
+appear in ``describe()`` or in errors.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import attrs
+
+from posledger.core.errors import InvalidInput
+
+
+@attrs.frozen
+class StorageSettings:
+    """Where events live: an eventsourcing environment plus a password-free description."""
+
+    scheme: str
+    env: dict[str, str] = attrs.field(repr=False)
+    description: str = ""
+    timeout_s: float = 5.0
+
+
+def settings_for(
+    url: str, *, lock_timeout_s: float = 5.0, create_tables: bool = True
+) -> StorageSettings:
+    """Settings for ``url``. ``create_tables=False`` is for least-privilege roles: the tables
+    must exist already (``posledger init-db URL``, run once by a role that may create them)."""
+    settings = _settings_for(url, lock_timeout_s)
+    settings.env["CREATE_TABLE"] = "y" if create_tables else "n"
+    return settings
+
+
+def _settings_for(url: str, lock_timeout_s: float) -> StorageSettings:
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidInput(
+            f"not a ledger URL: {url!r}; expected memory://, sqlite:///path.db "
+            "or postgresql://user@host:port/db"
+        )
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        return StorageSettings(
+            "memory", {"PERSISTENCE_MODULE": "eventsourcing.popo"}, "memory://", lock_timeout_s
+        )
+    if scheme == "sqlite":
+        return _sqlite(url, lock_timeout_s)
+    if scheme in ("postgresql", "postgres"):
+        return _postgres(url, lock_timeout_s)
+    raise InvalidInput(
+        f"unknown ledger URL scheme {parts.scheme!r}: use memory://, sqlite:/// or postgresql://"
+    )
+
+
+def _sqlite(url: str, lock_timeout_s: float) -> StorageSettings:
+    path = url[len("sqlite:///") :] if url.lower().startswith("sqlite:///") else ""
+    if not path:
+        raise InvalidInput(f"sqlite URL needs a path: sqlite:///positions.db, got {url!r}")
+    if path != ":memory:":
+        parent = Path(path).expanduser().resolve().parent
+        if not parent.is_dir():
+            raise InvalidInput(f"cannot create {path}: directory {parent} does not exist")
+        path = str(Path(path).expanduser())
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": path,
+        "SQLITE_LOCK_TIMEOUT": str(max(1, round(lock_timeout_s))),
+    }
+    return StorageSettings("sqlite", env, f"sqlite:///{path}", lock_timeout_s)
+
+
+def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
+    if importlib.util.find_spec("psycopg") is None:
+        raise InvalidInput("PostgreSQL needs psycopg 3: pip install 'posledger[postgres]'")
+    parts = urlsplit(url)
+    dbname = parts.path.lstrip("/")
+    if not dbname or not parts.hostname:
+        raise InvalidInput("postgresql URL needs a host and a database: postgresql://user@host/db")
+    query = parse_qs(parts.query)
+    env = {
+        "PERSISTENCE_MODULE": "posledger.store.postgres:BoundedPostgresFactory",
+        "POSLEDGER_STORAGE_TIMEOUT": str(lock_timeout_s),
+        "POSTGRES_DBNAME": unquote(dbname),
+        "POSTGRES_HOST": parts.hostname,
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": unquote(parts.username or ""),
+        "POSTGRES_PASSWORD": unquote(parts.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": str(max(1, round(lock_timeout_s))),
+        "POSTGRES_LOCK_TIMEOUT": str(max(1, round(lock_timeout_s))),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(max(1, round(lock_timeout_s * 2))),
+    }
+    if "schema" in query:
+        env["POSTGRES_SCHEMA"] = query["schema"][0]
+    user = f"{unquote(parts.username)}@" if parts.username else ""
+    schema = f"?schema={env['POSTGRES_SCHEMA']}" if "POSTGRES_SCHEMA" in env else ""
+    description = f"postgresql://{user}{parts.hostname}:{env['POSTGRES_PORT']}/{dbname}{schema}"
+    return StorageSettings("postgresql", env, description, lock_timeout_s)

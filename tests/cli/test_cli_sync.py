@@ -1,0 +1,198 @@
+"""``posledger sync``: a real subprocess running real pybit against the fake Bybit server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from posledger import Fill, Ledger, PositionKey, Side
+from posledger.testing.fake_bybit import EXECUTIONS, POSITIONS, FakeBybit, HttpError
+from tests.cli.test_cli import RICH_TERMINAL_ENV, assert_clean_usage_error
+
+API_KEY = "K-7f3a91-posledger-test-key"
+API_SECRET = "S-c4d2e8-posledger-test-secret"
+AGI = PositionKey(venue="bybit", account="main", category="linear", symbol="AGIUSDT")
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBybit]:
+    """Wall-clock time: the command signs requests and judges snapshots with the real clock."""
+    with FakeBybit(api_key=API_KEY, api_secret=API_SECRET, page_size=2) as server:
+        yield server
+
+
+def environment(fake: FakeBybit, **overrides: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in RICH_TERMINAL_ENV}
+    env.update(
+        BYBIT_API_KEY=API_KEY, BYBIT_API_SECRET=API_SECRET, POSLEDGER_BYBIT_ENDPOINT=fake.url
+    )
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def sync(
+    fake: FakeBybit, url: str, *args: str, **env: str | None
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "posledger.cli", "sync", "--db", url, *args],
+        env=environment(fake, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert_secrets_not_shown(result.stdout + result.stderr)
+    return result
+
+
+def assert_secrets_not_shown(text: str) -> None:
+    assert API_KEY not in text and API_SECRET not in text
+    assert "Traceback" not in text
+
+
+def seed_002(fake: FakeBybit, url: str) -> None:
+    """AGIUSDT short 4160 with a reduce-only exit resting; the exchange then fills 1000 of the
+    exit and the bot never hears of it."""
+    now = datetime.now(UTC)
+    opening = fake.add_open_order("AGIUSDT", "Sell", "4160", "0.05", at=now - timedelta(hours=3))
+    opened = fake.partial_fill(opening, "4160", at=now - timedelta(hours=3))
+    exit_id = fake.add_open_order(
+        "AGIUSDT", "Buy", "4160", "0.04784", reduce_only=True, at=now - timedelta(hours=2)
+    )
+    with Ledger.open(url) as ledger:
+        ledger.request_open(
+            AGI, order_id=opening, side="sell", qty="4160", at=now - timedelta(hours=3)
+        )
+        ledger.record_fill(
+            AGI,
+            Fill(
+                exec_id=opened.exec_id,
+                order_id=opening,
+                side="sell",
+                qty="4160",
+                price="0.05",
+                exec_time=now - timedelta(hours=3),
+                seq=opened.seq,
+            ),
+        )
+        ledger.request_exit(AGI, order_id=exit_id, qty="4160", at=now - timedelta(hours=2))
+    fake.partial_fill(exit_id, "1000", at=now - timedelta(hours=1))
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ledger.db'}"
+
+
+def events(url: str) -> list[str]:
+    with Ledger.open(url) as ledger:
+        return [type(e).__name__ for e in ledger.history(AGI)]
+
+
+def test_once_recovers_the_missed_exit_fill_of_seed_002(fake: FakeBybit, url: str) -> None:
+    seed_002(fake, url)
+    result = sync(fake, url, "--once")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Synced bybit/main/linear at" in out
+    assert "1 exchange positions" in out and "1 missed fill recovered, 0 corrections" in out
+    row = next(line for line in out.splitlines() if line.startswith("AGIUSDT"))
+    assert row.split()[:4] == ["AGIUSDT", "0", "1", "agrees"]
+    with Ledger.open(url) as ledger:
+        position = ledger.position(AGI)
+    assert position is not None and (position.side, position.size) == (Side.SELL, Decimal(3160))
+    assert events(url)[-1] == "PartiallyFilled" and "Reconciled" not in events(url)
+
+    again = sync(fake, url, "--once", "--json")
+    assert again.returncode == 0, again.stderr
+    document = json.loads(again.stdout)
+    assert document["fills_recovered"] == 0
+    assert document["exchange_positions"] == [
+        {"symbol": "AGIUSDT", "idx": 0, "side": "sell", "size": "3160"}
+    ]
+    assert [(o["key"], o["outcome"]) for o in document["outcomes"]] == [(str(AGI), "agrees")]
+
+
+@pytest.mark.parametrize("endpoint", [POSITIONS, EXECUTIONS])
+def test_an_exchange_fault_exits_3_and_writes_nothing(
+    fake: FakeBybit, url: str, endpoint: str
+) -> None:
+    seed_002(fake, url)
+    before = events(url)
+    fake.inject(endpoint, HttpError(502), times=None)
+    result = sync(fake, url, "--once")
+    assert result.returncode == 3, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "posledger sync: error: exchange unavailable, nothing written:"
+    )
+    assert result.stdout == ""
+    assert events(url) == before
+    assert fake.requests(endpoint)
+
+
+@pytest.mark.parametrize("missing", ["BYBIT_API_KEY", "BYBIT_API_SECRET"])
+def test_missing_credentials_are_one_line(fake: FakeBybit, url: str, missing: str) -> None:
+    seed_002(fake, url)
+    result = sync(fake, url, "--once", **{missing: None})
+    assert_clean_usage_error(result, f"set {missing} in the environment")
+    assert fake.requests() == []
+
+
+def test_a_bad_interval_is_one_line(fake: FakeBybit, url: str) -> None:
+    seed_002(fake, url)
+    result = sync(fake, url, "--interval", "0")
+    assert_clean_usage_error(result, "--interval must be a positive number of seconds")
+    assert fake.requests() == []
+
+
+def test_a_missing_ledger_is_not_created(fake: FakeBybit, tmp_path: Path) -> None:
+    result = sync(fake, f"sqlite:///{tmp_path / 'new.db'}", "--once")
+    assert_clean_usage_error(result, "does not exist", "init-db")
+    assert not (tmp_path / "new.db").exists() and fake.requests() == []
+
+
+def test_a_wrong_secret_is_a_rejection_that_does_not_show_it(fake: FakeBybit, url: str) -> None:
+    seed_002(fake, url)
+    result = sync(fake, url, "--once", BYBIT_API_SECRET="S-wrong-" + API_SECRET)
+    assert result.returncode == 3
+    assert "exchange unavailable" in result.stderr and "S-wrong-" not in result.stderr
+
+
+def test_the_loop_stops_cleanly_on_ctrl_c(fake: FakeBybit, url: str) -> None:
+    seed_002(fake, url)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "posledger.cli", "sync", "--db", url, "--interval", "3600"],
+        env=environment(fake),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not fake.requests(POSITIONS) and process.poll() is None:
+            assert time.monotonic() < deadline, "the loop never read the exchange"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert_secrets_not_shown(out + err)
+    assert out.startswith("Syncing bybit/main/linear (USDT) into sqlite:///")
+    assert out.rstrip().endswith("Stopped.")
+    assert "posledger.drivers.sync: sync round" in err and "fills_recovered=1" in err
+    assert events(url)[-1] == "PartiallyFilled"
