@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from posledger import ExecutionConflict, Ledger, PositionKey, StorageUnavailable
-from posledger import ledger as ledger_module
 from posledger.core.events import EXEC_NAMESPACE, marker_id
 from posledger.ledger import FillResult
+from posledger.ledger import states as state_cache
 from posledger.store import replay
 from posledger.store.replay import load_states, registered_keys
 from posledger.store.snapshot import project_from_store
@@ -53,7 +53,7 @@ def grouped(ledger: Ledger, calls: list[Callable[[], Any]]) -> list[Any]:
     with ledger._lock:
         for thread in threads:
             thread.start()
-        wait_for(lambda: len(ledger._queue) == len(calls))
+        wait_for(lambda: len(ledger._writer.queue) == len(calls))
     for thread in threads:
         thread.join()
     return outcomes
@@ -192,7 +192,7 @@ def test_closing_snapshots_what_the_ledger_changed(durable_url: str) -> None:
 def test_a_ledger_catches_up_with_another_writer_page_by_page(
     durable_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ledger_module, "LOG_PAGE", 3)
+    monkeypatch.setattr(state_cache, "LOG_PAGE", 3)
     keys = [key(f"C{n}USDT") for n in range(3)]
     with Ledger.open(durable_url) as reader, Ledger.open(durable_url) as writer:
         reader.record_fill(keys[0], fill("r1", "buy", "1"))
@@ -213,7 +213,7 @@ def test_opening_reads_no_key_yet_every_query_sees_every_key(durable_url: str) -
         expected = writer.positions()
     new = key("NEWUSDT")
     with Ledger.open(durable_url) as ledger:
-        assert ledger._keys == {} and ledger._states == {}
+        assert ledger._cache.keys == {} and ledger._cache.states == {}
         ledger.record_fill(new, fill("n1", "sell", "2"))
         assert ledger.keys() == sorted([*old, new], key=str)
     with Ledger.open(durable_url) as ledger:

@@ -316,7 +316,7 @@ def test_a_decision_is_recomputed_when_a_fill_lands_meanwhile(
         open_long(reconciler, size="2")
         reconciler.reconcile(snapshot(at(5), [row("BTCUSDT", "buy", "1")]), now=at(5))
         bot.record_fill(BTC, fill("e2", "sell", "1", exec_time=at(5.5)))
-        monkeypatch.setattr(reconciler, "_catch_up", lambda: None)
+        monkeypatch.setattr(reconciler._cache, "catch_up", lambda: None)
         report = reconciler.reconcile(snapshot(at(6), [row("BTCUSDT", "buy", "1")]), now=at(6))
         assert report.outcome(BTC).outcome is Outcome.AGREES  # type: ignore[union-attr]
         assert "Reconciled" not in event_names(reconciler, BTC)

@@ -73,7 +73,7 @@ def test_snapshots_of_random_fill_sequences_round_trip(moves: list[tuple[str, in
         state: PositionState | None = ledger.position(K)
         if state is not None:
             assert decode(encode(state)) == state
-            assert ledger._load(K.stream_id) == state
+            assert ledger._cache.load(K.stream_id) == state
 
 
 def _transcoded_values(value: Any) -> list[Any]:

@@ -1,19 +1,26 @@
 """Pure decisions: what a request, executions or an order's end write to a key's stream.
 
 Each ``decide_*`` takes the key's state and the command's facts and returns the events to
-append (possibly none); nothing here reads a clock, a store or an exchange.
+append (possibly none); nothing here reads a clock, a store or an exchange. Recording
+executions also decides their dedup markers (``ExecutionSeen``) against the payloads already
+recorded, which the caller looks up.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
-from posledger.core.errors import InvalidInput
+import attrs
+
+from posledger.core.errors import ExecutionConflict, InvalidInput
 from posledger.core.events import (
     Closed,
+    ExecutionEvent,
+    ExecutionSeen,
     ExitRequested,
     Filled,
     FundingSettled,
@@ -22,6 +29,7 @@ from posledger.core.events import (
     OrderEnded,
     PartiallyFilled,
     PositionEvent,
+    marker_id,
 )
 from posledger.core.model import ExecKind, Fill, PositionKey, Side, aware_utc
 from posledger.core.position import ZERO, PositionState, evolve
@@ -218,3 +226,103 @@ def decide_order_end(
     emitter.emit(OrderEnded, at, order_id=order_id, status=status)
     emitter.close_if_ended("order_ended", at, state)
     return emitter.events
+
+
+# --- recording executions: dedup markers and per-fill results ----------------------------------
+
+
+@attrs.frozen
+class FillResult:
+    """What became of one execution: applied (and as which event), or a harmless duplicate."""
+
+    exec_id: str
+    duplicate: bool
+    event: str | None
+    overfill: Decimal
+
+
+@attrs.frozen
+class FillBatchResult:
+    position: PositionState
+    fills: tuple[FillResult, ...]
+
+    @property
+    def applied(self) -> int:
+        return sum(1 for f in self.fills if not f.duplicate)
+
+
+@attrs.frozen
+class Marker:
+    """A new execution's dedup marker: its stream id and the payload every later sighting of the
+    exec_id must repeat."""
+
+    stream_id: UUID
+    payload: str
+
+
+@attrs.frozen
+class Recording:
+    """The decision of recording executions: the position's events then one marker per new
+    exec_id (all saved in one transaction), what became of each fill, the state after the
+    position's events, and the markers to remember once saved."""
+
+    events: tuple[Any, ...]
+    results: tuple[FillResult, ...]
+    after: PositionState
+    markers: tuple[Marker, ...]
+
+
+def marker_payload(key: PositionKey, fill: Fill) -> str:
+    return f"{key}|{fill.payload()}"
+
+
+def decide_recording(
+    state: PositionState, fills: Sequence[Fill], recorded: Callable[[UUID], str | None]
+) -> Recording:
+    """Record ``fills`` on ``state``'s key. ``recorded`` gives the payload stored for a marker
+    (None if unknown): a known exec_id with the same payload is a duplicate, with another one an
+    :class:`ExecutionConflict`, as is one exec_id offered twice with different payloads."""
+    key = state.key
+    fresh: list[tuple[Fill, Marker]] = []
+    offered: dict[str, str] = {}
+    for fill in fills:
+        payload = marker_payload(key, fill)
+        if fill.exec_id in offered:
+            if offered[fill.exec_id] != payload:
+                raise ExecutionConflict(fill.exec_id, offered[fill.exec_id], payload)
+            continue
+        offered[fill.exec_id] = payload
+        marker = Marker(marker_id(key.venue, key.account, fill.exec_id), payload)
+        known = recorded(marker.stream_id)
+        if known is None:
+            fresh.append((fill, marker))
+        elif known != payload:
+            raise ExecutionConflict(fill.exec_id, known, payload)
+    decided, after = preview_fills(state, [fill for fill, _ in fresh])
+    applied = {e.exec_id: e for e in decided if isinstance(e, ExecutionEvent)}
+    results = tuple(
+        FillResult(
+            exec_id=exec_id,
+            duplicate=exec_id not in applied,
+            event=type(applied[exec_id]).__name__ if exec_id in applied else None,
+            overfill=applied[exec_id].overfill if exec_id in applied else ZERO,
+        )
+        for exec_id in offered
+    )
+    markers = tuple(
+        ExecutionSeen(
+            originator_id=marker.stream_id,
+            originator_version=1,
+            timestamp=fill.exec_time,
+            exec_id=fill.exec_id,
+            stream_id=key.stream_id,
+            payload=marker.payload,
+        )
+        for fill, marker in fresh
+    )
+    return Recording(
+        events=(*decided, *markers),
+        results=results,
+        after=after,
+        markers=tuple(marker for _, marker in fresh),
+    )

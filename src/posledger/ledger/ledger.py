@@ -1,0 +1,451 @@
+"""The imperative shell: the Ledger's public API over the pure core.
+
+Each command validates its input, then hands a pure decision to the :class:`Writer`, which
+loads the state, decides, saves, and recomputes on a conflict. Queries read the
+:class:`StateCache`, caught up with the store's log first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TypeVar
+
+from posledger.core.decide import (
+    FillBatchResult,
+    FillResult,
+    Recording,
+    check_fill_key,
+    decide_order_end,
+    decide_recording,
+    decide_request,
+)
+from posledger.core.errors import InvalidInput
+from posledger.core.events import PositionEvent
+from posledger.core.model import (
+    Fill,
+    PositionKey,
+    Side,
+    Snapshot,
+    Status,
+    aware_utc,
+    positive_decimal,
+)
+from posledger.core.position import PositionState, evolve
+from posledger.core.reconcile import (
+    Judgement,
+    KeyOutcome,
+    ReconcilePolicy,
+    ReconcileReport,
+    decide_reconcile,
+)
+from posledger.ledger.commit import Command, Decision, Writer
+from posledger.ledger.seen import SeenExecutions
+from posledger.ledger.states import StateCache
+from posledger.store.application import (
+    STORE_ERRORS,
+    LedgerApplication,
+    open_application,
+    storage_errors,
+)
+from posledger.store.storage import StorageSettings, settings_for
+
+log = logging.getLogger("posledger")
+
+T = TypeVar("T")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ledger:
+    """An event-sourced position ledger. Open with :meth:`open`; close it (or use ``with``)."""
+
+    def __init__(
+        self,
+        settings: StorageSettings,
+        *,
+        policy: ReconcilePolicy | None = None,
+        clock: Clock | None = None,
+        max_retries: int = 12,
+        snapshot_every: int = 200,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy or ReconcilePolicy()
+        self.clock: Clock = clock or utc_now
+        self._lock = threading.RLock()
+        """Serialises the state cache and the writer's groups; queries hold it while reading."""
+        self._seen = SeenExecutions()
+        with self._storage_errors():
+            self._app = open_application(settings)
+            self._cache = StateCache(self._app, snapshot_every)
+        self._writer = Writer(
+            self._app,
+            self._cache,
+            self._lock,
+            self._storage_errors,
+            max_retries=max_retries,
+            retry_budget_s=settings.timeout_s,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        url: str = "memory://",
+        *,
+        policy: ReconcilePolicy | None = None,
+        clock: Clock | None = None,
+        timeout: float = 5.0,
+        max_retries: int = 12,
+        snapshot_every: int = 200,
+        create_tables: bool = True,
+    ) -> Ledger:
+        """Open (creating if needed) the ledger at ``url``: ``memory://``, ``sqlite:///path.db``
+        or ``postgresql://user@host:port/db?schema=name``.
+
+        ``timeout`` bounds each wait for the database; a decision refused because another writer
+        changed the position is recomputed at least ``max_retries`` times and for at least
+        ``timeout`` seconds before :class:`ConcurrencyError`. A key's state is snapshotted
+        every ``snapshot_every`` events so loading it never replays its whole history. With
+        ``create_tables=False`` the tables must exist (``posledger init-db URL``)."""
+        return cls(
+            settings_for(url, lock_timeout_s=timeout, create_tables=create_tables),
+            policy=policy,
+            clock=clock,
+            max_retries=max_retries,
+            snapshot_every=snapshot_every,
+        )
+
+    def close(self) -> None:
+        """Snapshot the states this ledger changed since their last snapshot, so the next open
+        loads one row per key instead of replaying their tails; then release the store. If the
+        store is unavailable the snapshots are skipped (they are only derived data)."""
+        try:
+            if self.settings.scheme != "memory":
+                with self._lock:
+                    self._cache.snapshot_changed()
+        except STORE_ERRORS as error:
+            log.warning("%s: snapshots on close skipped: %s", self.settings.description, error)
+        finally:
+            self._app.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.settings.description!r})"
+
+    @property
+    def application(self) -> LedgerApplication:
+        """The eventsourcing application this ledger writes through: for read models and
+        audits that share its connection (the only way to read a ``memory://`` store)."""
+        return self._app
+
+    @property
+    def conflict_retries(self) -> int:
+        """Saves refused for a stale version and recomputed: an operational figure."""
+        return self._writer.conflict_retries
+
+    @property
+    def transactions(self) -> int:
+        """Transactions written by commands; fewer than the commands when several threads'
+        commands were committed together."""
+        return self._writer.transactions
+
+    # --- commands ------------------------------------------------------------------------
+
+    def request_open(
+        self,
+        key: PositionKey,
+        *,
+        order_id: str,
+        side: Side | str,
+        qty: object,
+        at: datetime | None = None,
+        price: object = None,
+    ) -> PositionState:
+        """Record an order that is not reduce-only, before (or as) it is submitted."""
+        return self._request(key, order_id, Side.parse(side), qty, at, price, reduce_only=False)
+
+    def request_exit(
+        self,
+        key: PositionKey,
+        *,
+        order_id: str,
+        qty: object,
+        at: datetime | None = None,
+        side: Side | str | None = None,
+        price: object = None,
+    ) -> PositionState:
+        """Record a reduce-only order (TP/SL, aged-position exit). Its side is implied by the
+        position; pass ``side`` only to exit a position the ledger does not know yet."""
+        parsed = None if side is None else Side.parse(side)
+        return self._request(key, order_id, parsed, qty, at, price, reduce_only=True)
+
+    def record_fill(self, key: PositionKey, fill: Fill) -> FillResult:
+        """Record one execution. A repeated ``exec_id`` is a no-op; a repeated ``exec_id`` with a
+        different payload raises :class:`ExecutionConflict`."""
+        return self.record_fills(key, [fill]).fills[0]
+
+    def record_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
+        """Record executions of one key in one atomic save (a backfill, a WebSocket burst)."""
+        self._check_fills(key, fills)
+        state, recording = self._writer.execute(
+            key,
+            _earliest(fills),
+            self._recording(fills),
+            on_conflict=lambda: self._seen.learn(self._app, key, fills),
+        )
+        self._remember(key, recording)
+        return FillBatchResult(position=state, fills=recording.results)
+
+    def backfill(
+        self,
+        fills_by_key: Mapping[PositionKey, Sequence[Fill]],
+        *,
+        events_per_transaction: int = 20_000,
+    ) -> dict[PositionKey, FillBatchResult]:
+        """Import historical executions of many keys: for each key exactly the events
+        ``record_fills(key, fills)`` would write (duplicates skipped, markers included), but
+        saved for many keys per transaction of about ``events_per_transaction`` events. Every
+        key it changed is snapshotted at the end, so the next load reads one row per key.
+        Bad input anywhere raises :class:`InvalidInput` before anything is written."""
+        if not isinstance(fills_by_key, Mapping):
+            raise InvalidInput(f"expected a mapping of keys to fills, got {fills_by_key!r}")
+        for key, fills in fills_by_key.items():
+            self._check_fills(key, fills)
+        chunks: list[list[tuple[PositionKey, Sequence[Fill]]]] = [[]]
+        size = 0
+        for key, fills in fills_by_key.items():
+            if size >= events_per_transaction:
+                chunks.append([])
+                size = 0
+            chunks[-1].append((key, fills))
+            size += 2 * len(fills)
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.load_missing([key.stream_id for key in fills_by_key])
+        results: dict[PositionKey, FillBatchResult] = {}
+        for chunk in chunks:
+            commands = [
+                Command(key, _earliest(fills), self._recording(fills)) for key, fills in chunk
+            ]
+            with self._lock, self._storage_errors():
+                # States were loaded in bulk above: a key missing here is new (if another writer
+                # registers it meanwhile, the store refuses the chunk and each key is redone).
+                saved = self._writer.run_group(
+                    commands, self._cache.states.get, all_or_nothing=True, snapshots=False
+                )
+            if not saved:  # refused: each key on its own learns duplicates, recomputes
+                results.update({key: self.record_fills(key, fills) for key, fills in chunk})
+                continue
+            for command in commands:
+                state, recording = command.outcome
+                self._remember(command.key, recording)
+                results[command.key] = FillBatchResult(position=state, fills=recording.results)
+        with self._lock, self._storage_errors():
+            self._cache.snapshot_all([r.position for r in results.values() if r.applied])
+        return results
+
+    def record_order_end(
+        self, key: PositionKey, *, order_id: str, status: str, at: datetime | None = None
+    ) -> PositionState:
+        """An order ended without (full) fill: cancelled, rejected, expired."""
+        when = self._time(at, "at")
+
+        def decide(state: PositionState) -> Decision[None]:
+            events = decide_order_end(state, order_id=order_id, status=status, at=when)
+            return Decision(events, None)
+
+        return self._execute(key, when, decide)[0]
+
+    def reconcile(
+        self,
+        snapshot: Snapshot,
+        *,
+        now: datetime | None = None,
+        policy: ReconcilePolicy | None = None,
+        skip: Collection[PositionKey] = (),
+    ) -> ReconcileReport:
+        """Judge every key the snapshot covers (but those in ``skip``); write only explicit,
+        auditable corrections."""
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidInput(f"expected a Snapshot, got {type(snapshot).__name__}")
+        when = self._time(now, "now")
+        rules = policy or self.policy
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.know_every_key()
+            keys = {k for k in self._cache.keys.values() if snapshot.covers(k)}
+            keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
+            keys.difference_update(skip)
+            self._cache.load_missing([k.stream_id for k in keys])
+            # Keys that agree need no save: judge them here against the states just caught up
+            # with, the ones a save would be decided against.
+            agreeing = {}
+            for key in keys:
+                state = self._cache.states.get(key.stream_id)
+                if state is not None:
+                    judgement = decide_reconcile(state, snapshot, when, rules)
+                    if not judgement.events:
+                        agreeing[key] = judgement
+
+        def judge(state: PositionState) -> Decision[Judgement]:
+            judgement = decide_reconcile(state, snapshot, when, rules)
+            return Decision(judgement.events, judgement)
+
+        outcomes = []
+        for key in sorted(keys, key=str):
+            judgement = agreeing.get(key) or self._execute(key, snapshot.taken_at, judge)[1]
+            outcomes.append(
+                KeyOutcome(
+                    key=key,
+                    outcome=judgement.outcome,
+                    correction=judgement.correction,
+                    events=tuple(type(e).__name__ for e in judgement.events),
+                    detail=judgement.detail,
+                )
+            )
+        return ReconcileReport(taken_at=snapshot.taken_at, outcomes=tuple(outcomes))
+
+    # --- queries -------------------------------------------------------------------------
+
+    def position(
+        self, key: PositionKey, *, version: int | None = None, at: datetime | None = None
+    ) -> PositionState | None:
+        """The key's state now, at a stream ``version``, or as of business time ``at``
+        (the events up to the first one stamped later than ``at``). None if never seen."""
+        self._check_key(key)
+        if version is not None and at is not None:
+            raise InvalidInput("pass version= or at=, not both")
+        with self._lock, self._storage_errors():
+            if version is not None:
+                return self._cache.load(key.stream_id, version=version)
+            if at is not None:
+                when = aware_utc(at, "at")
+                state: PositionState | None = None
+                for event in self.history(key):
+                    if event.timestamp > when:
+                        break
+                    state = evolve(state, event)
+                return state
+            self._cache.catch_up()
+            return self._cache.state(key.stream_id)
+
+    def positions(self) -> list[PositionState]:
+        """Every key the ledger has seen, in key order."""
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.load_missing()
+            return sorted(self._cache.states.values(), key=lambda s: str(s.key))
+
+    def open_positions(self) -> list[PositionState]:
+        """What the bot holds according to the ledger: status ``open``. Phantoms are closed by
+        reconciliation, never listed here once corrected."""
+        return [s for s in self.positions() if s.status is Status.OPEN]
+
+    def keys(self) -> list[PositionKey]:
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.know_every_key()
+            return sorted(self._cache.keys.values(), key=str)
+
+    def history(self, key: PositionKey) -> list[PositionEvent]:
+        """The key's events, oldest first."""
+        self._check_key(key)
+        with self._storage_errors():
+            return list(self._app.events.get(key.stream_id))  # type: ignore[arg-type]
+
+    # --- shell machinery -----------------------------------------------------------------
+
+    def _request(
+        self,
+        key: PositionKey,
+        order_id: str,
+        side: Side | None,
+        qty: object,
+        at: datetime | None,
+        price: object,
+        *,
+        reduce_only: bool,
+    ) -> PositionState:
+        if not isinstance(order_id, str):
+            raise InvalidInput(f"order_id must be a string, got {order_id!r}")
+        amount = positive_decimal(qty, "qty")
+        limit = None if price is None else positive_decimal(price, "price")
+        when = self._time(at, "at")
+
+        def decide(state: PositionState) -> Decision[None]:
+            events = decide_request(
+                state,
+                order_id=order_id,
+                side=side,
+                qty=amount,
+                price=limit,
+                at=when,
+                reduce_only=reduce_only,
+            )
+            return Decision(events, None)
+
+        return self._execute(key, when, decide)[0]
+
+    def _recording(self, fills: Sequence[Fill]) -> Callable[[PositionState], Decision[Recording]]:
+        def decide(state: PositionState) -> Decision[Recording]:
+            recording = decide_recording(state, fills, self._seen.get)
+            return Decision(recording.events, recording, recording.after)
+
+        return decide
+
+    def _remember(self, key: PositionKey, recording: Recording) -> None:
+        """Once saved: warn of overfills, and remember the new exec_ids."""
+        for result in recording.results:
+            if result.overfill > 0:
+                log.warning("%s: %s overfilled by %s", key, result.exec_id, result.overfill)
+        self._seen.remember(recording.markers)
+
+    def _execute(
+        self,
+        key: PositionKey,
+        at: datetime,
+        decide: Callable[[PositionState], Decision[T]],
+    ) -> tuple[PositionState, T]:
+        self._check_key(key)
+        return self._writer.execute(key, at, decide)
+
+    def _check_fills(self, key: PositionKey, fills: Sequence[Fill]) -> None:
+        self._check_key(key)
+        for fill in fills:
+            if not isinstance(fill, Fill):
+                raise InvalidInput(f"expected a Fill, got {type(fill).__name__}")
+            check_fill_key(key, fill)
+        if not fills:
+            raise InvalidInput("record_fills needs at least one fill")
+
+    def _check_key(self, key: object) -> None:
+        if not isinstance(key, PositionKey):
+            raise InvalidInput(f"expected a PositionKey, got {type(key).__name__}")
+
+    def _time(self, value: datetime | None, what: str) -> datetime:
+        return aware_utc(self.clock() if value is None else value, what)
+
+    def _storage_errors(self) -> contextlib.AbstractContextManager[None]:
+        return storage_errors(self.settings.description)
+
+
+def _earliest(fills: Sequence[Fill]) -> datetime:
+    return min(fill.exec_time for fill in fills)
