@@ -3,9 +3,6 @@
 from posledger.store.readmodel import (
     COLUMNS,
     OPEN_VIEW,
-    PAGE,
-    READ_MODEL_TABLES_HINT,
-    SQLITE_MAX_PARAMS,
     TABLE,
     TRACKING_TABLE,
     OpenPositionsProjection,
@@ -18,9 +15,6 @@ from posledger.store.readmodel import (
 __all__ = [
     "COLUMNS",
     "OPEN_VIEW",
-    "PAGE",
-    "READ_MODEL_TABLES_HINT",
-    "SQLITE_MAX_PARAMS",
     "TABLE",
     "TRACKING_TABLE",
     "OpenPositionsProjection",

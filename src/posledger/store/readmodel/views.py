@@ -1,0 +1,350 @@
+"""The read model's tables, one recorder per backend: the positions table (a row per key), its
+open-positions view and eventsourcing's tracking table, written in one transaction."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from eventsourcing.persistence import (
+    Tracking,
+    TrackingRecorder,
+)
+from eventsourcing.popo import POPOTrackingRecorder
+from eventsourcing.sqlite import (
+    SQLiteDatastore,
+    SQLiteTrackingRecorder,
+)
+
+from posledger.core.errors import InvalidInput
+from posledger.core.model import Status
+from posledger.core.position import PositionState
+from posledger.store.snapshot import decode, encode
+
+if TYPE_CHECKING:
+    pass
+
+TABLE = "posledger_positions"
+OPEN_VIEW = "posledger_open_positions"
+TRACKING_TABLE = "posledger_positions_tracking"
+COLUMNS: tuple[str, ...] = (
+    "stream_id",
+    "venue",
+    "account",
+    "category",
+    "symbol",
+    "idx",
+    "status",
+    "side",
+    "size",
+    "avg_entry_price",
+    "realized_pnl",
+    "fees",
+    "funding",
+    "lifecycle",
+    "pending_orders",
+    "version",
+    "updated_at",
+    "state",
+)
+"""The table's columns, in order; the open-positions view has the same ones."""
+
+SQLITE_MAX_PARAMS = 500
+
+
+def _plain(value: Decimal | None) -> str | None:
+    """A decimal as fixed-point text for SQLite (exact, and never scientific notation)."""
+    return None if value is None else format(value, "f")
+
+
+# --- the views (materialised view + tracking, one per backend) -------------------------------
+
+
+class PositionsView(TrackingRecorder):
+    """The table of positions plus the tracking of what it has applied, in one store.
+
+    ``write`` upserts rows and records the tracking object in ONE transaction, and fails with
+    eventsourcing's ``IntegrityError`` (writing nothing) when that notification, or a later one,
+    is already tracked: that is what makes the projection exactly-once."""
+
+    def create_view(self) -> None:
+        """Create the tables and the view if they are missing (idempotent)."""
+
+    def states(self, stream_ids: Iterable[UUID]) -> dict[UUID, PositionState]:
+        raise NotImplementedError
+
+    def write(self, states: Sequence[PositionState], tracking: Tracking) -> None:
+        raise NotImplementedError
+
+    def select_states(self, *, open_only: bool = False) -> list[PositionState]:
+        raise NotImplementedError
+
+
+class POPOPositionsView(POPOTrackingRecorder, PositionsView):
+    """In-process view for ``memory://``: rows live in this object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._rows: dict[UUID, PositionState] = {}
+
+    def states(self, stream_ids: Iterable[UUID]) -> dict[UUID, PositionState]:
+        with self._database_lock:
+            return {i: self._rows[i] for i in stream_ids if i in self._rows}
+
+    def write(self, states: Sequence[PositionState], tracking: Tracking) -> None:
+        with self._database_lock:
+            self._assert_tracking_uniqueness(tracking)
+            for state in states:
+                self._rows[state.key.stream_id] = state
+            self._insert_tracking(tracking)
+
+    def select_states(self, *, open_only: bool = False) -> list[PositionState]:
+        with self._database_lock:
+            rows = list(self._rows.values())
+        return [s for s in rows if not open_only or s.status is Status.OPEN]
+
+
+class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
+    """The table in the event store's SQLite file. Quantities are TEXT holding the exact decimal
+    (a NUMERIC or REAL column would round them through a binary float)."""
+
+    def __init__(self, datastore: SQLiteDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        if not datastore.single_row_tracking:
+            raise InvalidInput("the positions read model needs single-row tracking")
+        self.insert_tracking_statement = (
+            f"INSERT INTO {TRACKING_TABLE} VALUES (:application_name, :notification_id) "
+            "ON CONFLICT (application_name) DO UPDATE SET notification_id = :notification_id "
+            f"WHERE {TRACKING_TABLE}.notification_id < :notification_id "
+            "RETURNING notification_id"
+        )
+        self.select_max_tracking_id_statement = (
+            f"SELECT MAX(notification_id) FROM {TRACKING_TABLE} WHERE application_name=?"
+        )
+        names = ", ".join(COLUMNS)
+        self.upsert_statement = (
+            f"INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+            "ON CONFLICT (stream_id) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+        )
+
+    def construct_create_table_statements(self) -> list[str]:
+        quantity = "TEXT NOT NULL"
+        return [
+            f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ("
+            "application_name TEXT, notification_id INTEGER, "
+            "PRIMARY KEY (application_name)) WITHOUT ROWID",
+            f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+            "stream_id TEXT PRIMARY KEY, venue TEXT NOT NULL, account TEXT NOT NULL, "
+            "category TEXT NOT NULL, symbol TEXT NOT NULL, idx INTEGER NOT NULL, "
+            "status TEXT NOT NULL, side TEXT, "
+            f"size {quantity}, avg_entry_price TEXT, realized_pnl {quantity}, "
+            f"fees {quantity}, funding {quantity}, "
+            "lifecycle INTEGER NOT NULL, pending_orders INTEGER NOT NULL, "
+            "version INTEGER NOT NULL, updated_at TEXT NOT NULL, state TEXT NOT NULL)",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_key "
+            f"ON {TABLE} (venue, account, category, symbol, idx)",
+            f"CREATE INDEX IF NOT EXISTS {TABLE}_status ON {TABLE} (status)",
+            f"CREATE VIEW IF NOT EXISTS {OPEN_VIEW} AS SELECT {', '.join(COLUMNS)} "
+            f"FROM {TABLE} WHERE status = 'open'",
+        ]
+
+    def create_view(self) -> None:
+        self.create_table()
+
+    def states(self, stream_ids: Iterable[UUID]) -> dict[UUID, PositionState]:
+        ids = [str(i) for i in stream_ids]
+        found: dict[UUID, PositionState] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for start in range(0, len(ids), SQLITE_MAX_PARAMS):
+                chunk = ids[start : start + SQLITE_MAX_PARAMS]
+                c.execute(
+                    f"SELECT stream_id, state FROM {TABLE} "
+                    f"WHERE stream_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+                for row in c.fetchall():
+                    found[UUID(row["stream_id"])] = decode(json.loads(row["state"]))
+        return found
+
+    def write(self, states: Sequence[PositionState], tracking: Tracking) -> None:
+        # The transaction starts with a write, so it takes SQLite's write lock (waiting up to
+        # the lock timeout) instead of failing on a snapshot another writer made stale.
+        with self.datastore.transaction(commit=True) as c:
+            if states:
+                c.executemany(self.upsert_statement, [self._row(s) for s in states])
+            self._insert_tracking(c, tracking)
+
+    def select_states(self, *, open_only: bool = False) -> list[PositionState]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT state FROM {OPEN_VIEW if open_only else TABLE}")
+            return [decode(json.loads(row["state"])) for row in c.fetchall()]
+
+    @staticmethod
+    def _row(state: PositionState) -> tuple[Any, ...]:
+        key = state.key
+        return (
+            str(key.stream_id),
+            key.venue,
+            key.account,
+            key.category,
+            key.symbol,
+            key.idx,
+            state.status.value,
+            state.side.value if state.side is not None else None,
+            _plain(state.size),
+            _plain(state.avg_entry_price),
+            _plain(state.realized_pnl),
+            _plain(state.fees),
+            _plain(state.funding),
+            state.lifecycle,
+            len(state.pending_orders),
+            state.version,
+            state.updated_at.isoformat(),
+            json.dumps(encode(state), separators=(",", ":")),
+        )
+
+
+HAVE_PSYCOPG = importlib.util.find_spec("psycopg") is not None
+if HAVE_PSYCOPG:
+    from eventsourcing.postgres import (
+        PostgresDatastore,
+        PostgresTrackingRecorder,
+    )
+    from psycopg.rows import DictRow
+    from psycopg.sql import SQL, Composed, Identifier, Literal
+    from psycopg.types.json import Jsonb
+
+    class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
+        """The table in the event store's PostgreSQL schema, quantities as NUMERIC."""
+
+        def __init__(
+            self, datastore: PostgresDatastore, *, tracking_table_name: str = TRACKING_TABLE
+        ) -> None:
+            super().__init__(datastore, tracking_table_name=tracking_table_name)
+            if not datastore.single_row_tracking:
+                raise InvalidInput("the positions read model needs single-row tracking")
+            schema, table = Identifier(datastore.schema), Identifier(TABLE)
+            view = Identifier(OPEN_VIEW)
+            columns = SQL(", ").join(Identifier(c) for c in COLUMNS)
+            self.sql_create_statements += [
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
+                    "stream_id uuid PRIMARY KEY, venue text NOT NULL, account text NOT NULL, "
+                    "category text NOT NULL, symbol text NOT NULL, idx integer NOT NULL, "
+                    "status text NOT NULL, side text, size numeric NOT NULL, "
+                    "avg_entry_price numeric, realized_pnl numeric NOT NULL, "
+                    "fees numeric NOT NULL, funding numeric NOT NULL, "
+                    "lifecycle integer NOT NULL, pending_orders integer NOT NULL, "
+                    "version bigint NOT NULL, updated_at timestamptz NOT NULL, "
+                    "state jsonb NOT NULL)"
+                ).format(schema=schema, table=table),
+                SQL(
+                    "CREATE UNIQUE INDEX IF NOT EXISTS {index} "
+                    "ON {schema}.{table} (venue, account, category, symbol, idx)"
+                ).format(index=Identifier(f"{TABLE}_key"), schema=schema, table=table),
+                SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (status)").format(
+                    index=Identifier(f"{TABLE}_status"), schema=schema, table=table
+                ),
+                # Only if missing: replacing it on every open would need its owner's rights
+                # and an exclusive lock that blocks the dashboards reading it.
+                SQL(
+                    "DO $$ BEGIN IF to_regclass({name}) IS NULL THEN "
+                    "CREATE VIEW {schema}.{view} AS "
+                    "SELECT {columns} FROM {schema}.{table} WHERE status = 'open'; "
+                    "END IF; END $$"
+                ).format(
+                    name=Literal(f'"{datastore.schema}"."{OPEN_VIEW}"'),
+                    schema=schema,
+                    view=view,
+                    columns=columns,
+                    table=table,
+                ),
+            ]
+            self.upsert_statement: Composed = SQL(
+                "INSERT INTO {schema}.{table} ({columns}) VALUES ({values}) "
+                "ON CONFLICT (stream_id) DO UPDATE SET {updates}"
+            ).format(
+                schema=schema,
+                table=table,
+                columns=columns,
+                values=SQL(", ").join(SQL("%s") for _ in COLUMNS),
+                updates=SQL(", ").join(
+                    SQL("{c} = EXCLUDED.{c}").format(c=Identifier(c)) for c in COLUMNS[1:]
+                ),
+            )
+            self.select_states_statement = SQL(
+                "SELECT state FROM {schema}.{table} WHERE stream_id = ANY(%s)"
+            ).format(schema=schema, table=table)
+            self.select_all_statement = SQL("SELECT state FROM {schema}.{table}").format(
+                schema=schema, table=table
+            )
+            self.select_open_statement = SQL("SELECT state FROM {schema}.{view}").format(
+                schema=schema, view=view
+            )
+            self.lock_timeout_statement = SQL("SET LOCAL lock_timeout = '{0}s'").format(
+                datastore.lock_timeout
+            )
+
+        def create_view(self) -> None:
+            self.create_table()
+
+        # eventsourcing retries these ten times whatever the deadline; the read model bounds
+        # its retries by the ledger's timeout instead (see ReadModel._call).
+        def max_tracking_id(self, application_name: str) -> int | None:
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                return self._max_tracking_id(application_name, curs)
+
+        def has_tracking_id(self, application_name: str, notification_id: int | None) -> bool:
+            return TrackingRecorder.has_tracking_id(self, application_name, notification_id)
+
+        def states(self, stream_ids: Iterable[UUID]) -> dict[UUID, PositionState]:
+            ids = list(stream_ids)
+            if not ids:
+                return {}
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(self.select_states_statement, (ids,))
+                states = (decode(row["state"]) for row in curs.fetchall())
+                return {s.key.stream_id: s for s in states}
+
+        def write(self, states: Sequence[PositionState], tracking: Tracking) -> None:
+            with self.datastore.transaction(commit=True) as curs:
+                curs.execute(self.lock_timeout_statement)
+                if states:
+                    curs.executemany(self.upsert_statement, [self._row(s) for s in states])
+                self._insert_tracking(curs, tracking)
+
+        def select_states(self, *, open_only: bool = False) -> list[PositionState]:
+            statement = self.select_open_statement if open_only else self.select_all_statement
+            with self.datastore.get_connection() as conn, conn.cursor() as curs:
+                curs.execute(statement)
+                rows: list[DictRow] = curs.fetchall()
+                return [decode(row["state"]) for row in rows]
+
+        @staticmethod
+        def _row(state: PositionState) -> tuple[Any, ...]:
+            key = state.key
+            return (
+                key.stream_id,
+                key.venue,
+                key.account,
+                key.category,
+                key.symbol,
+                key.idx,
+                state.status.value,
+                state.side.value if state.side is not None else None,
+                state.size,
+                state.avg_entry_price,
+                state.realized_pnl,
+                state.fees,
+                state.funding,
+                state.lifecycle,
+                len(state.pending_orders),
+                state.version,
+                state.updated_at,
+                Jsonb(encode(state)),
+            )
