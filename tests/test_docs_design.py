@@ -10,13 +10,13 @@ import attrs
 from posledger import Correction, Outcome, ReconcilePolicy
 from posledger.core.events import EVENT_TYPES, ExecutionSeen
 
-DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 
 
 def section(anchor: str) -> str:
     """The text under the heading with ``{#anchor}``, up to the next heading of its level or
     above."""
-    text = DESIGN.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     heading = re.search(rf"^(#+) .*\{{#{anchor}\}}$", text, flags=re.M)
     assert heading is not None, f"docs/design.md has no section #{anchor}"
     level = len(heading.group(1))
