@@ -1,4 +1,4 @@
-"""DESIGN.md section 4 (executions) and the position arithmetic of section 2."""
+"""The execution rules (docs/design.md#executions) and lifecycles (docs/design.md#lifecycles)."""
 
 from __future__ import annotations
 

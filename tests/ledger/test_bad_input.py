@@ -1,4 +1,4 @@
-"""Every refusal of DESIGN.md section 5: InvalidInput (a ValueError), and nothing written."""
+"""Every refusal of docs/design.md#refusals: InvalidInput (a ValueError), and nothing written."""
 
 from __future__ import annotations
 

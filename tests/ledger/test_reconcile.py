@@ -1,4 +1,4 @@
-"""Every row of the reconciliation table (DESIGN.md section 3), with the seed incidents' numbers."""
+"""Every rule and correction of docs/design.md#reconciliation, with the seed incidents' numbers."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Pure reconciliation: compare one key's ledger state with one complete exchange snapshot.
 
-The table of DESIGN.md section 3, as a function. Every correction waits for ``confirmations``
+The rules of docs/design.md#reconciliation. Every correction waits for ``confirmations``
 consecutive, strictly later snapshots showing the same exchange state; each interim disagreement is
 written as a *suspect* ``ExchangeSnapshot`` so the count survives restarts and is shared by every
 process on the store. A snapshot that agrees with the ledger writes nothing (unless a suspect run
