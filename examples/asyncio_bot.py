@@ -26,9 +26,9 @@ from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as accxt  # type: ignore[import-untyped]
-from posledger.aio import AsyncLedger, AsyncSynchronizer
 
 from posledger import Fill, PositionKey, ReconcilePolicy, Side
+from posledger.aio import AsyncLedger, AsyncSynchronizer
 from posledger.testing.fake_bybit import FakeBybit, FakeExecution
 from posledger.venues.ccxt import AsyncCcxtVenue
 

@@ -31,11 +31,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from posledger.sync import Synchronizer
-from posledger.venues.bybit_stream import BybitStream, StreamHealth, pybit_websocket
-
 from posledger import Ledger, PositionKey
+from posledger.sync import Synchronizer
 from posledger.venues.bybit import BybitVenue
+from posledger.venues.bybit_stream import BybitStream, StreamHealth, pybit_websocket
 
 ACCOUNT, CATEGORY, SETTLE_COIN = "main", "linear", "USDT"
 
