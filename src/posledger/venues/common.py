@@ -8,7 +8,8 @@ through :func:`run_async`: paging, deduplication and every parsing rule live in 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import attrs
@@ -17,6 +18,12 @@ from posledger.core.errors import ExchangeUnavailable, InvalidInput
 
 T = TypeVar("T")
 Row = Mapping[str, Any]
+
+INSTRUMENTS_TTL = timedelta(hours=1)
+"""How long a venue trusts its list of instruments (symbols settling in a coin, contract
+values) before it reads it again."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @attrs.frozen
@@ -67,3 +74,27 @@ async def run_async(plan: Plan[T], answer: Callable[[Call], Awaitable[Row]]) -> 
         return result
     finally:
         plan.close()
+
+
+def covered_symbols(symbols: Iterable[str] | None) -> tuple[str, ...] | None:
+    """The symbols a read covers, sorted and each once; None covers them all."""
+    if isinstance(symbols, str):
+        raise InvalidInput("symbols must be a collection of symbols, not one string")
+    covered = None if symbols is None else tuple(sorted(set(symbols)))
+    if covered == ():
+        raise InvalidInput("symbols must name at least one symbol (None covers them all)")
+    return covered
+
+
+def time_from_ms(value: Any) -> datetime | None:
+    """A millisecond timestamp string, as Bybit and OKX write them; "" means not reported."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.isdigit():
+        raise InvalidInput(f"timestamp must be a string of milliseconds, got {value!r}")
+    return _EPOCH + timedelta(milliseconds=int(value))
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, as venues take time bounds."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
