@@ -17,6 +17,8 @@ import attrs
 from posledger.core.errors import ExchangeUnavailable, InvalidInput
 
 T = TypeVar("T")
+S = TypeVar("S")
+A = TypeVar("A")
 Row = Mapping[str, Any]
 
 INSTRUMENTS_TTL = timedelta(hours=1)
@@ -50,12 +52,13 @@ def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
         ) from error
 
 
-def run(plan: Plan[T], answer: Callable[[Call], Row]) -> T:
-    """Carry out ``plan`` with a blocking client; an exception from ``answer`` ends the read."""
+def run(plan: Generator[S, A, T], answer: Callable[[S], A]) -> T:
+    """Carry out ``plan`` (a venue's read, or any plan of steps and answers) with blocking I/O;
+    an exception from ``answer`` ends the plan."""
     try:
-        call = next(plan)
+        step = next(plan)
         while True:
-            call = plan.send(answer(call))
+            step = plan.send(answer(step))
     except StopIteration as done:
         result: T = done.value
         return result
@@ -63,12 +66,12 @@ def run(plan: Plan[T], answer: Callable[[Call], Row]) -> T:
         plan.close()
 
 
-async def run_async(plan: Plan[T], answer: Callable[[Call], Awaitable[Row]]) -> T:
-    """Carry out ``plan`` with an asyncio client; cancellation simply abandons the read."""
+async def run_async(plan: Generator[S, A, T], answer: Callable[[S], Awaitable[A]]) -> T:
+    """Carry out ``plan`` with asyncio I/O; cancellation simply abandons the plan."""
     try:
-        call = next(plan)
+        step = next(plan)
         while True:
-            call = plan.send(await answer(call))
+            step = plan.send(await answer(step))
     except StopIteration as done:
         result: T = done.value
         return result
