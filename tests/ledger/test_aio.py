@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from posledger import Correction, ExchangeUnavailable, Fill, Ledger, Outcome, Snapshot
-from posledger.drivers.aio import AsyncLedger, AsyncSynchronizer
+from posledger.drivers.aio import AsyncSynchronizer
+from posledger.ledger.aio import AsyncLedger
 from posledger.venues.base import AsyncVenue
 from tests.conftest import T0, key
 from tests.helpers import at, event_names, fill, row, snapshot

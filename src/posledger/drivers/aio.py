@@ -1,206 +1,40 @@
-"""posledger for asyncio bots: the Ledger's commands and queries as coroutines.
+"""The :class:`~posledger.drivers.sync.Synchronizer` for asyncio bots: the same round, awaited.
 
-Database work runs on a dedicated worker thread, so the event loop never blocks on SQLite or
-PostgreSQL. Every command is one atomic save: if the awaiting task is cancelled, the save
-either completed or never happened, never half of it; closing waits for work in flight.
-Commands from concurrent tasks (a bot's fills, a synchronizer's recoveries) queue on that one
-thread, so none is lost and exec_id deduplication settles any overlap.
+Venue reads are awaited on the event loop; ledger steps run on the
+:class:`~posledger.ledger.aio.AsyncLedger`'s worker thread, queued with the bot's own commands,
+so the loop never blocks on the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, ParamSpec, TypeVar
+from datetime import datetime
+from typing import Any
 
-from posledger.core.errors import ConcurrencyError, ExchangeUnavailable, StorageUnavailable
-from posledger.core.model import Fill, PositionKey, Side, Snapshot, aware_utc
-from posledger.core.position import PositionState
-from posledger.core.reconcile import ReconcilePolicy, ReconcileReport
 from posledger.drivers.sync import (
-    Backoff,
-    RecoveryPlan,
+    FetchExecutions,
+    FetchSnapshot,
+    Step,
     SyncReport,
-    finish_round,
-    record_recovered,
+    SyncRounds,
+    on_ledger,
 )
-from posledger.ledger import FillBatchResult, FillResult, Ledger
+from posledger.ledger import Ledger
+from posledger.ledger.aio import AsyncLedger
 from posledger.venues.base import AsyncVenue
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from posledger.venues.common import run_async
 
 
-class AsyncLedger:
-    """A :class:`~posledger.Ledger` whose methods are awaited. ``open()`` is a plain call and
-    the result works as ``async with``."""
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posledger")
-
-    @classmethod
-    def open(cls, url: str = "memory://", **options: Any) -> AsyncLedger:
-        """Open the ledger at ``url`` (same options as :meth:`Ledger.open`)."""
-        return cls(Ledger.open(url, **options))
-
-    async def __aenter__(self) -> AsyncLedger:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Wait for work in flight, then close the store."""
-
-        def close() -> None:
-            self._executor.shutdown(wait=True)
-            self.ledger.close()
-
-        await asyncio.get_running_loop().run_in_executor(None, close)
-
-    async def _call(self, method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        loop = asyncio.get_running_loop()
-        call = functools.partial(method, *args, **kwargs)
-        return await loop.run_in_executor(self._executor, call)
-
-    async def request_open(
-        self,
-        key: PositionKey,
-        *,
-        order_id: str,
-        side: Side | str,
-        qty: object,
-        at: datetime | None = None,
-        price: object = None,
-    ) -> PositionState:
-        return await self._call(
-            self.ledger.request_open, key, order_id=order_id, side=side, qty=qty, at=at, price=price
-        )
-
-    async def request_exit(
-        self,
-        key: PositionKey,
-        *,
-        order_id: str,
-        qty: object,
-        at: datetime | None = None,
-        side: Side | str | None = None,
-        price: object = None,
-    ) -> PositionState:
-        return await self._call(
-            self.ledger.request_exit, key, order_id=order_id, qty=qty, at=at, side=side, price=price
-        )
-
-    async def record_fill(self, key: PositionKey, fill: Fill) -> FillResult:
-        return await self._call(self.ledger.record_fill, key, fill)
-
-    async def record_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
-        return await self._call(self.ledger.record_fills, key, fills)
-
-    async def backfill(
-        self,
-        fills_by_key: Mapping[PositionKey, Sequence[Fill]],
-        *,
-        events_per_transaction: int = 20_000,
-    ) -> dict[PositionKey, FillBatchResult]:
-        """:meth:`Ledger.backfill`: many keys per transaction, so a cancelled caller may leave
-        some transactions saved and not others; each is whole, and running it again skips what
-        was saved (deduplication)."""
-        return await self._call(
-            self.ledger.backfill, fills_by_key, events_per_transaction=events_per_transaction
-        )
-
-    async def record_order_end(
-        self, key: PositionKey, *, order_id: str, status: str, at: datetime | None = None
-    ) -> PositionState:
-        return await self._call(
-            self.ledger.record_order_end, key, order_id=order_id, status=status, at=at
-        )
-
-    async def reconcile(
-        self,
-        snapshot: Snapshot,
-        *,
-        now: datetime | None = None,
-        policy: ReconcilePolicy | None = None,
-        skip: Sequence[PositionKey] = (),
-    ) -> ReconcileReport:
-        return await self._call(self.ledger.reconcile, snapshot, now=now, policy=policy, skip=skip)
-
-    async def position(
-        self, key: PositionKey, *, version: int | None = None, at: datetime | None = None
-    ) -> PositionState | None:
-        return await self._call(self.ledger.position, key, version=version, at=at)
-
-    async def positions(self) -> list[PositionState]:
-        return await self._call(self.ledger.positions)
-
-    async def open_positions(self) -> list[PositionState]:
-        return await self._call(self.ledger.open_positions)
-
-    async def keys(self) -> list[PositionKey]:
-        return await self._call(self.ledger.keys)
-
-    async def history(self, key: PositionKey) -> list[Any]:
-        return await self._call(self.ledger.history, key)
-
-
-class AsyncSynchronizer:
+class AsyncSynchronizer(SyncRounds[AsyncLedger, AsyncVenue]):
     """The :class:`~posledger.sync.Synchronizer` round for asyncio: same plan, awaited reads."""
 
-    def __init__(
-        self,
-        ledger: AsyncLedger,
-        venue: AsyncVenue,
-        *,
-        policy: ReconcilePolicy | None = None,
-        lookback: timedelta = timedelta(days=7),
-        interval: timedelta = timedelta(seconds=30),
-        max_backoff: timedelta = timedelta(minutes=5),
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.ledger = ledger
-        self.venue = venue
-        self.policy = policy or ledger.ledger.policy
-        self.lookback = lookback
-        self.backoff = Backoff(interval, max_backoff)
-        self.clock = clock or ledger.ledger.clock
-        self.last_good_snapshot_at: datetime | None = None
-
     @property
-    def consecutive_failures(self) -> int:
-        return self.backoff.failures
-
-    def staleness(self, now: datetime | None = None) -> timedelta | None:
-        """Time since the last complete snapshot; None before the first one."""
-        if self.last_good_snapshot_at is None:
-            return None
-        return aware_utc(now or self.clock(), "now") - self.last_good_snapshot_at
+    def blocking_ledger(self) -> Ledger:
+        return self.ledger.ledger
 
     async def run_once(self, now: datetime | None = None) -> SyncReport:
         """One round. Raises ExchangeUnavailable (writing nothing) if any read fails."""
-        when = aware_utc(now or self.clock(), "now")
-        snapshot = await self.venue.fetch_snapshot()
-        states = {s.key: s for s in await self.ledger.positions()}
-        plan = RecoveryPlan.for_round(states, snapshot, when, self.policy, self.lookback)
-        fills = [] if plan.since is None else await self.venue.fetch_executions(plan.since, when)
-        self.last_good_snapshot_at = snapshot.taken_at
-        groups = plan.assign(snapshot, fills)
-        recovered, conflicts = await self.ledger._call(record_recovered, self.ledger.ledger, groups)
-        report = await self.ledger.reconcile(
-            snapshot, now=when, policy=self.policy, skip=[c.key for c in conflicts]
-        )
-        return finish_round(self.venue, snapshot, recovered, conflicts, report)
+        return await run_async(self._round(now), self._answer)
 
     async def run_forever(self) -> None:
         """Rounds every ``interval`` until cancelled. A failed exchange read, an unreachable
@@ -209,10 +43,13 @@ class AsyncSynchronizer:
         synchronizer running beside a bot. Cancelling it while a round writes lets that write
         finish on the worker thread (atomic per key), then ends the loop."""
         while True:
-            try:
+            with self.backoff.pacing(self.staleness):
                 await self.run_once()
-            except (ExchangeUnavailable, StorageUnavailable, ConcurrencyError) as error:
-                delay = self.backoff.failed(error, self.staleness())
-            else:
-                delay = self.backoff.succeeded()
-            await asyncio.sleep(delay.total_seconds())
+            await asyncio.sleep(self.backoff.delay.total_seconds())
+
+    async def _answer(self, step: Step) -> Any:
+        if isinstance(step, FetchSnapshot):
+            return await self.venue.fetch_snapshot()
+        if isinstance(step, FetchExecutions):
+            return await self.venue.fetch_executions(step.since, step.until)
+        return await self.ledger._call(on_ledger, self.ledger.ledger, step)

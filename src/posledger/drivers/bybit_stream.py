@@ -48,8 +48,8 @@ from posledger.venues.bybit import (
     order_leg_from_row,
     parsed,
     position_from_row,
-    time_from_ms,
 )
+from posledger.venues.common import time_from_ms
 
 log = logging.getLogger("posledger.bybit_stream")
 

@@ -6,16 +6,24 @@ harmless), so a missed partial exit fill (seed 002) is recorded as the fill it w
 ``stale_quantity`` correction. Only what history cannot explain becomes ``Reconciled``.
 
 A failed read raises :class:`~posledger.ExchangeUnavailable` before anything is written.
+
+The round is written once, as a plan in the style of :mod:`posledger.venues.common`: a generator
+that yields the I/O steps it needs (fetch the snapshot, read positions, fetch executions, record
+recovered fills, reconcile) and is sent their answers. :class:`Synchronizer` carries the steps
+out blocking; :class:`~posledger.drivers.aio.AsyncSynchronizer` awaits them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
+from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -37,12 +45,20 @@ from posledger.core.reconcile import (
 )
 from posledger.ledger import Ledger
 from posledger.venues.base import AsyncVenue, Venue
+from posledger.venues.common import run
 
 log = logging.getLogger("posledger.drivers.sync")
 
 RECOVERY_MARGIN = timedelta(minutes=1)
 """Executions this long before a key's last known event are still offered to it (clock skew
 between the bot recording a request and the exchange executing it); dedup keeps this safe."""
+
+RETRIED = (ExchangeUnavailable, StorageUnavailable, ConcurrencyError)
+"""Failures of a round that wrote nothing: a loop backs off and tries again."""
+
+T = TypeVar("T")
+LedgerT = TypeVar("LedgerT")
+VenueT = TypeVar("VenueT", bound=Venue | AsyncVenue)
 
 
 @attrs.frozen
@@ -164,6 +180,19 @@ class Backoff:
         self.interval = interval
         self.max_backoff = max_backoff
         self.failures = 0
+        self.delay = interval
+
+    @contextlib.contextmanager
+    def pacing(self, staleness: Callable[[], timedelta | None]) -> Iterator[None]:
+        """Around one round of a loop: a failure that wrote nothing (:data:`RETRIED`) is
+        logged and backed off, never treated as flat and never ending the loop; afterwards
+        ``delay`` is the pause before the next round."""
+        try:
+            yield
+        except RETRIED as error:
+            self.delay = self.failed(error, staleness())
+        else:
+            self.delay = self.succeeded()
 
     def succeeded(self) -> timedelta:
         self.failures = 0
@@ -185,13 +214,66 @@ class Backoff:
         return delay
 
 
-class Synchronizer:
-    """Keeps one ledger in step with one venue account/category."""
+@attrs.frozen
+class FetchSnapshot:
+    """Step: the venue's complete snapshot."""
+
+
+@attrs.frozen
+class FetchExecutions:
+    """Step: the venue's executions in ``[since, until]``."""
+
+    since: datetime
+    until: datetime
+
+
+@attrs.frozen
+class ReadPositions:
+    """Step: every position the ledger holds."""
+
+
+@attrs.frozen
+class RecordRecovered:
+    """Step: fetched executions applied key by key (:func:`record_recovered`)."""
+
+    groups: list[tuple[PositionKey, list[Fill]]]
+
+
+@attrs.frozen
+class Reconcile:
+    """Step: the ledger reconciled with the snapshot, except the keys whose recovery conflicted."""
+
+    snapshot: Snapshot
+    now: datetime
+    policy: ReconcilePolicy
+    skip: Sequence[PositionKey]
+
+
+VenueStep = FetchSnapshot | FetchExecutions
+LedgerStep = ReadPositions | RecordRecovered | Reconcile
+Step = VenueStep | LedgerStep
+Round = Generator[Step, Any, T]
+"""Yields a round's steps, is sent each step's answer, returns the round's value."""
+
+
+def on_ledger(ledger: Ledger, step: LedgerStep) -> Any:
+    """A ledger step carried out. Blocking, so the asyncio synchronizer runs it on the ledger's
+    worker thread, queued with the bot's own commands."""
+    if isinstance(step, ReadPositions):
+        return ledger.positions()
+    if isinstance(step, RecordRecovered):
+        return record_recovered(ledger, step.groups)
+    return ledger.reconcile(step.snapshot, now=step.now, policy=step.policy, skip=step.skip)
+
+
+class SyncRounds(ABC, Generic[LedgerT, VenueT]):
+    """What the blocking and the asyncio synchronizer share: their settings, the round, the
+    backoff between rounds and when the last complete snapshot was taken."""
 
     def __init__(
         self,
-        ledger: Ledger,
-        venue: Venue,
+        ledger: LedgerT,
+        venue: VenueT,
         *,
         policy: ReconcilePolicy | None = None,
         lookback: timedelta = timedelta(days=7),
@@ -201,11 +283,17 @@ class Synchronizer:
     ) -> None:
         self.ledger = ledger
         self.venue = venue
-        self.policy = policy or ledger.policy
+        self.policy = policy or self.blocking_ledger.policy
         self.lookback = lookback
         self.backoff = Backoff(interval, max_backoff)
-        self.clock = clock or ledger.clock
+        self.clock = clock or self.blocking_ledger.clock
         self.last_good_snapshot_at: datetime | None = None
+
+    @property
+    @abstractmethod
+    def blocking_ledger(self) -> Ledger:
+        """The :class:`~posledger.Ledger` behind ``ledger``: its policy and clock are the
+        defaults."""
 
     @property
     def consecutive_failures(self) -> int:
@@ -217,19 +305,34 @@ class Synchronizer:
             return None
         return aware_utc(now or self.clock(), "now") - self.last_good_snapshot_at
 
+    def _round(self, now: datetime | None) -> Round[SyncReport]:
+        """One round as a plan: snapshot, recovery of missed executions, reconciliation."""
+        when = aware_utc(now or self.clock(), "now")
+        snapshot: Snapshot = yield FetchSnapshot()
+        states: list[PositionState] = yield ReadPositions()
+        plan = RecoveryPlan.for_round(
+            {s.key: s for s in states}, snapshot, when, self.policy, self.lookback
+        )
+        fills: list[Fill] = [] if plan.since is None else (yield FetchExecutions(plan.since, when))
+        self.last_good_snapshot_at = snapshot.taken_at
+        outcome: tuple[dict[PositionKey, int], list[KeyOutcome]]
+        outcome = yield RecordRecovered(plan.assign(snapshot, fills))
+        recovered, conflicts = outcome
+        skip = [c.key for c in conflicts]
+        report: ReconcileReport = yield Reconcile(snapshot, when, self.policy, skip)
+        return finish_round(self.venue, snapshot, recovered, conflicts, report)
+
+
+class Synchronizer(SyncRounds[Ledger, Venue]):
+    """Keeps one ledger in step with one venue account/category."""
+
+    @property
+    def blocking_ledger(self) -> Ledger:
+        return self.ledger
+
     def run_once(self, now: datetime | None = None) -> SyncReport:
         """One round. Raises ExchangeUnavailable (writing nothing) if any read fails."""
-        when = aware_utc(now or self.clock(), "now")
-        snapshot = self.venue.fetch_snapshot()
-        states = {s.key: s for s in self.ledger.positions()}
-        plan = RecoveryPlan.for_round(states, snapshot, when, self.policy, self.lookback)
-        fills = [] if plan.since is None else self.venue.fetch_executions(plan.since, when)
-        self.last_good_snapshot_at = snapshot.taken_at
-        recovered, conflicts = record_recovered(self.ledger, plan.assign(snapshot, fills))
-        report = self.ledger.reconcile(
-            snapshot, now=when, policy=self.policy, skip=[c.key for c in conflicts]
-        )
-        return finish_round(self.venue, snapshot, recovered, conflicts, report)
+        return run(self._round(now), self._answer)
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         """Run rounds every ``interval`` until ``stop`` is set; on a failed read or an unreachable
@@ -237,13 +340,16 @@ class Synchronizer:
         treating a failure as flat and never letting it end the loop."""
         stop = stop or threading.Event()
         while not stop.is_set():
-            try:
+            with self.backoff.pacing(self.staleness):
                 self.run_once()
-            except (ExchangeUnavailable, StorageUnavailable, ConcurrencyError) as error:
-                delay = self.backoff.failed(error, self.staleness())
-            else:
-                delay = self.backoff.succeeded()
-            stop.wait(delay.total_seconds())
+            stop.wait(self.backoff.delay.total_seconds())
+
+    def _answer(self, step: Step) -> Any:
+        if isinstance(step, FetchSnapshot):
+            return self.venue.fetch_snapshot()
+        if isinstance(step, FetchExecutions):
+            return self.venue.fetch_executions(step.since, step.until)
+        return on_ledger(self.ledger, step)
 
 
 def _knowledge_point(state: PositionState) -> datetime:

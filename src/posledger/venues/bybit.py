@@ -25,7 +25,17 @@ import attrs
 from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
 from posledger.core.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
 from posledger.venues.base import complete_snapshot
-from posledger.venues.common import Call, Plan, Row, parsed_row, run
+from posledger.venues.common import (
+    INSTRUMENTS_TTL,
+    Call,
+    Plan,
+    Row,
+    covered_symbols,
+    parsed_row,
+    run,
+    time_from_ms,
+    to_ms,
+)
 
 EXEC_KINDS: Mapping[str, ExecKind] = {
     "Trade": ExecKind.TRADE,
@@ -49,8 +59,6 @@ ORDER_LEG_MEMORY = 10_000
 _FLAT_SIDES = ("", "None")
 """Bybit writes "" for a flat leg (unified accounts) or "None" (classic accounts)."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
 T = TypeVar("T")
 
 POSITION_LIST = "/v5/position/list"
@@ -63,9 +71,6 @@ INSTRUMENTS_PAGE = 1000
 INSTRUMENT_STATUSES = ("Trading", "PreLaunch", "Delivering", "Closed")
 """instruments-info lists only ``Trading`` symbols unless asked: a position (or a ledger key) on
 a symbol being delivered or delisted must still fall inside its settle coin's coverage."""
-
-INSTRUMENTS_TTL = timedelta(hours=1)
-"""How long the list of symbols settling in a coin is trusted before it is read again."""
 
 
 class BybitSession(Protocol):
@@ -120,11 +125,7 @@ class BybitReads:
         hedge_mode: bool | None = None,
         instruments_ttl: timedelta = INSTRUMENTS_TTL,
     ) -> None:
-        if isinstance(symbols, str):
-            raise InvalidInput("symbols must be a collection of symbols, not one string")
-        self.symbols = None if symbols is None else tuple(sorted(set(symbols)))
-        if self.symbols == ():
-            raise InvalidInput("symbols must name at least one symbol (None covers them all)")
+        self.symbols = covered_symbols(symbols)
         self.venue = venue
         self.account = account
         self.category = category
@@ -503,19 +504,6 @@ def _seq(value: Any) -> int | None:
     if isinstance(value, str) and value.lstrip("-").isdigit():
         return int(value)
     raise InvalidInput(f"seq must be an integer, got {value!r}")
-
-
-def time_from_ms(value: Any) -> datetime | None:
-    """A Bybit millisecond timestamp string; "" means not reported."""
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or not value.isdigit():
-        raise InvalidInput(f"timestamp must be a string of milliseconds, got {value!r}")
-    return _EPOCH + timedelta(milliseconds=int(value))
-
-
-def to_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _windows(start_ms: int, end_ms: int) -> Iterator[tuple[int, int]]:

@@ -38,15 +38,13 @@ from posledger.core.model import Fill, Snapshot, aware_utc
 from posledger.venues.bybit import (
     EXECUTION_LIST,
     INSTRUMENTS_INFO,
-    INSTRUMENTS_TTL,
     OPEN_ORDERS,
     ORDER_HISTORY,
     POSITION_LIST,
     BybitReads,
     checked_result,
-    to_ms,
 )
-from posledger.venues.common import Call, Plan, Row, run, run_async
+from posledger.venues.common import INSTRUMENTS_TTL, Call, Plan, Row, run, run_async, to_ms
 from posledger.venues.okx import (
     FILLS_HISTORY,
     INST_TYPES,

@@ -8,7 +8,8 @@ through :func:`run_async`: paging, deduplication and every parsing rule live in 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import attrs
@@ -16,7 +17,15 @@ import attrs
 from posledger.core.errors import ExchangeUnavailable, InvalidInput
 
 T = TypeVar("T")
+S = TypeVar("S")
+A = TypeVar("A")
 Row = Mapping[str, Any]
+
+INSTRUMENTS_TTL = timedelta(hours=1)
+"""How long a venue trusts its list of instruments (symbols settling in a coin, contract
+values) before it reads it again."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @attrs.frozen
@@ -43,12 +52,13 @@ def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
         ) from error
 
 
-def run(plan: Plan[T], answer: Callable[[Call], Row]) -> T:
-    """Carry out ``plan`` with a blocking client; an exception from ``answer`` ends the read."""
+def run(plan: Generator[S, A, T], answer: Callable[[S], A]) -> T:
+    """Carry out ``plan`` (a venue's read, or any plan of steps and answers) with blocking I/O;
+    an exception from ``answer`` ends the plan."""
     try:
-        call = next(plan)
+        step = next(plan)
         while True:
-            call = plan.send(answer(call))
+            step = plan.send(answer(step))
     except StopIteration as done:
         result: T = done.value
         return result
@@ -56,14 +66,38 @@ def run(plan: Plan[T], answer: Callable[[Call], Row]) -> T:
         plan.close()
 
 
-async def run_async(plan: Plan[T], answer: Callable[[Call], Awaitable[Row]]) -> T:
-    """Carry out ``plan`` with an asyncio client; cancellation simply abandons the read."""
+async def run_async(plan: Generator[S, A, T], answer: Callable[[S], Awaitable[A]]) -> T:
+    """Carry out ``plan`` with asyncio I/O; cancellation simply abandons the plan."""
     try:
-        call = next(plan)
+        step = next(plan)
         while True:
-            call = plan.send(await answer(call))
+            step = plan.send(await answer(step))
     except StopIteration as done:
         result: T = done.value
         return result
     finally:
         plan.close()
+
+
+def covered_symbols(symbols: Iterable[str] | None) -> tuple[str, ...] | None:
+    """The symbols a read covers, sorted and each once; None covers them all."""
+    if isinstance(symbols, str):
+        raise InvalidInput("symbols must be a collection of symbols, not one string")
+    covered = None if symbols is None else tuple(sorted(set(symbols)))
+    if covered == ():
+        raise InvalidInput("symbols must name at least one symbol (None covers them all)")
+    return covered
+
+
+def time_from_ms(value: Any) -> datetime | None:
+    """A millisecond timestamp string, as Bybit and OKX write them; "" means not reported."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not value.isdigit():
+        raise InvalidInput(f"timestamp must be a string of milliseconds, got {value!r}")
+    return _EPOCH + timedelta(milliseconds=int(value))
+
+
+def to_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch, as venues take time bounds."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)

@@ -45,8 +45,16 @@ from posledger.core.model import (
     to_decimal,
 )
 from posledger.venues.base import complete_snapshot
-from posledger.venues.bybit import INSTRUMENTS_TTL, time_from_ms, to_ms
-from posledger.venues.common import Call, Plan, Row, parsed_row
+from posledger.venues.common import (
+    INSTRUMENTS_TTL,
+    Call,
+    Plan,
+    Row,
+    covered_symbols,
+    parsed_row,
+    time_from_ms,
+    to_ms,
+)
 
 POSITIONS = "/api/v5/account/positions"
 PENDING_ORDERS = "/api/v5/trade/orders-pending"
@@ -114,11 +122,7 @@ class OkxReads:
                 f"OKX category must be one of {sorted(INST_TYPES)}, not {category!r}: only "
                 f"derivative positions are read"
             )
-        if isinstance(symbols, str):
-            raise InvalidInput("symbols must be a collection of symbols, not one string")
-        self.symbols = None if symbols is None else tuple(sorted(set(symbols)))
-        if self.symbols == ():
-            raise InvalidInput("symbols must name at least one symbol (None covers them all)")
+        self.symbols = covered_symbols(symbols)
         self.venue = venue
         self.account = account
         self.category = category
