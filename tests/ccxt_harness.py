@@ -14,7 +14,7 @@ import ccxt.async_support as accxt  # type: ignore[import-untyped]
 import pytest
 
 from posledger import ExchangeRejected, ExchangeUnavailable, Ledger, PositionKey
-from posledger.drivers.aio import AsyncLedger, AsyncSynchronizer
+from posledger.aio import AsyncLedger, AsyncSynchronizer
 from posledger.drivers.sync import Synchronizer, SyncReport
 from posledger.testing.fake_bybit import FakeBybit
 from posledger.testing.fake_okx import FakeOkx

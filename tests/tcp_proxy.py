@@ -1,7 +1,9 @@
 """A real TCP proxy in front of a real server, whose link a test can cut and restore.
 
 Cutting closes every open connection and makes new ones fail, which is what a client sees when
-a database host goes away; the server itself keeps running for the other tests.
+a database host goes away. Blackholing keeps every connection open and accepts new ones, but
+forwards nothing either way: what a dropped route, a dead NAT entry or a frozen server looks
+like to a client. The server itself keeps running for the other tests.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ class TcpProxy:
         self.port: int = self._listener.getsockname()[1]
         self._up = threading.Event()
         self._up.set()
+        self._forwarding = threading.Event()
+        self._forwarding.set()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closing = False
@@ -33,7 +37,12 @@ class TcpProxy:
                 _close(sock)
             self._sockets.clear()
 
+    def blackhole(self) -> None:
+        """Keep every connection open and accept new ones, but forward nothing."""
+        self._forwarding.clear()
+
     def restore(self) -> None:
+        self._forwarding.set()
         self._up.set()
 
     def close(self) -> None:
@@ -61,6 +70,11 @@ class TcpProxy:
             if not self._up.is_set():
                 _close(client)
                 continue
+            if not self._forwarding.is_set():
+                with self._lock:
+                    self._sockets.add(client)
+                threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -72,18 +86,24 @@ class TcpProxy:
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _swallow(self, client: socket.socket) -> None:
+        """A connection accepted while blackholed: read and drop whatever the client sends."""
+        self._pipe(client, None)
+
+    def _pipe(self, source: socket.socket, sink: socket.socket | None) -> None:
         try:
             while data := source.recv(65536):
-                sink.sendall(data)
+                if sink is not None and self._forwarding.is_set():
+                    sink.sendall(data)
         except OSError:
             pass
         finally:
             _close(source)
-            _close(sink)
+            if sink is not None:
+                _close(sink)
             with self._lock:
                 self._sockets.discard(source)
-                self._sockets.discard(sink)
+                self._sockets.discard(sink)  # type: ignore[arg-type]
 
 
 def _close(sock: socket.socket) -> None:

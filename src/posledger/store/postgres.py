@@ -1,4 +1,4 @@
-"""PostgreSQL persistence whose retries respect the ledger's timeout.
+"""PostgreSQL persistence whose waits respect the ledger's timeout, whatever the network does.
 
 eventsourcing retries every PostgreSQL call ten times, each attempt waiting up to the connect
 timeout, so a 2 s timeout could block a bot for 20 s or more. These recorders retry transient
@@ -6,17 +6,30 @@ errors (a dropped pooled connection) only while the deadline allows, then raise,
 ledger reports as :class:`posledger.StorageUnavailable`. Each write is one transaction, so a
 failed call never leaves half of it behind; a commit whose acknowledgement was lost is safe to
 repeat because executions are deduplicated and decisions are recomputed.
+
+A deadline between calls is not enough: psycopg waits in ``execute`` for as long as the socket
+stays open, and a dropped route, a dead NAT entry or a frozen server keeps it open. So every use
+of a pooled connection is guarded by :class:`ConnectionWatchdog`, which shuts the socket down
+once the use outlives the timeout (the wait then fails at once and the pool discards the
+connection), and libpq's ``tcp_user_timeout`` and keepalives make the kernel give up on a peer
+that stopped acknowledging.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+import os
 import random
+import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
@@ -24,7 +37,7 @@ from eventsourcing.postgres import (
     PostgresDatastore,
     PostgresFactory,
 )
-from psycopg import ClientCursor
+from psycopg import ClientCursor, Connection
 from psycopg.sql import SQL, Composed, Identifier
 
 from posledger.store.replay import KEY_INDEX, key_index_statement
@@ -58,6 +71,116 @@ def _literal_id(value: UUID | str) -> str:
 
 def _copy_id(value: UUID | str) -> str:
     return value.hex if isinstance(value, UUID) else _copy_text(value)
+
+
+WATCH_TICK_S = 0.02
+"""How often the watchdog looks at the connections in use (its precision)."""
+
+
+class ConnectionWatchdog:
+    """Abandons a connection whose current use outlived its deadline by shutting its socket
+    down, from a daemon thread of its own; the waiting caller then gets psycopg's
+    ``OperationalError`` at once, which :meth:`guard` words as the timeout it is."""
+
+    def __init__(self) -> None:
+        self._armed: dict[int, tuple[float, Connection[Any]]] = {}
+        self._fired: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextlib.contextmanager
+    def guard(self, conn: Connection[Any], seconds: float) -> Iterator[None]:
+        token = object()
+        with self._lock:
+            self._armed[id(token)] = (time.monotonic() + seconds, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._watch, name="posledger-watchdog", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+        try:
+            yield
+        except psycopg.Error as error:
+            if self._disarm(token):
+                raise psycopg.OperationalError(
+                    f"no answer from the server within {seconds:g} s; the connection was "
+                    "abandoned"
+                ) from error
+            raise
+        except BaseException:
+            self._disarm(token)
+            raise
+        if self._disarm(token):
+            conn.close()  # abandoned as it finished: the pool must not hand it out again
+
+    def _disarm(self, token: object) -> bool:
+        """Stop watching this use; True if the watchdog abandoned its connection."""
+        with self._lock:
+            self._armed.pop(id(token), None)
+            if id(token) in self._fired:
+                self._fired.discard(id(token))
+                return True
+            return False
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                idle = not self._armed
+                if idle:
+                    self._wake.clear()
+            if idle:
+                self._wake.wait()
+                continue
+            time.sleep(WATCH_TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                for token, (end, conn) in list(self._armed.items()):
+                    if end <= now:
+                        del self._armed[token]
+                        self._fired.add(token)
+                        _abandon(conn)
+
+
+def _abandon(conn: Connection[Any]) -> None:
+    """Shut the connection's socket down (a duplicate descriptor shares the socket), so a read
+    or write blocked on it returns; libpq then reports the connection lost."""
+    with (
+        contextlib.suppress(OSError, psycopg.Error),
+        socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock,
+    ):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+WATCHDOG = ConnectionWatchdog()
+
+
+class GuardedPostgresDatastore(PostgresDatastore):
+    """eventsourcing's datastore, every use of a pooled connection bounded by ``deadline_s``
+    (set by :class:`BoundedPostgresFactory`), except :meth:`listening_connection`'s."""
+
+    deadline_s = 5.0
+
+    @contextlib.contextmanager
+    def get_connection(self) -> Iterator[Connection[Any]]:
+        with super().get_connection() as conn, WATCHDOG.guard(conn, self.deadline_s):
+            yield conn
+
+    def listening_connection(self) -> contextlib.AbstractContextManager[Connection[Any]]:
+        """A connection for a LISTEN loop, held as long as the loop runs: not guarded as a
+        whole (the loop bounds its waits for notifications, and guards each statement with
+        :meth:`guard`; its reads go through guarded connections)."""
+        return super().get_connection()
+
+    def guard(self, conn: Connection[Any]) -> contextlib.AbstractContextManager[None]:
+        return WATCHDOG.guard(conn, self.deadline_s)
+
+    def close(self) -> None:
+        """Close the pool without waiting for workers stuck connecting to an unreachable
+        server (they are daemon threads and end with their connect timeout)."""
+        with contextlib.suppress(AttributeError):
+            self.pool.close(timeout=0.1)
 
 
 def _within(deadline_s: float, call: Callable[[], R]) -> R:
@@ -253,10 +376,28 @@ class BoundedPostgresFactory(PostgresFactory):
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
+        deadline = self._deadline()
+        # eventsourcing's factory builds a plain PostgresDatastore itself; the guarded one only
+        # adds behaviour and a deadline, so the instance is given that class.
+        self.datastore.__class__ = GuardedPostgresDatastore
+        self.datastore.deadline_s = deadline  # type: ignore[attr-defined]
+        pool = self.datastore.pool
         # psycopg_pool keeps retrying a lost connection with a growing backoff for five minutes
         # before it lets a request start a fresh attempt; bound that by the same deadline so the
         # ledger works again as soon as the server is back.
-        self.datastore.pool.reconnect_timeout = self._deadline()
+        pool.reconnect_timeout = deadline
+        assert isinstance(pool.kwargs, dict)
+        # eventsourcing gives its connect timeout to the pool (how long a caller waits for a
+        # connection) but not to libpq, so a worker connecting to a host that accepts and never
+        # answers would wait forever and the pool would never connect again.
+        pool.kwargs.update(
+            connect_timeout=max(2, math.ceil(deadline)),
+            tcp_user_timeout=max(1, round(deadline * 1000)),
+            keepalives=1,
+            keepalives_idle=max(1, round(deadline)),
+            keepalives_interval=1,
+            keepalives_count=3,
+        )
 
     def aggregate_recorder(self, purpose: str = "events") -> Any:
         recorder = super().aggregate_recorder(purpose)

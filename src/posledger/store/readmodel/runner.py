@@ -50,6 +50,7 @@ if HAVE_PSYCOPG:
     from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
     from psycopg.sql import SQL, Identifier
 
+    from posledger.store.postgres import GuardedPostgresDatastore
     from posledger.store.readmodel.views import PostgresPositionsView
 
 PAGE = 500
@@ -252,8 +253,11 @@ class ReadModel:
         after LISTEN can be missed, and everything before it is read by the catch-up."""
         tick = min(poll_interval, 0.1)
         listen = SQL("LISTEN {0}").format(Identifier(recorder.channel_name))
-        with _storage_errors(self.settings), recorder.datastore.get_connection() as conn:
-            conn.execute(listen)
+        datastore = recorder.datastore
+        assert isinstance(datastore, GuardedPostgresDatastore)
+        with _storage_errors(self.settings), datastore.listening_connection() as conn:
+            with datastore.guard(conn):
+                conn.execute(listen)
             try:
                 self.catch_up()
                 due = time.monotonic() + poll_interval
@@ -264,7 +268,7 @@ class ReadModel:
                         self.catch_up()
                         due = time.monotonic() + poll_interval
             finally:
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), datastore.guard(conn):
                     conn.execute("UNLISTEN *")
 
     def _follow_memory(
