@@ -185,3 +185,93 @@ def test_exit_side_must_oppose_the_position(ledger: Ledger) -> None:
         ledger.request_exit(K, order_id="x", qty=Decimal(1), side="buy", at=T0)
     state = ledger.request_exit(K, order_id="x", qty=Decimal(1), at=T0)
     assert state.pending_orders[0].side is Side.SELL
+
+
+# --- issue 16: what an adversarial run found accepted, or refused with the wrong error ---------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("order_id", None),
+        ("order_id", 7),
+        ("qty", Decimal("1e999999")),
+        ("qty", Decimal("1e-31")),
+        ("price", "1e31"),
+        ("fee", Decimal("-1e40")),
+        ("leaves_qty", Decimal("1E+999999")),
+        ("exec_id", "e\udc80"),
+        ("exec_id", "bybit\x1fmain"),
+        ("order_id", "o\x00"),
+        ("symbol", "BTC\ud800USDT"),
+    ],
+)
+def test_fill_refuses_what_could_not_be_kept_exactly(field: str, value: object) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        fill(**{field: value})
+
+
+def test_decimals_within_the_range_are_accepted() -> None:
+    assert fill(qty=Decimal("1e-30"), price="9.99e29").qty == Decimal("1e-30")
+    assert fill(fee=Decimal(0), order_id="").fee == 0
+
+
+@pytest.mark.parametrize("field", ["venue", "account", "category", "symbol"])
+@pytest.mark.parametrize("bad", ["a\x1fb", "a\nb", "a\x7fb", "a\x85b", "\udc00"])
+def test_key_fields_refuse_control_characters_and_surrogates(field: str, bad: str) -> None:
+    base: dict[str, Any] = {"venue": "bybit", "account": "main", "category": "linear"}
+    base["symbol"] = "BTCUSDT"
+    base[field] = bad
+    with pytest.raises(InvalidInput, match=field):
+        PositionKey(**base)
+
+
+def test_keys_that_joined_to_the_same_stream_are_refused_not_merged() -> None:
+    """PositionKey(v, a, "c\\x1fS", X) and PositionKey(v, "a\\x1fc", S, X) were one stream."""
+    with pytest.raises(InvalidInput):
+        PositionKey(venue="bybit", account="main", category="linear\x1fBTCUSDT", symbol="X")
+    with pytest.raises(InvalidInput):
+        PositionKey(venue="bybit", account="main\x1flinear", category="BTCUSDT", symbol="X")
+
+
+def test_stream_ids_of_valid_keys_are_unchanged() -> None:
+    assert str(K.stream_id) == "32258c54-6f34-59cf-8bdb-2cba5aa1a652"  # as be93bd9 named it
+
+
+@pytest.mark.parametrize("status", [123, None, [], "", "  ", "Can\x00celled"])
+def test_an_order_end_needs_a_status(ledger: Ledger, status: object) -> None:
+    ledger.request_open(K, order_id="o", side="buy", qty=Decimal(1), at=T0)
+    before = ledger.history(K)
+    with pytest.raises(InvalidInput, match="status"):
+        ledger.record_order_end(K, order_id="o", status=status, at=T0)  # type: ignore[arg-type]
+    assert ledger.history(K) == before
+
+
+@pytest.mark.parametrize("order_id", [None, 5, "", "o\x1f1"])
+def test_requests_and_order_ends_refuse_bad_order_ids(ledger: Ledger, order_id: object) -> None:
+    with pytest.raises(InvalidInput, match="order_id"):
+        ledger.request_open(K, order_id=order_id, side="buy", qty=1, at=T0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="order_id"):
+        ledger.record_order_end(K, order_id=order_id, status="Cancelled", at=T0)  # type: ignore[arg-type]
+    assert ledger.history(K) == []
+
+
+@pytest.mark.parametrize("version", [-1, 0, "2", 2.0, True])
+def test_position_refuses_a_version_that_is_not_a_positive_int(
+    ledger: Ledger, version: object
+) -> None:
+    ledger.record_fill(K, fill())
+    with pytest.raises(InvalidInput, match="version"):
+        ledger.position(K, version=version)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), 0, -1, float("inf"), "5", True])
+def test_open_refuses_a_timeout_that_is_not_positive_seconds(timeout: object) -> None:
+    with pytest.raises(InvalidInput, match="timeout"):
+        Ledger.open("memory://", timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_a_huge_request_is_refused_before_any_arithmetic(ledger: Ledger) -> None:
+    with pytest.raises(InvalidInput, match="qty"):
+        ledger.request_open(K, order_id="o", side="buy", qty=Decimal("1e999999"), at=T0)
+    assert ledger.history(K) == []

@@ -1,13 +1,15 @@
 """Value objects: small, frozen, validated on construction so bad input never reaches the ledger.
 
 Quantities and prices are ``Decimal``. A ``float`` is refused (its binary rounding is exactly the
-kind of silent drift this library exists to prevent); ``str`` and ``int`` are converted. Times are
-timezone-aware and normalised to UTC.
+kind of silent drift this library exists to prevent); ``str`` and ``int`` are converted, within
+1e-30 .. 1e30 in magnitude. Times are timezone-aware and normalised to UTC. Names and ids are
+text without control characters: a key's fields are joined with one to name its stream.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -86,6 +88,11 @@ class Status(StrEnum):
     OPEN = "open"
 
 
+DECIMAL_RANGE = 30
+"""Accepted decimals are 0 or lie within 1e-30 .. 1e30 in magnitude with no digit below 1e-30:
+every real price, quantity and fee, and nothing whose arithmetic could overflow."""
+
+
 def to_decimal(value: object, what: str) -> Decimal:
     """Convert to a finite Decimal; floats and bools are refused, not rounded."""
     if isinstance(value, bool | float):
@@ -103,6 +110,11 @@ def to_decimal(value: object, what: str) -> Decimal:
         raise InvalidInput(f"{what} must be a Decimal, int or str, not {type(value).__name__}")
     if not result.is_finite():
         raise InvalidInput(f"{what} must be finite, got {value!r}")
+    if result and not (
+        -DECIMAL_RANGE <= result.adjusted() < DECIMAL_RANGE
+        and int(result.as_tuple().exponent) >= -DECIMAL_RANGE
+    ):
+        raise InvalidInput(f"{what} is out of range (1e-30 .. 1e30): {value!r}")
     return result
 
 
@@ -129,10 +141,19 @@ def aware_utc(value: object, what: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+def text(value: object, what: str, *, empty: bool = False) -> str:
+    """A name or id: a string (non-empty unless ``empty``) without control characters (a key's
+    fields are joined with one to name its stream, so one inside a field could make two keys
+    share a stream) and storable as UTF-8 (no lone surrogate)."""
+    if not isinstance(value, str) or not (empty or value.strip()):
         raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
+    if _UNSAFE.search(value):
+        raise InvalidInput(f"{what} must not contain control characters: {value!r}")
     return value
+
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Unicode's control characters (category Cc) and lone surrogates (Cs)."""
 
 
 def _int(value: object, what: str) -> int:
@@ -149,15 +170,19 @@ def _idx(value: object, what: str) -> int:
 
 
 def _to_account(value: object) -> str:
-    return _text(value, "account")
+    return text(value, "account")
 
 
 def _to_category(value: object) -> str:
-    return _text(value, "category")
+    return text(value, "category")
 
 
 def _to_exec_id(value: object) -> str:
-    return _text(value, "exec_id")
+    return text(value, "exec_id")
+
+
+def _to_order_id(value: object) -> str:
+    return text(value, "order_id", empty=True)
 
 
 def _to_exec_time(value: object) -> datetime:
@@ -189,7 +214,7 @@ def _to_optional_seq(value: object) -> int | None:
 
 
 def _to_optional_symbol(value: object) -> str | None:
-    return None if value is None else _text(value, "symbol")
+    return None if value is None else text(value, "symbol")
 
 
 def _to_optional_updated_at(value: object) -> datetime | None:
@@ -209,7 +234,7 @@ def _to_size(value: object) -> Decimal:
 
 
 def _to_symbol(value: object) -> str:
-    return _text(value, "symbol")
+    return text(value, "symbol")
 
 
 def _to_taken_at(value: object) -> datetime:
@@ -217,7 +242,7 @@ def _to_taken_at(value: object) -> datetime:
 
 
 def _to_venue(value: object) -> str:
-    return _text(value, "venue")
+    return text(value, "venue")
 
 
 def _to_side(value: object) -> Side:
@@ -287,7 +312,7 @@ class Fill:
     """
 
     exec_id: str = attrs.field(converter=_to_exec_id)
-    order_id: str = attrs.field(validator=attrs.validators.instance_of(str))
+    order_id: str = attrs.field(converter=_to_order_id)
     side: Side = attrs.field(converter=_to_side)
     qty: Decimal = attrs.field(converter=_to_qty)
     price: Decimal = attrs.field(converter=_to_price)
@@ -342,7 +367,7 @@ def _frozen_set_or_none(value: object, what: str) -> frozenset[str] | None:
         return None
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise InvalidInput(f"{what} must be a collection of strings or None")
-    return frozenset(_text(item, what) for item in value)
+    return frozenset(text(item, what) for item in value)
 
 
 def _positions(value: object) -> tuple[ExchangePosition, ...]:

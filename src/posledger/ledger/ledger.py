@@ -34,6 +34,7 @@ from posledger.core.model import (
     Status,
     aware_utc,
     positive_decimal,
+    text,
 )
 from posledger.core.position import PositionState, evolve
 from posledger.core.reconcile import (
@@ -266,6 +267,9 @@ class Ledger:
         self, key: PositionKey, *, order_id: str, status: str, at: datetime | None = None
     ) -> PositionState:
         """An order ended without (full) fill: cancelled, rejected, expired."""
+        self._check_key(key)
+        order_id = text(order_id, "order_id")
+        status = text(status, "status")
         when = self._time(at, "at")
 
         def decide(state: PositionState) -> Decision[None]:
@@ -333,6 +337,10 @@ class Ledger:
         self._check_key(key)
         if version is not None and at is not None:
             raise InvalidInput("pass version= or at=, not both")
+        if version is not None and (
+            isinstance(version, bool) or not isinstance(version, int) or version < 1
+        ):
+            raise InvalidInput(f"version must be an int >= 1, got {version!r}")
         with self._lock, self._storage_errors():
             if version is not None:
                 return self._cache.load(key.stream_id, version=version)
@@ -384,8 +392,8 @@ class Ledger:
         *,
         reduce_only: bool,
     ) -> PositionState:
-        if not isinstance(order_id, str):
-            raise InvalidInput(f"order_id must be a string, got {order_id!r}")
+        self._check_key(key)
+        order_id = text(order_id, "order_id")
         amount = positive_decimal(qty, "qty")
         limit = None if price is None else positive_decimal(price, "price")
         when = self._time(at, "at")

@@ -8,6 +8,7 @@ appear in ``describe()`` or in errors.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -31,6 +32,12 @@ def settings_for(
 ) -> StorageSettings:
     """Settings for ``url``. ``create_tables=False`` is for least-privilege roles: the tables
     must exist already (``posledger init-db URL``, run once by a role that may create them)."""
+    if (
+        isinstance(lock_timeout_s, bool)
+        or not isinstance(lock_timeout_s, int | float)
+        or not 0 < lock_timeout_s < math.inf
+    ):
+        raise InvalidInput(f"timeout must be a number of seconds > 0, got {lock_timeout_s!r}")
     settings = _settings_for(url, lock_timeout_s)
     settings.env["CREATE_TABLE"] = "y" if create_tables else "n"
     return settings
