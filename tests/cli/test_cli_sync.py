@@ -196,3 +196,36 @@ def test_the_loop_stops_cleanly_on_ctrl_c(fake: FakeBybit, url: str) -> None:
     assert out.rstrip().endswith("Stopped.")
     assert "posledger.drivers.sync: sync round" in err and "fills_recovered=1" in err
     assert events(url)[-1] == "PartiallyFilled"
+
+
+def test_a_root_handler_sees_only_masked_text(fake: FakeBybit, url: str) -> None:
+    """``logging.basicConfig()`` (a root handler) in the process running the loop: records
+    propagate to it, so the mask must be in the record, not in posledger's own handler. A wrong
+    secret makes Bybit answer ``error sign! origin_string[…]``, which holds the API key."""
+    seed_002(fake, url)
+    program = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO); "
+        "from posledger.cli import main; "
+        f"sys.exit(main(['sync', '--db', {url!r}, '--interval', '3600']))"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", program],
+        env=environment(fake, BYBIT_API_SECRET="S-wrong-" + API_SECRET),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not fake.requests(POSITIONS) and process.poll() is None:
+            assert time.monotonic() < deadline, "the loop never read the exchange"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the failed round is logged
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert "error sign" in err, err
+    assert err.count("WARNING:posledger") >= 1  # the root handler's own format
+    assert_secrets_not_shown(out + err)
+    assert "S-wrong-" not in err

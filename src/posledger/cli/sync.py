@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from types import FrameType
@@ -34,6 +34,7 @@ from posledger.cli.base import (
     table,
     when,
 )
+from posledger.cli.secrets import RECORD_FIELDS, SecretMask, masking
 from posledger.core.errors import ExchangeUnavailable
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
 ENDPOINT_ENV = "POSLEDGER_BYBIT_ENDPOINT"
 """Points pybit at another REST endpoint (a fake Bybit in tests, a proxy); unset: Bybit's."""
-MASK = "***"
 
 
 @subcommand(
@@ -101,7 +101,7 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
     if not args.interval > 0:
         raise UsageError(f"--interval must be a positive number of seconds, got {args.interval}")
     api_key, api_secret = _credentials()
-    secrets = (api_key, api_secret)
+    secrets = SecretMask((api_key, api_secret))
     venue = _venue(args, api_key, api_secret)
     with open_ledger(args.db) as ledger:
         synchronizer = Synchronizer(ledger, venue, interval=timedelta(seconds=args.interval))
@@ -111,7 +111,7 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
             report = synchronizer.run_once()
         except ExchangeUnavailable as error:
             message = f"{PROG} sync: error: exchange unavailable, nothing written: {error}"
-            print(_masked(one_line(message), secrets), file=sys.stderr)
+            print(secrets(one_line(message)), file=sys.stderr)
             return EXCHANGE_UNAVAILABLE
     if args.json:
         print_json(_report_document(report))
@@ -145,12 +145,6 @@ def _venue(args: argparse.Namespace, api_key: str, api_secret: str) -> Any:
         http, account=args.account, category=args.category, settle_coin=args.settle_coin
     )
 
-
-def _masked(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, MASK)
-    return text
 
 
 # --- one round ---------------------------------------------------------------------------------
@@ -223,7 +217,7 @@ def _run_forever(
     console: Console,
     args: argparse.Namespace,
     where: str,
-    secrets: Sequence[str],
+    secrets: SecretMask,
 ) -> int:
     console.print(
         f"Syncing bybit/{args.account}/{args.category} ({args.settle_coin}) into {where} every "
@@ -255,38 +249,33 @@ def _stopping_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message",
-    "asctime",
-}
+class _ExtrasFormatter(logging.Formatter):
+    """``time level logger: message key=value …``: the record's structured extras appended."""
 
-
-class _MaskingFormatter(logging.Formatter):
-    """``time level logger: message key=value …`` (the record's structured extras appended),
-    with the API key and secret masked."""
-
-    def __init__(self, secrets: Sequence[str]) -> None:
+    def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        self.secrets = tuple(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        extras = {k: v for k, v in vars(record).items() if k not in _RECORD_FIELDS}
+        extras = {k: v for k, v in vars(record).items() if k not in RECORD_FIELDS}
         if extras:
             text += " " + " ".join(f"{k}={v}" for k, v in extras.items())
-        return _masked(text, self.secrets)
+        return text
 
 
 @contextmanager
-def _logging_to_stderr(secrets: Sequence[str]) -> Iterator[None]:
+def _logging_to_stderr(secrets: SecretMask) -> Iterator[None]:
+    """posledger's records to stderr, masked in the record itself: any other handler (a root
+    one from ``logging.basicConfig()``) sees them masked too."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_MaskingFormatter(secrets))
+    handler.setFormatter(_ExtrasFormatter())
     logger = logging.getLogger("posledger")
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        yield
+        with masking(secrets):
+            yield
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
