@@ -1,10 +1,12 @@
-"""How sides, sizes and counts are written for people."""
+"""How sides, sizes and counts are written for people: shared by the audit, the CLI and the demo,
+so a position reads the same in a notebook, a terminal and the demo's chapters."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-from posledger.core.model import Side
+from posledger.core.model import Side, Status
+from posledger.core.position import PositionState
 
 ZERO = Decimal(0)
 
@@ -35,3 +37,15 @@ def shortened(value: object, limit: int = 80) -> str:
     """A value's text, cut to ``limit`` characters with an ellipsis (for one-line details)."""
     text = str(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def direction(side: Side | str) -> str:
+    """'long' for a buy side, 'short' for a sell side."""
+    return "long" if Side.parse(side) is Side.BUY else "short"
+
+
+def holding(state: PositionState) -> str:
+    """'long 0.5', 'short 2036.0', 'pending' (only requests in flight) or 'flat'."""
+    if state.status is Status.OPEN and state.side is not None:
+        return f"{direction(state.side)} {state.size}"
+    return state.status.value
