@@ -13,7 +13,7 @@ from posledger.audit.extras import notebook_module
 from posledger.audit.findings import Problem
 from posledger.audit.format import side_value, signed_size
 from posledger.audit.history import HistoryRow
-from posledger.audit.verify import VerifyReport
+from posledger.audit.verification import VerifyReport
 from posledger.core.errors import InvalidInput
 from posledger.core.position import PositionState
 

@@ -13,7 +13,7 @@ import attrs
 
 from posledger.audit.format import ZERO, side_value, signed_quantity, signed_size
 from posledger.audit.html import html_table
-from posledger.audit.replay import replay_events
+from posledger.audit.replays import replay_events
 from posledger.audit.source import PAGE_SIZE, Progress, Source, key_events
 from posledger.core.events import (
     Closed,

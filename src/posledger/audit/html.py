@@ -3,7 +3,7 @@ as a table in Jupyter.
 
 History rows and verify reports lay out their own columns with :func:`html_table` next to their
 types (:func:`~posledger.audit.history.history_html`,
-:func:`~posledger.audit.verify.verify_html`), where their ``_repr_html_`` finds them. A
+:func:`~posledger.audit.verification.verify_html`), where their ``_repr_html_`` finds them. A
 PositionState belongs to the core, which knows nothing of presentation: its formatter is
 registered with the running IPython shell from here, when this module is imported.
 """
