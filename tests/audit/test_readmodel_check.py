@@ -12,6 +12,20 @@ from tests.audit.stores import BTC, ETH, SOL, build
 from tests.conftest import T0
 
 
+def run_sql(url: str, statement: str) -> None:
+    """Run ``statement`` in the store at ``url`` (its schema on PostgreSQL), as a hand-edit."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url[len("sqlite:///") :]) as db:
+            db.execute(statement)
+        return
+    import psycopg
+
+    server, schema = url.split("?schema=")
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"SET search_path TO {schema}")
+        connection.execute(statement)
+
+
 def test_a_read_model_table_is_compared_with_the_replay(sqlite_url: str) -> None:
     """A hand-made posledger_positions (the documented columns): equal, then one row off."""
     with Ledger.open(sqlite_url, clock=lambda: T0) as ledger:
@@ -69,17 +83,30 @@ def test_the_real_read_model_agrees_and_a_tampered_row_is_caught(durable_url: st
         model.catch_up()
     report = verify(durable_url)
     assert report.ok and report.read_model_checked, str(report)
-    statement = f"UPDATE {READ_MODEL_TABLE} SET status = 'open' WHERE symbol = 'BTCUSDT'"
-    if durable_url.startswith("sqlite"):
-        with sqlite3.connect(durable_url[len("sqlite:///") :]) as db:
-            db.execute(statement)
-    else:
-        import psycopg
-
-        server, schema = durable_url.split("?schema=")
-        with psycopg.connect(server, autocommit=True) as connection:
-            connection.execute(f"SET search_path TO {schema}")
-            connection.execute(statement)
+    run_sql(durable_url, f"UPDATE {READ_MODEL_TABLE} SET status = 'open' WHERE symbol = 'BTCUSDT'")
     report = verify(durable_url)
     assert [(p.key, p.check) for p in report.problems] == [(BTC, Check.READ_MODEL)]
     assert "status" in report.problems[0].detail
+
+
+def test_a_state_column_that_disagrees_with_the_replay_is_caught(durable_url: str) -> None:
+    """The read model's own reads return its ``state`` column: a state edited by hand (every
+    other column intact), or one that no longer decodes, is a problem of its key."""
+    readmodel = pytest.importorskip("posledger.store.readmodel")
+    with Ledger.open(durable_url, clock=lambda: T0) as ledger:
+        build(ledger)
+    with readmodel.ReadModel.open(durable_url) as model:
+        model.catch_up()
+    if durable_url.startswith("sqlite"):
+        edited = "json_set(state, '$.size', '9')"
+    else:
+        edited = "jsonb_set(state, '{size}', '\"9\"')"
+    run_sql(durable_url, f"UPDATE {READ_MODEL_TABLE} SET state = {edited} WHERE symbol = 'ETHUSDT'")
+    run_sql(durable_url, f"UPDATE {READ_MODEL_TABLE} SET state = '{{}}' WHERE symbol = 'SOLUSDT'")
+    report = verify(durable_url)
+    assert [(p.key, p.check) for p in report.problems] == [
+        (ETH, Check.READ_MODEL),
+        (SOL, Check.READ_MODEL),
+    ], str(report)
+    assert report.for_key(ETH)[0].detail.endswith(": state.size: table 9, replay 3")
+    assert "state: cannot be decoded" in report.for_key(SOL)[0].detail

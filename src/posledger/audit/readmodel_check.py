@@ -2,13 +2,15 @@
 (:mod:`posledger.store.readmodel`), where the store has one, equals the replay.
 
 The table is compared column by column, for the read model's columns it has: dashboards read
-them with plain SQL, so a column that disagrees with the events is wrong wherever it is read. It
-holds one row per key, so a missing row is a problem too (a read model that is behind shows up
-here).
+them with plain SQL, so a column that disagrees with the events is wrong wherever it is read.
+Its ``state`` column, which the read model's own reads return, is decoded as the read model
+decodes it and compared whole. The table holds one row per key, so a missing row is a problem
+too (a read model that is behind shows up here).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from posledger.audit.findings import Check, Findings, Problem
+from posledger.audit.findings import Check, Findings, Problem, state_differences
 from posledger.audit.format import shortened
 from posledger.audit.source import audit_storage_errors
 from posledger.core.errors import PosledgerError
@@ -25,6 +27,7 @@ from posledger.core.model import PositionKey
 from posledger.core.position import PositionState
 from posledger.store.application import LedgerApplication
 from posledger.store.readmodel import COLUMNS, TABLE
+from posledger.store.snapshot import decode
 
 KEY_COLUMNS = tuple(field.name for field in attrs.fields(PositionKey) if field.init)
 """The columns that name a row's key: PositionKey's own fields."""
@@ -77,7 +80,7 @@ def compare_read_model(
 ) -> None:
     """Compare the read-model rows with the replayed ``states`` of the sound streams: every key
     has its row, every row its key, and each of :data:`COMPARED_COLUMNS` the table has holds
-    the replayed value."""
+    the replayed value, and the ``state`` column decodes to the replayed state."""
     columns: set[str] = set(rows[0]) if rows else set()
     by_stream: dict[uuid.UUID, dict[str, Any]] = {}
     for row in rows:
@@ -110,6 +113,8 @@ def compare_read_model(
             for name in compared
             if not _same(_expected(state, name), found[name])
         ]
+        if "state" in found:
+            wrong += _state_differences(found["state"], state)
         if wrong:
             findings.problem(
                 stream,
@@ -135,6 +140,20 @@ def _expected(state: PositionState, column: str) -> object:
     ``pending_orders``, how many orders are working)."""
     value = getattr(state, column)
     return len(value) if column == "pending_orders" else value
+
+
+def _state_differences(stored: object, state: PositionState) -> list[str]:
+    """How the row's ``state`` column, decoded as the read model decodes it (SQLite holds its
+    JSON as text), differs from the replayed state."""
+    try:
+        data: Any = json.loads(stored) if isinstance(stored, str) else stored
+        decoded = decode(data)
+    except (PosledgerError, ValueError, TypeError, KeyError, ArithmeticError) as error:
+        return [f"state: cannot be decoded: {shortened(error)}"]
+    return [
+        f"state.{name}: table {a}, replay {b}"
+        for name, a, b in state_differences(decoded, state)[:6]
+    ]
 
 
 def _same(expected: object, stored: object) -> bool:
