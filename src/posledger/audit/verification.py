@@ -108,6 +108,8 @@ class _LogChecks:
         self.executions = ExecutionChecks(self.findings)
 
     def read(self, notification: Notification, decode: Decoder) -> None:
+        """Check one notification; one that cannot be decoded is a problem of its stream, which
+        is not checked further."""
         try:
             event = decode(notification)
         except Exception as error:
@@ -129,6 +131,7 @@ class _LogChecks:
                 self.executions.execution(stream, event)
 
     def finish(self) -> None:
+        """At the end of the log: what was still waiting for an event that never came."""
         self.streams.finish()
         self.executions.finish()
 
