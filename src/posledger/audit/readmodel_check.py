@@ -40,12 +40,10 @@ def read_model_rows(app: LedgerApplication) -> list[dict[str, Any]] | None:
     """Every row of the read-model table in the application's store, with every column as
     stored; None where the store has no such table (the read model has no reader of raw rows:
     its own reads decode the ``state`` column alone)."""
-    datastore = getattr(app.recorder, "datastore", None)
-    if datastore is None:
-        return None
-    module = type(datastore).__module__
+    datastore: Any = getattr(app.recorder, "datastore", None)
+    backend = _backend(datastore)
     with audit_storage_errors(app.description):
-        if module.startswith("eventsourcing.sqlite"):
+        if backend == "sqlite":
             with datastore.transaction(commit=False) as cursor:
                 cursor.execute(
                     "SELECT name FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)
@@ -54,7 +52,7 @@ def read_model_rows(app: LedgerApplication) -> list[dict[str, Any]] | None:
                     return None
                 cursor.execute(f'SELECT * FROM "{TABLE}"')
                 return [dict(row) for row in cursor.fetchall()]
-        if module.startswith("eventsourcing.postgres"):
+        if backend == "postgres":
             from psycopg import sql
 
             schema = datastore.schema
@@ -72,6 +70,16 @@ def read_model_rows(app: LedgerApplication) -> list[dict[str, Any]] | None:
                     )
                 )
                 return [dict(row) for row in cursor.fetchall()]
+    return None
+
+
+def _backend(datastore: object) -> str | None:
+    """``sqlite`` or ``postgres``: whose datastore (eventsourcing's, or a subclass of it) the
+    event store uses; None for one without SQL (``memory://``)."""
+    for cls in type(datastore).__mro__:
+        for backend in ("sqlite", "postgres"):
+            if cls.__module__.startswith(f"eventsourcing.{backend}"):
+                return backend
     return None
 
 
