@@ -26,6 +26,7 @@ from decimal import Decimal
 
 import attrs
 
+from posledger.audit.format import direction, holding
 from posledger.core.errors import ExchangeUnavailable, InvalidInput
 from posledger.core.events import (
     Closed,
@@ -38,7 +39,7 @@ from posledger.core.events import (
     PositionEvent,
     Reconciled,
 )
-from posledger.core.model import ExchangePosition, Fill, PositionKey, Side, Snapshot, Status
+from posledger.core.model import ExchangePosition, Fill, PositionKey, Side, Snapshot
 from posledger.core.position import PositionState, evolve
 from posledger.core.reconcile import ReconcileReport
 from posledger.ledger import Ledger
@@ -142,18 +143,6 @@ class Chapter:
 
 
 # --- plain-text descriptions -----------------------------------------------------------------
-
-
-def holding(state: PositionState) -> str:
-    """'long 0.5', 'short 2036.0', 'pending' (only requests in flight) or 'flat'."""
-    if state.status is Status.OPEN and state.side is not None:
-        return f"{direction(state.side)} {state.size}"
-    return state.status.value
-
-
-def direction(side: Side | str) -> str:
-    """'long' for a buy side, 'short' for a sell side."""
-    return "long" if Side.parse(side) is Side.BUY else "short"
 
 
 def describe(state: PositionState) -> str:

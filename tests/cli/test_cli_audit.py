@@ -15,7 +15,7 @@ import pytest
 from posledger import Ledger
 from posledger.audit import HISTORY_COLUMNS, STATE_COLUMNS, history_rows
 from posledger.demo import AGI, ETH, run_demo
-from tests.audit.test_audit import forge_fill_by_sql
+from tests.audit.stores import forge_fill_by_sql
 from tests.cli.test_cli import assert_clean_usage_error, run_cli
 from tests.conftest import T0, key
 from tests.helpers import at, fill

@@ -20,7 +20,7 @@ from posledger.core.events import ExecutionSeen, Filled, Reconciled
 from posledger.store.application import LedgerApplication
 from posledger.store.encoding import StoredEventEncoder, _standard_json
 from posledger.testing.strategies import exchange_histories
-from tests.audit.test_audit import build
+from tests.audit.stores import build
 from tests.conftest import T0
 from tests.store.test_fast_decoder import any_event
 

@@ -27,7 +27,7 @@ from posledger.store.replay import log_rows
 from posledger.store.snapshot import PositionSnapshot
 from posledger.store.storage import settings_for
 from posledger.testing.strategies import exchange_histories
-from tests.audit.test_audit import BTC, build
+from tests.audit.stores import BTC, build
 from tests.conftest import T0
 
 TOPICS = (*(cls.TOPIC for cls in EVENT_TYPES), ExecutionSeen.TOPIC)

@@ -20,6 +20,8 @@ from posledger.audit import (
     state_record,
     verify,
 )
+from posledger.audit.format import holding, signed_quantity
+from posledger.audit.history import evidence_line
 from posledger.cli.base import (
     DB_ARGUMENT,
     JSON_ARGUMENT,
@@ -31,14 +33,12 @@ from posledger.cli.base import (
     progress_bar,
     quantity,
     section,
-    signed,
     subcommand,
     symbol_suggestion,
     table,
     when,
 )
 from posledger.core.model import PositionKey, Side, Status
-from posledger.demo import holding
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -237,9 +237,9 @@ def _history_table(rows: Sequence[HistoryRow]) -> object:
     for row in rows:
         style = _ROW_STYLES.get(row.event, "yellow" if row.reason == "suspect" else "")
         change = (
-            f"{signed(row.signed_size_before)} -> {signed(row.signed_size_after)}"
+            f"{signed_quantity(row.signed_size_before)} -> {signed_quantity(row.signed_size_after)}"
             if row.size_change
-            else signed(row.signed_size_after)
+            else signed_quantity(row.signed_size_after)
         )
         made.add_row(
             str(row.version),
@@ -274,12 +274,7 @@ def _evidence(row: HistoryRow) -> str:
     if evidence is None:
         return ""
     shape = "%H:%M:%S" if evidence.taken_at.date() == row.time.date() else "%m-%d %H:%M:%S"
-    text = f"{signed(evidence.signed_size)} at {evidence.taken_at:{shape}}"
-    if evidence.seq is not None:
-        text += f" seq {evidence.seq}"
-    if evidence.confirmations:
-        text += f" ({evidence.confirmations}×)"
-    return text
+    return evidence_line(evidence, f"at {evidence.taken_at:{shape}}")
 
 
 # --- posledger verify ------------------------------------------------------------------------

@@ -258,11 +258,6 @@ def quantity(value: Decimal | None) -> str:
     return "" if value is None else format(value, "f")
 
 
-def signed(value: Decimal) -> str:
-    """+3160, -0.5, 0: a signed size as people write it."""
-    return f"{value:+f}" if value else "0"
-
-
 def when(moment: datetime | None) -> str:
     return "" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
 

@@ -182,7 +182,7 @@ def _outcomes_table(chapter: Chapter) -> Any:
 
 
 def _positions_table(before: Sequence[PositionState], after: Sequence[PositionState]) -> Any:
-    from posledger.demo import holding
+    from posledger.audit.format import holding
 
     was = {state.key: state for state in before}
     now = {state.key: state for state in after}

@@ -20,10 +20,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from posledger.audit import (
-    _BOOL_COLUMNS,
-    _INT_COLUMNS,
-    _NULLABLE_INT_COLUMNS,
-    _TIME_COLUMNS,
     HISTORY_COLUMNS,
     STATE_COLUMNS,
     history_record,
@@ -31,6 +27,7 @@ from posledger.audit import (
     replay_all,
     state_record,
 )
+from posledger.audit.frames import BOOL_COLUMNS, INT_COLUMNS, NULLABLE_INT_COLUMNS, TIME_COLUMNS
 from posledger.cli.base import (
     DB_ARGUMENT,
     PROG,
@@ -187,11 +184,11 @@ def _arrow_schema(columns: tuple[str, ...]) -> Any:
     import pyarrow
 
     def arrow_type(name: str) -> Any:
-        if name in _TIME_COLUMNS:
+        if name in TIME_COLUMNS:
             return pyarrow.timestamp("us", tz="UTC")
-        if name in _INT_COLUMNS or name in _NULLABLE_INT_COLUMNS:
+        if name in INT_COLUMNS or name in NULLABLE_INT_COLUMNS:
             return pyarrow.int64()
-        if name in _BOOL_COLUMNS:
+        if name in BOOL_COLUMNS:
             return pyarrow.bool_()
         return pyarrow.string()
 
@@ -199,7 +196,7 @@ def _arrow_schema(columns: tuple[str, ...]) -> Any:
 
 
 def _arrow_value(name: str, value: object) -> object:
-    if value is None or name in _TIME_COLUMNS or isinstance(value, bool | int):
+    if value is None or name in TIME_COLUMNS or isinstance(value, bool | int):
         return value
     return plain(value)
 

@@ -20,6 +20,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from posledger.audit.format import counted
 from posledger.cli.base import (
     DB_ARGUMENT,
     EXCHANGE_UNAVAILABLE,
@@ -157,10 +158,10 @@ def _print_report(console: Console, report: SyncReport) -> None:
         f"Synced {snapshot.venue}/{snapshot.account}/{snapshot.category} at "
         f"{when(snapshot.taken_at)} UTC: {len(snapshot.positions)} exchange positions, "
         f"{'unknown' if orders is None else len(orders)} open orders; "
-        f"{_count(report.fills_recovered, 'missed fill')} recovered, "
-        f"{_count(len(report.reconcile.corrections), 'correction')}, "
-        f"{_count(len(report.reconcile.suspects), 'suspect')}, "
-        f"{_count(len(report.conflicts), 'conflict')}.",
+        f"{counted(report.fills_recovered, 'missed fill')} recovered, "
+        f"{counted(len(report.reconcile.corrections), 'correction')}, "
+        f"{counted(len(report.reconcile.suspects), 'suspect')}, "
+        f"{counted(len(report.conflicts), 'conflict')}.",
         soft_wrap=True,
     )
     if not report.outcomes:
@@ -203,10 +204,6 @@ def _report_document(report: SyncReport) -> dict[str, object]:
             for o in report.outcomes
         ],
     }
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 # --- the loop ----------------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""How sides, sizes and counts are written for people: shared by the audit, the CLI and the demo,
+so a position reads the same in a notebook, a terminal and the demo's chapters."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from posledger.core.model import Side, Status
+from posledger.core.position import PositionState
+
+ZERO = Decimal(0)
+
+
+def signed_size(side: str | Side | None, size: Decimal) -> Decimal:
+    """A size with its direction as sign: long positive, short negative, 0 without a side."""
+    if not side or not size:
+        return ZERO
+    return size if Side(side) is Side.BUY else -size
+
+
+def side_value(side: Side | None) -> str | None:
+    """``buy``, ``sell`` or None: a side as records and tables store it."""
+    return side.value if side is not None else None
+
+
+def signed_quantity(value: Decimal) -> str:
+    """A signed quantity as people write it: +3160, -0.5, 0."""
+    return f"{value:+f}" if value else "0"
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 fill``, ``3 fills``: a count with its noun, plural unless it is one."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def shortened(value: object, limit: int = 80) -> str:
+    """A value's text, cut to ``limit`` characters with an ellipsis (for one-line details)."""
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def direction(side: Side | str) -> str:
+    """'long' for a buy side, 'short' for a sell side."""
+    return "long" if Side.parse(side) is Side.BUY else "short"
+
+
+def holding(state: PositionState) -> str:
+    """'long 0.5', 'short 2036.0', 'pending' (only requests in flight) or 'flat'."""
+    if state.status is Status.OPEN and state.side is not None:
+        return f"{direction(state.side)} {state.size}"
+    return state.status.value
