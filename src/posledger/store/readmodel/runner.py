@@ -39,19 +39,11 @@ if TYPE_CHECKING:
 
 
 from posledger.store.readmodel.views import (
-    HAVE_PSYCOPG,
     TABLE,
     POPOPositionsView,
     PositionsView,
     SQLitePositionsView,
 )
-
-if HAVE_PSYCOPG:
-    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
-    from psycopg.sql import SQL, Identifier
-
-    from posledger.store.postgres import GuardedPostgresDatastore
-    from posledger.store.readmodel.views import PostgresPositionsView
 
 PAGE = 500
 """Notifications applied per transaction while catching up."""
@@ -234,7 +226,7 @@ class ReadModel:
         if poll_interval <= 0:
             raise InvalidInput(f"poll_interval must be > 0, got {poll_interval!r}")
         recorder = self._app.recorder
-        if HAVE_PSYCOPG and isinstance(recorder, PostgresApplicationRecorder):
+        if self.settings.scheme == "postgresql":
             self._follow_postgres(recorder, stop, poll_interval)
         elif isinstance(recorder, POPOApplicationRecorder):
             self._follow_memory(recorder, stop, poll_interval)
@@ -243,14 +235,16 @@ class ReadModel:
             while not stop.wait(0 if applied else poll_interval):
                 applied = self.catch_up()
 
-    def _follow_postgres(
-        self, recorder: PostgresApplicationRecorder, stop: threading.Event, poll_interval: float
-    ) -> None:
+    def _follow_postgres(self, recorder: Any, stop: threading.Event, poll_interval: float) -> None:
         """LISTEN first, then catch up, then wait for a NOTIFY (or the poll interval).
 
         eventsourcing's ``subscribe()`` pulls the log before its LISTEN is in place, so an event
         committed in between is not seen until the next one arrives; here nothing committed
         after LISTEN can be missed, and everything before it is read by the catch-up."""
+        from psycopg.sql import SQL, Identifier
+
+        from posledger.store.postgres import GuardedPostgresDatastore
+
         tick = min(poll_interval, 0.1)
         listen = SQL("LISTEN {0}").format(Identifier(recorder.channel_name))
         datastore = recorder.datastore
@@ -348,8 +342,10 @@ def _view_for(app: LedgerApplication, *, create: bool, settings: StorageSettings
         return POPOPositionsView()
     if isinstance(factory, SQLiteFactory):
         view = SQLitePositionsView(factory.datastore)
-    elif settings.scheme == "postgresql" and isinstance(factory, PostgresFactory):
-        view = PostgresPositionsView(factory.datastore)
+    elif settings.scheme == "postgresql":
+        from posledger.store.readmodel.postgres_view import PostgresPositionsView
+
+        view = PostgresPositionsView(factory.datastore)  # type: ignore[attr-defined]
     else:  # pragma: no cover
         raise InvalidInput(f"no read model for {type(factory).__name__}")
     if create:
