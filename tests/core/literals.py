@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from posledger import Fill, PositionKey, PositionState, Side
+from posledger import Fill, PositionKey, PositionState, ReconcilePolicy, Side, Snapshot
 from posledger.core.decide import decide_fills, decide_order_end, decide_request, register
 from posledger.core.events import PositionEvent
 from posledger.core.position import evolve
+from posledger.core.reconcile import Judgement, decide_reconcile
 from tests.conftest import T0, key
 
 KEY = key("BTCUSDT")
@@ -64,3 +66,11 @@ def requested(
 
 def ended(state: PositionState, order_id: str, when: datetime = T0) -> PositionState:
     return fold(state, decide_order_end(state, order_id=order_id, status="Cancelled", at=when))
+
+
+def judge(
+    state: PositionState, snap: Snapshot, now: datetime | None = None, **policy: Any
+) -> Judgement:
+    """``decide_reconcile`` at ``now`` (default: when the snapshot was taken) under a policy made
+    of ``policy``."""
+    return decide_reconcile(state, snap, now or snap.taken_at, ReconcilePolicy(**policy))

@@ -55,10 +55,9 @@ from posledger.core.reconcile import (
     Judgement,
     Outcome,
     ReconcilePolicy,
-    decide_reconcile,
     needs_recovery,
 )
-from tests.core.literals import SHORT_LEG, T0, d, filled, fold, fresh, requested
+from tests.core.literals import SHORT_LEG, T0, d, filled, fold, fresh, judge, requested
 from tests.helpers import at, fill, row, snapshot
 
 SECOND = timedelta(seconds=1)
@@ -67,12 +66,6 @@ SECOND = timedelta(seconds=1)
 def btc(side: str | None, size: str, **more: Any) -> ExchangePosition:
     """The exchange's row for KEY."""
     return row("BTCUSDT", side, size, **more)
-
-
-def judge(
-    state: PositionState, snap: Snapshot, now: datetime | None = None, **policy: Any
-) -> Judgement:
-    return decide_reconcile(state, snap, now or snap.taken_at, ReconcilePolicy(**policy))
 
 
 def suspected(state: PositionState, snap: Snapshot, **policy: Any) -> PositionState:
@@ -162,7 +155,7 @@ def evidence(state: PositionState, taken_at: datetime, **fields: Any) -> Exchang
     )
 
 
-# --- R1 agreement ----------------------------------------------------------------------------
+# --- R1 agreement -----------------------------------------------------------------------------
 
 
 def test_r1_both_flat_agree_and_write_nothing() -> None:
@@ -205,7 +198,7 @@ def test_r1_the_other_side_never_agrees_within_tolerance() -> None:
     assert judgement.correction is Correction.SIDE_MISMATCH
 
 
-# --- R2 reset of a suspect run ---------------------------------------------------------------
+# --- R2 reset of a suspect run ----------------------------------------------------------------
 
 
 def test_r2_an_agreeing_snapshot_resets_a_suspect_run() -> None:
@@ -231,7 +224,7 @@ def test_r2_an_agreeing_snapshot_resets_a_suspect_run() -> None:
     assert restarted.outcome is Outcome.SUSPECT and restarted.detail == "1/2"
 
 
-# --- R3 heartbeat ----------------------------------------------------------------------------
+# --- R3 heartbeat -----------------------------------------------------------------------------
 
 
 def test_r3_a_heartbeat_records_an_agreeing_snapshot_when_none_was_recorded() -> None:
@@ -266,7 +259,7 @@ def test_r3_never_a_heartbeat_on_an_unsaved_version_1_state() -> None:
     assert len(judge(saved, snapshot(at(5)), heartbeat=timedelta(0)).events) == 1
 
 
-# --- R4 staleness ----------------------------------------------------------------------------
+# --- R4 staleness -----------------------------------------------------------------------------
 
 
 STALE = Judgement(Outcome.STALE, None, [], "snapshot predates the last applied fill")
@@ -314,7 +307,7 @@ def test_r4_an_agreeing_snapshot_is_never_stale() -> None:
     )
 
 
-# --- R5 grace, R6 not yet visible ------------------------------------------------------------
+# --- R5 grace, R6 not yet visible -------------------------------------------------------------
 
 
 def test_r5_an_order_younger_than_grace_is_in_flight() -> None:
@@ -355,7 +348,7 @@ def test_r6_an_order_requested_at_or_after_the_snapshot_is_in_flight_unless_list
     assert judge(state, snap, now=at(20)).outcome is outcome
 
 
-# --- R7 dead open requests -------------------------------------------------------------------
+# --- R7 dead open requests --------------------------------------------------------------------
 
 
 def never_filled(when: datetime = T0) -> PositionState:
@@ -412,7 +405,7 @@ def test_r7_an_exit_is_never_a_dead_open() -> None:
     assert judge(state, snapshot(at(20))) == Judgement(Outcome.AGREES, None, [])
 
 
-# --- R8 classification -----------------------------------------------------------------------
+# --- R8 classification ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -434,7 +427,7 @@ def test_r8_classification(
     assert (judgement.outcome, judgement.correction) == (Outcome.SUSPECT, correction)
 
 
-# --- R9 already seen -------------------------------------------------------------------------
+# --- R9 already seen --------------------------------------------------------------------------
 
 
 ALREADY_SEEN = "not later than the last recorded snapshot"
@@ -467,7 +460,7 @@ def test_r9_staleness_and_orders_in_flight_are_judged_first() -> None:
     assert judge(waiting, snapshot(at(11)), now=at(12)).outcome is Outcome.PENDING
 
 
-# --- R10 confirmations -----------------------------------------------------------------------
+# --- R10 confirmations ------------------------------------------------------------------------
 
 
 def test_r10_the_first_disagreement_is_recorded_as_suspect() -> None:
@@ -535,7 +528,7 @@ def test_r10_one_confirmation_corrects_at_once() -> None:
     assert isinstance(judgement.events[0], Reconciled) and judgement.events[0].confirmations == 1
 
 
-# --- R11 corrections, one per row of CORRECTIONS ---------------------------------------------
+# --- R11 corrections, one per row of CORRECTIONS ----------------------------------------------
 
 
 def test_r11_phantom_closes_and_clears_the_exits_and_dead_opens() -> None:
@@ -726,7 +719,7 @@ def test_r11_a_short_leg_is_adopted_on_its_side() -> None:
     assert isinstance(event, Reconciled) and (event.kind, event.after_side) == ("adopted", "sell")
 
 
-# --- R12 late news ---------------------------------------------------------------------------
+# --- R12 late news ----------------------------------------------------------------------------
 
 
 def test_r12_a_snapshot_no_later_than_a_correction_cannot_undo_it() -> None:
@@ -751,7 +744,7 @@ def test_r12_a_late_execution_the_correction_reflected_is_absorbed() -> None:
     assert judge(state, snapshot(at(12), [exchange])) == Judgement(Outcome.AGREES, None, [])
 
 
-# --- R13 needs_recovery ----------------------------------------------------------------------
+# --- R13 needs_recovery -----------------------------------------------------------------------
 
 
 def test_r13_a_disagreement_needs_recovery() -> None:
@@ -775,7 +768,7 @@ def test_r13_an_order_grace_old_may_have_filled_unseen(age: int, needed: bool) -
     assert needs_recovery(state, agreeing, now, ReconcilePolicy()) is needed
 
 
-# --- R14 policy validation -------------------------------------------------------------------
+# --- R14 policy validation --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
