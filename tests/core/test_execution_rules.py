@@ -22,7 +22,8 @@ E8  Absorbed: a fill the last correction's snapshot reflected (``seq <= correcte
     accounting count.
 E9  ``last_fill_seq``/``last_fill_time`` are the latest seen: an older fill never moves them back.
 E10 After a correction the cost basis is the new size at the kept average (the exchange's, else
-    the ledger's), and later reduces realize against it; an unknown cost realizes nothing.
+    the ledger's), and later reduces realize against it; an unknown cost realizes nothing; a
+    flat key keeps no average.
 E11 A correction clears the suspect run; a fill leaves it.
 E12 ``decide_request`` refuses: an empty order id, an open without side, an exit without side
     on a flat key, an exit on the held side, an order against a hedge leg; the same id with
@@ -31,12 +32,14 @@ E13 ``decide_order_end``: an unknown or ended order is a no-op; the end of the l
     a never-filled lifecycle closes it (``Closed(reason=order_ended)``).
 E14 Batches: duplicates inside one batch apply once; a fill for another symbol or leg is
     refused; ``preview_fills`` returns the folded state.
-E15 The close reason is the execution's kind; ``evolve`` refuses a stream that does not start
-    with ``KeyRegistered`` and a version gap.
+E15 The close reason is the execution's kind. ``evolve`` stamps every state with its event's
+    version and business time, and refuses a stream that does not start with
+    ``KeyRegistered``, a version gap, an unknown event or side; ``register`` a naive time.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -59,8 +62,10 @@ from posledger.core.events import (
     OpenRequested,
     OrderEnded,
     PartiallyFilled,
+    PositionEvent,
+    Reconciled,
 )
-from posledger.core.position import evolve
+from posledger.core.position import PendingOrder, evolve
 from posledger.core.reconcile import Outcome
 from tests.core.literals import (
     KEY,
@@ -129,15 +134,15 @@ def test_e1_a_short_realizes_with_the_opposite_sign() -> None:
 
 
 def test_e2_partial_closes_share_the_cost_and_the_last_takes_the_rest() -> None:
-    state = filled(fresh(), fill("e1", "buy", "1", "1"), fill("e2", "buy", "2", "2"))
-    assert state.cost_basis == 5 and state.avg_entry_price == d(5) / d(3)
-    state = filled(state, fill("e3", "sell", "1", "2"))
-    share = d(5) * d(1) / d(3)
-    assert state.cost_basis == d(5) - share
-    assert state.realized_pnl == d(2) - share
-    assert state.avg_entry_price == d(5) / d(3)  # a reduce keeps the average
-    state = filled(state, fill("e4", "sell", "2", "2"))
-    assert state.realized_pnl == 1  # 6 received for 5 of cost, exactly
+    state = filled(fresh(), fill("e1", "buy", "1", "7"), fill("e2", "buy", "2", "2"))
+    assert state.cost_basis == 11 and state.avg_entry_price == d(11) / d(3)
+    state = filled(state, fill("e3", "sell", "1", "5"))
+    share = d(11) * d(1) / d(3)  # rounded to 28 digits
+    assert state.cost_basis == d(11) - share
+    assert state.realized_pnl == d(5) - share
+    assert state.avg_entry_price == d(11) / d(3)  # a reduce keeps the average
+    state = filled(state, fill("e4", "sell", "2", "5"))
+    assert state.realized_pnl == 4  # 15 received for 11 of cost, exactly (no second rounding)
     assert (state.cost_basis, state.avg_entry_price, state.side) == (None, None, None)
 
 
@@ -194,6 +199,17 @@ def test_e3_a_flip_drops_the_exits_of_the_old_side() -> None:
     closing = events[1]
     assert isinstance(closing, Closed) and closing.cleared_orders == ["x1"]
     assert [o.order_id for o in fold(state, events).pending_orders] == ["o2"]
+
+
+def test_e3_a_close_with_an_open_request_pending_starts_the_next_lifecycle_at_once() -> None:
+    state = requested(holding("buy", "1"), "o2", "buy", "1")
+    after = filled(state, fill("e1", "sell", "1", exec_time=at(5)))
+    assert (after.status, after.lifecycle, after.opened_at, after.active) == (
+        Status.PENDING,
+        2,
+        at(5),
+        True,
+    )
 
 
 # --- E4 Filled or PartiallyFilled -------------------------------------------------------------
@@ -318,6 +334,20 @@ def test_e6_an_overfill_is_applied_in_full() -> None:
     assert filled(state, fill("e1", "buy", "1.5", order_id="o1")).size == d("1.5")
 
 
+def test_e6_a_reduce_only_fill_on_the_positions_own_side_is_all_overfill() -> None:
+    state = requested(holding("buy", "1"), "x1", None, "2", exit=True)
+    event = execution(state, fill("e1", "buy", "1", order_id="x1"))
+    assert (event.reduce_only, event.overfill) == (True, 1)
+    assert fold(state, [event]).size == 1
+
+
+def test_e6_a_reduce_only_overfill_charges_its_whole_fee_to_the_closed_lifecycle() -> None:
+    state = requested(holding("buy", "1", fee="0.1"), "x1", None, "3", exit=True)
+    events = decide_fills(state, [fill("e1", "sell", "3", fee="0.3", order_id="x1")])
+    closing = events[-1]
+    assert isinstance(closing, Closed) and closing.fees == d("0.4")
+
+
 # --- E7 funding -------------------------------------------------------------------------------
 
 
@@ -340,6 +370,7 @@ def test_e7_funding_moves_cash_only(fee: str) -> None:
     assert (after.realized_pnl, after.lifecycle_realized_pnl) == (-paid, -paid)
     assert (after.size, after.fees, after.pending_orders) == (2, 0, state.pending_orders)
     assert (after.last_fill_seq, after.last_fill_time) == (7, at(1))
+    assert (after.version, after.updated_at) == (state.version + 1, at(8))
 
 
 # --- E8 absorbed fills after a correction -----------------------------------------------------
@@ -354,6 +385,7 @@ def test_e8_seq_decides_absorption(seq: int, absorbed: bool) -> None:
     after = fold(state, [event])
     assert after.size == (3160 if absorbed else 2160)
     assert after.fees == d("0.5") and after.last_fill_seq == seq
+    assert after.lifecycle_fees == d("0.5")
 
 
 @pytest.mark.parametrize(
@@ -377,14 +409,20 @@ def test_e8_time_decides_when_either_side_has_no_seq() -> None:
     assert not execution(seq_only, fill("e1", "sell", "1", exec_time=at(12))).absorbed
 
 
-def test_e8_an_absorbed_fill_still_counts_for_its_order() -> None:
-    """Seed 002: the missed exit fill of 1000 delivered after the 4160 → 3160 correction."""
-    state = requested(holding("sell", "4160", "0.1"), "x1", None, "1500", exit=True)
+@pytest.mark.parametrize(("order_qty", "remaining"), [("1500", 500), ("600", None)])
+def test_e8_an_absorbed_fill_still_counts_for_its_order(
+    order_qty: str, remaining: int | None
+) -> None:
+    """Seed 002: the missed exit fill of 1000 delivered after the 4160 → 3160 correction; even
+    beyond what its order had left, an absorbed fill is no overfill."""
+    state = requested(holding("sell", "4160", "0.1"), "x1", None, order_qty, exit=True)
     state = corrected(state, "sell", "3160")
-    after = filled(state, fill("e1", "buy", "1000", order_id="x1", exec_time=at(5)))
+    event = execution(state, fill("e1", "buy", "1000", order_id="x1", exec_time=at(5)))
+    assert (event.absorbed, event.overfill) == (True, 0)
+    after = fold(state, [event])
     order = after.pending("x1")
-    assert after.size == 3160 and order is not None and order.filled == 1000
-    assert after.realized_pnl == 0
+    assert (order.remaining if order is not None else None) == remaining
+    assert (after.size, after.realized_pnl, after.overfills) == (3160, 0, 0)
 
 
 # --- E9 the latest fill -----------------------------------------------------------------------
@@ -429,6 +467,28 @@ def test_e10_an_unknown_cost_realizes_nothing_and_an_add_prices_it_at_the_fill()
     assert (added.size, added.cost_basis, added.avg_entry_price) == (3, 390, 130)
 
 
+def test_e10_a_correction_to_flat_keeps_no_average_whatever_its_event_carries() -> None:
+    state = holding("buy", "1")
+    to_flat = Reconciled(
+        originator_id=KEY.stream_id,
+        originator_version=state.version + 1,
+        timestamp=at(11),
+        kind="phantom",
+        before_side="buy",
+        before_size=d(1),
+        after_side=None,
+        after_size=d(0),
+        after_avg_price=d(100),
+        snapshot_taken_at=at(11),
+        snapshot_seq=None,
+        snapshot_avg_price=d(100),
+        confirmations=2,
+        cleared_orders=[],
+    )
+    after = evolve(state, to_flat)
+    assert (after.size, after.avg_entry_price, after.cost_basis) == (0, None, None)
+
+
 # --- E11 suspect ------------------------------------------------------------------------------
 
 
@@ -471,6 +531,17 @@ def test_e12_a_request_is_recorded_and_starts_a_lifecycle() -> None:
         )
     ]
     after = fold(state, events)
+    assert after.pending_orders == (
+        PendingOrder(
+            "o1",
+            Side.BUY,
+            qty=d(1),
+            filled=d(0),
+            reduce_only=False,
+            requested_at=at(1),
+            price=d(99),
+        ),
+    )
     assert (after.status, after.lifecycle, after.opened_at) == (Status.PENDING, 1, at(1))
 
 
@@ -482,26 +553,37 @@ def test_e12_an_exit_takes_the_side_that_reduces_and_starts_nothing_on_a_flat_ke
 
 
 @pytest.mark.parametrize(
-    ("state", "fields"),
+    ("state", "fields", "message"),
     [
-        (fresh(), {"order_id": ""}),
-        (fresh(), {"side": None}),
-        (fresh(), {"side": None, "reduce_only": True}),
-        (holding("buy", "1"), {"side": Side.BUY, "reduce_only": True}),
-        (fresh(LONG_LEG), {"side": Side.SELL}),
-        (fresh(LONG_LEG), {"side": Side.BUY, "reduce_only": True}),
-        (fresh(SHORT_LEG), {"side": Side.BUY}),
-        (fresh(SHORT_LEG), {"side": Side.SELL, "reduce_only": True}),
-        (requested(fresh(), "o1", "buy", "1"), {"qty": d(2)}),
-        (requested(fresh(), "o1", "buy", "1"), {"side": Side.SELL}),
+        (fresh(), {"order_id": ""}, "^order_id must be a non-empty string$"),
+        (fresh(), {"side": None}, "^side is required for an open request$"),
+        (fresh(), {"side": None, "reduce_only": True}, "no position to exit; pass side="),
+        (holding("buy", "1"), {"reduce_only": True}, "an exit of a buy position must sell"),
+        (fresh(LONG_LEG), {"side": Side.SELL}, "a hedge buy leg cannot open with a sell order"),
+        (
+            fresh(LONG_LEG),
+            {"side": Side.BUY, "reduce_only": True},
+            "a hedge buy leg cannot exit with a buy order",
+        ),
+        (fresh(SHORT_LEG), {"side": Side.BUY}, "a hedge sell leg cannot open with a buy order"),
+        (
+            fresh(SHORT_LEG),
+            {"side": Side.SELL, "reduce_only": True},
+            "a hedge sell leg cannot exit with a sell order",
+        ),
+        (requested(fresh(), "o1", "buy", "1"), {"qty": d(2)}, "'o1' is already pending"),
+        (requested(fresh(), "o1", "buy", "1"), {"side": Side.SELL}, "'o1' is already pending"),
         (
             requested(holding("buy", "1"), "o1", "buy", "1"),
             {"side": Side.SELL, "reduce_only": True},
+            "'o1' is already pending with other terms",
         ),
     ],
 )
-def test_e12_a_request_is_refused(state: PositionState, fields: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInput):
+def test_e12_a_request_is_refused(
+    state: PositionState, fields: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
         request(state, **fields)
 
 
@@ -574,14 +656,18 @@ def test_e13_an_order_end_that_leaves_the_lifecycle_going_closes_nothing(
 
 
 def test_e14_duplicates_inside_one_batch_apply_once() -> None:
-    events, after = preview_fills(fresh(), [fill("e1", "buy", "1"), fill("e1", "buy", "1")])
-    assert len(events) == 1 and after.size == 1
+    batch = [fill("e1", "buy", "1"), fill("e1", "buy", "1"), fill("e2", "buy", "2")]
+    events, after = preview_fills(fresh(), batch)
+    assert len(events) == 2 and after.size == 3
     assert after == fold(fresh(), events)
 
 
-@pytest.mark.parametrize("other", [{"symbol": "ETHUSDT"}, {"idx": 1}])
-def test_e14_a_fill_for_another_key_is_refused(other: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInput):
+@pytest.mark.parametrize(
+    ("other", "message"),
+    [({"symbol": "ETHUSDT"}, "e2 is for ETHUSDT, not"), ({"idx": 1}, "e2 is for positionIdx 1")],
+)
+def test_e14_a_fill_for_another_key_is_refused(other: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
         decide_fills(fresh(), [fill("e1", "buy", "1"), fill("e2", "buy", "1", **other)])
 
 
@@ -610,8 +696,39 @@ def test_e15_the_close_reason_is_the_executions_kind(kind: str, reason: str) -> 
 
 def test_e15_evolve_refuses_a_stream_out_of_order() -> None:
     state = holding("buy", "1")
-    with pytest.raises(ValueError, match="must start with KeyRegistered"):
+    with pytest.raises(ValueError, match="must start with KeyRegistered, not Filled"):
         evolve(None, decide_fills(state, [fill("e1", "buy", "1")])[0])
-    with pytest.raises(ValueError, match="does not follow"):
+    with pytest.raises(ValueError, match="event version 1 does not follow 2"):
         evolve(state, register(KEY, T0))
-    assert evolve(None, register(KEY, T0)).version == 1
+
+
+def test_e15_evolve_refuses_an_unknown_event_or_side() -> None:
+    state = holding("buy", "1")
+    unknown = PositionEvent(KEY.stream_id, state.version + 1, at(1))
+    with pytest.raises(ValueError, match="unknown event PositionEvent"):
+        evolve(state, unknown)
+    bad_side = dataclasses.replace(execution(state, fill("e1", "buy", "1")), side="hold")
+    with pytest.raises(ValueError, match="'hold'"):
+        evolve(state, bad_side)
+
+
+def test_e15_every_event_stamps_the_version_and_business_time() -> None:
+    state = fresh()
+    assert (state.version, state.updated_at) == (1, T0)
+    state = requested(state, "o1", "buy", "2", at(1))
+    assert (state.version, state.updated_at) == (2, at(1))
+    state = filled(state, fill("e1", "buy", "1", order_id="o1", exec_time=at(2)))
+    assert (state.version, state.updated_at) == (3, at(2))
+    state = filled(state, fill("f1", "buy", "1", fee="0.1", kind="funding", exec_time=at(3)))
+    assert (state.version, state.updated_at) == (4, at(3))
+    state = ended(state, "o1", at(4))
+    assert (state.version, state.updated_at) == (5, at(4))
+    state = corrected(state, "buy", "2")
+    assert (state.version, state.updated_at) == (6, at(11))
+    state = filled(state, fill("e2", "sell", "2", exec_time=at(12)))  # Filled, then Closed
+    assert (state.version, state.updated_at) == (8, at(12))
+
+
+def test_e15_register_refuses_a_naive_time() -> None:
+    with pytest.raises(InvalidInput, match="at must be timezone-aware"):
+        register(KEY, T0.replace(tzinfo=None))

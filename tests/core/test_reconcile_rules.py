@@ -38,6 +38,7 @@ R12 Late news: a snapshot no later than a correction's cannot undo it; a late ex
 R13 ``needs_recovery``: the sizes disagree, or some order is at least ``grace`` old.
 R14 ``ReconcilePolicy`` refuses negative durations, a negative tolerance and a non-int (or
     bool, or < 1) ``confirmations``.
+R15 A ``ReconcileReport`` finds each key's outcome and counts corrections, suspects and events.
 """
 
 from __future__ import annotations
@@ -53,11 +54,24 @@ from posledger.core.events import Closed, ExchangeSnapshot, Reconciled
 from posledger.core.reconcile import (
     Correction,
     Judgement,
+    KeyOutcome,
     Outcome,
     ReconcilePolicy,
+    ReconcileReport,
     needs_recovery,
 )
-from tests.core.literals import SHORT_LEG, T0, d, filled, fold, fresh, judge, requested
+from tests.core.literals import (
+    KEY,
+    LONG_LEG,
+    SHORT_LEG,
+    T0,
+    d,
+    filled,
+    fold,
+    fresh,
+    judge,
+    requested,
+)
 from tests.helpers import at, fill, row, snapshot
 
 SECOND = timedelta(seconds=1)
@@ -673,8 +687,9 @@ def test_r11_side_mismatch_closes_drops_the_exits_and_opens_the_exchange_side() 
     assert [o.order_id for o in after.pending_orders] == ["o2"]
 
 
-def test_r11_side_mismatch_without_a_reported_average_has_none() -> None:
-    state, judgement = confirmed(long_one(), btc("sell", "2"))
+@pytest.mark.parametrize("reported", [None, "0"])
+def test_r11_side_mismatch_without_a_reported_average_has_none(reported: str | None) -> None:
+    state, judgement = confirmed(long_one(), btc("sell", "2", avg_price=reported))
     event = judgement.events[0]
     assert isinstance(event, Reconciled) and event.after_avg_price is None
     after = fold(state, [event])
@@ -704,9 +719,12 @@ def test_r11_adopted_starts_a_lifecycle_from_the_snapshot() -> None:
     assert (after.lifecycle, after.opened_at, after.active) == (1, at(11), True)
 
 
-def test_r11_adopted_without_a_reported_average_has_none_and_keeps_requests() -> None:
-    state = suspected(never_filled(), snapshot(at(10), [btc("buy", "1", avg_price="0")]))
-    event = judge(state, snapshot(at(11), [btc("buy", "1")])).events
+@pytest.mark.parametrize("reported", [None, "0"])
+def test_r11_adopted_without_a_reported_average_has_none_and_keeps_requests(
+    reported: str | None,
+) -> None:
+    state, judgement = confirmed(never_filled(), btc("buy", "1", avg_price=reported))
+    event = judgement.events
     assert len(event) == 1 and isinstance(event[0], Reconciled)
     assert (event[0].after_avg_price, event[0].cleared_orders) == (None, [])
     after = fold(state, event)
@@ -771,26 +789,30 @@ def test_r13_an_order_grace_old_may_have_filled_unseen(age: int, needed: bool) -
 # --- R14 policy validation --------------------------------------------------------------------
 
 
+NOT_A_DURATION = "expected a non-negative timedelta"
+NOT_A_COUNT = "confirmations must be an int >= 1"
+
+
 @pytest.mark.parametrize(
-    "fields",
+    ("fields", "message"),
     [
-        {"grace": timedelta(seconds=-1)},
-        {"grace": 60},
-        {"order_ttl": timedelta(seconds=-1)},
-        {"order_ttl": None},
-        {"heartbeat": timedelta(seconds=-1)},
-        {"heartbeat": 600},
-        {"confirmations": True},
-        {"confirmations": False},
-        {"confirmations": 0},
-        {"confirmations": "2"},
-        {"confirmations": 2.0},
-        {"tolerance": Decimal(-1)},
-        {"tolerance": 0.5},
+        ({"grace": timedelta(seconds=-1)}, NOT_A_DURATION),
+        ({"grace": 60}, NOT_A_DURATION),
+        ({"order_ttl": timedelta(seconds=-1)}, NOT_A_DURATION),
+        ({"order_ttl": None}, NOT_A_DURATION),
+        ({"heartbeat": timedelta(seconds=-1)}, NOT_A_DURATION),
+        ({"heartbeat": 600}, NOT_A_DURATION),
+        ({"confirmations": True}, NOT_A_COUNT),
+        ({"confirmations": False}, NOT_A_COUNT),
+        ({"confirmations": 0}, NOT_A_COUNT),
+        ({"confirmations": "2"}, NOT_A_COUNT),
+        ({"confirmations": 2.0}, NOT_A_COUNT),
+        ({"tolerance": Decimal(-1)}, "tolerance must be >= 0"),
+        ({"tolerance": 0.5}, "tolerance must be a Decimal"),
     ],
 )
-def test_r14_a_policy_refuses_bad_values(fields: dict[str, Any]) -> None:
-    with pytest.raises(InvalidInput):
+def test_r14_a_policy_refuses_bad_values(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
         ReconcilePolicy(**fields)
 
 
@@ -811,3 +833,24 @@ def test_r14_a_policy_accepts_zero_durations_and_tolerance() -> None:
         0,
     )
     assert (defaults.order_ttl, defaults.heartbeat) == (timedelta(minutes=15), None)
+
+
+# --- R15 the report ---------------------------------------------------------------------------
+
+
+def test_r15_a_report_finds_each_keys_outcome_and_counts_what_was_written() -> None:
+    report = ReconcileReport(
+        taken_at=at(5),
+        outcomes=(
+            KeyOutcome(KEY, Outcome.CORRECTED, Correction.PHANTOM, ("Reconciled", "Closed")),
+            KeyOutcome(
+                SHORT_LEG, Outcome.SUSPECT, Correction.ADOPTED, ("ExchangeSnapshot",), "1/2"
+            ),
+        ),
+    )
+    assert report.outcome(KEY) is report.outcomes[0]
+    assert report.outcome(SHORT_LEG) is report.outcomes[1]
+    assert report.outcome(LONG_LEG) is None
+    assert report.corrections == report.outcomes[:1]
+    assert report.suspects == report.outcomes[1:]
+    assert report.events_written == 3
