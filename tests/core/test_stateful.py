@@ -1,6 +1,7 @@
 """A simulated exchange and a posledger Ledger, driven side by side by hypothesis.
 
-The exchange model below is deliberately tiny: one signed ``Decimal`` per key, changed only by
+The exchange model (``posledger.testing.strategies.SimulatedExchange``, which also draws
+``exchange_histories``) is deliberately tiny: one signed ``Decimal`` per key, changed only by
 ``size += ±qty`` when the exchange executes something (a reduce-only execution never exceeds the
 position it reduces), plus the orders still working. The ledger is told some of what happens (and
 sometimes told it twice, late, or not at all), reads snapshots (fresh, stale, partial, hedge legs
@@ -55,6 +56,8 @@ from posledger.testing.strategies import (
     Executed,
     OrderCancelled,
     OrderPlaced,
+    SimulatedExchange,
+    WorkingOrder,
     decimals_qty,
     exchange_histories,
     fees,
@@ -112,15 +115,6 @@ def no_wall_clock() -> datetime:
 # --- the exchange --------------------------------------------------------------------------
 
 
-@dataclass
-class ExOrder:
-    key: PositionKey
-    side: Side
-    remaining: Decimal
-    reduce_only: bool
-    placed_at: datetime
-
-
 @dataclass(frozen=True)
 class Moment:
     """The exchange's truth from ``at`` until the next moment."""
@@ -132,35 +126,13 @@ class Moment:
     working: frozenset[str]
 
 
-class Exchange:
-    """The exchange's true positions: a signed size per key, changed only by executions."""
+@attrs.define
+class Exchange(SimulatedExchange):
+    """The exchange's true positions over KEYS (a signed size per key, changed only by
+    executions), and the moments a snapshot can be read from."""
 
-    def __init__(self) -> None:
-        self.sizes = dict.fromkeys(KEYS, ZERO)
-        self.avgs: dict[PositionKey, Decimal] = {}
-        self.seqs: dict[PositionKey, int] = {}
-        self.orders: dict[str, ExOrder] = {}
-        self.seq = 0
-        self.moments: list[Moment] = []
-
-    def reducible(self, key: PositionKey, side: Side) -> Decimal:
-        """How much an execution on ``side`` can take off the key's position."""
-        size = self.sizes[key]
-        return abs(size) if size * side.sign < 0 else ZERO
-
-    def execute(self, key: PositionKey, side: Side, qty: Decimal, price: Decimal) -> int:
-        before = self.sizes[key]
-        after = before + side.sign * qty
-        if after == 0:
-            self.avgs.pop(key, None)
-        elif before == 0 or after * before < 0:
-            self.avgs[key] = price
-        elif abs(after) > abs(before):
-            self.avgs[key] = (self.avgs[key] * abs(before) + price * qty) / abs(after)
-        self.sizes[key] = after
-        self.seq += 1
-        self.seqs[key] = self.seq
-        return self.seq
+    sizes: dict[PositionKey, Decimal] = attrs.field(factory=lambda: dict.fromkeys(KEYS, ZERO))
+    moments: list[Moment] = attrs.field(factory=list)
 
     def record(self, now: datetime) -> None:
         self.moments.append(
@@ -374,7 +346,7 @@ class ExchangeAndLedger(RuleBasedStateMachine):
         side = key.leg_side or side
         order_id = self.next_id("o")
         self.tick()
-        self.exchange.orders[order_id] = ExOrder(key, side, qty, False, self.now)
+        self.exchange.orders[order_id] = WorkingOrder(key, side, qty, reduce_only=False)
         self.exchange.record(self.now)
         self.led.request_open(key, order_id=order_id, side=side, qty=qty, price=price, at=self.now)
 
@@ -393,7 +365,7 @@ class ExchangeAndLedger(RuleBasedStateMachine):
         order_id = self.next_id("o")
         self.exits.add(order_id)
         self.tick()
-        self.exchange.orders[order_id] = ExOrder(key, side, qty, True, self.now)
+        self.exchange.orders[order_id] = WorkingOrder(key, side, qty, reduce_only=True)
         self.exchange.record(self.now)
         self.led.request_exit(key, order_id=order_id, qty=qty, side=explicit, at=self.now)
 

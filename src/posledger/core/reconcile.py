@@ -1,17 +1,23 @@
-"""Pure reconciliation: compare one key's ledger state with one complete exchange snapshot.
+"""Pure reconciliation: judge one key's ledger state against one complete exchange snapshot.
 
-The rules of docs/design.md#reconciliation. Every correction waits for ``confirmations``
-consecutive, strictly later snapshots showing the same exchange state; each interim disagreement is
-written as a *suspect* ``ExchangeSnapshot`` so the count survives restarts and is shared by every
-process on the store. A snapshot that agrees with the ledger writes nothing (unless a suspect run
-must be reset, or a heartbeat is due).
+The rules of docs/design.md#reconciliation, step by step in the order the page gives
+them (coverage is the caller's): agreement, staleness, orders in flight, classification,
+already seen, confirmations, correction. What each correction does is one row of
+:data:`CORRECTIONS`.
+
+Every correction waits for ``confirmations`` consecutive, strictly later snapshots showing the
+same exchange state; each interim disagreement is written as a *suspect* ``ExchangeSnapshot`` so
+the count survives restarts and is shared by every process on the store. A snapshot that agrees
+with the ledger writes nothing (unless a suspect run must be reset, or a heartbeat is due).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
+from enum import Enum, StrEnum
+from types import MappingProxyType
 
 import attrs
 
@@ -25,7 +31,7 @@ from posledger.core.model import (
     Snapshot,
     non_negative_decimal,
 )
-from posledger.core.position import ZERO, PendingOrder, PositionState
+from posledger.core.position import ZERO, PendingOrder, PositionState, SuspectRun
 
 
 def _non_negative_delta(value: object) -> timedelta:
@@ -66,6 +72,43 @@ class Correction(StrEnum):
     SIDE_MISMATCH = "side_mismatch"
     ADOPTED = "adopted"
     UNFILLED_OPEN = "unfilled_open"
+
+
+class AverageAfter(Enum):
+    """The average entry price a correction leaves the key with."""
+
+    NONE = "none"
+    """Flat afterwards: no average."""
+    REPORTED = "reported"
+    """The exchange's avgPrice; none when it reports none (or 0)."""
+    REPORTED_OR_KEPT = "reported_or_kept"
+    """The exchange's avgPrice, else the ledger's own average kept."""
+
+
+@attrs.frozen
+class CorrectionRule:
+    """What one correction does besides setting side and size to the exchange's."""
+
+    clears_exits: bool
+    """Drops the key's pending reduce-only exits."""
+    clears_dead_opens: bool
+    """Drops the open requests past grace that the exchange is not working."""
+    average: AverageAfter
+    closes: bool
+    """Ends the lifecycle (``Closed(reason=kind)`` follows) when the key ends flat or flipped."""
+
+
+# fmt: off
+CORRECTIONS: Mapping[Correction, CorrectionRule] = MappingProxyType({
+    #                         CorrectionRule(clears exits, clears dead opens, average after, closes)
+    Correction.PHANTOM:        CorrectionRule(True,  True,  AverageAfter.NONE,             True),
+    Correction.UNFILLED_OPEN:  CorrectionRule(False, True,  AverageAfter.NONE,             True),
+    Correction.STALE_QUANTITY: CorrectionRule(False, False, AverageAfter.REPORTED_OR_KEPT, False),
+    Correction.SIDE_MISMATCH:  CorrectionRule(True,  False, AverageAfter.REPORTED,         True),
+    Correction.ADOPTED:        CorrectionRule(False, False, AverageAfter.REPORTED,         False),
+})
+"""The corrections table of docs/design.md#corrections, one row per ``Reconciled.kind``."""
+# fmt: on
 
 
 class Outcome(StrEnum):
@@ -129,57 +172,77 @@ class Judgement:
     detail: str = ""
 
 
+@attrs.frozen
+class _Case:
+    """One covered key's state against one snapshot, and the exchange's row for the key."""
+
+    state: PositionState
+    snapshot: Snapshot
+    now: datetime
+    policy: ReconcilePolicy
+    exchange: ExchangePosition | None
+    side: Side | None
+    size: Decimal
+    agrees: bool
+
+    def dead_opens(self) -> list[str]:
+        """Open requests past grace that the exchange is no longer working on."""
+        return [
+            order.order_id
+            for order in self.state.pending_orders
+            if not order.reduce_only and not self.in_flight(order) and not self.working(order)
+        ]
+
+    def in_flight(self, order: PendingOrder) -> bool:
+        """Too young to judge: within grace, or requested no earlier than the snapshot was
+        taken and not listed by it (the read cannot have seen it)."""
+        if self.now - order.requested_at < self.policy.grace:
+            return True
+        listed = self.snapshot.open_order_ids
+        seen = listed is not None and order.order_id in listed
+        return order.requested_at >= self.snapshot.taken_at and not seen
+
+    def working(self, order: PendingOrder) -> bool:
+        """Listed as open by the snapshot; where it did not read orders, younger than the TTL."""
+        if self.snapshot.open_order_ids is not None:
+            return order.order_id in self.snapshot.open_order_ids
+        return self.now - order.requested_at < self.policy.order_ttl
+
+
 def decide_reconcile(
     state: PositionState, snapshot: Snapshot, now: datetime, policy: ReconcilePolicy
 ) -> Judgement:
-    """Judge one covered key. ``state`` may be a not-yet-saved fresh state (version 1)."""
+    """Judge one covered key (coverage is the caller's) in the steps of docs/design.md#rules.
+    ``state`` may be a not-yet-saved fresh state (version 1)."""
     exchange = snapshot.position(state.key)
-    ex_side = exchange.side if exchange is not None else None
-    ex_size = exchange.size if exchange is not None else ZERO
-    agrees = _agrees(state, ex_side, ex_size, policy.tolerance)
-    dead_opens = _dead_open_orders(state, snapshot, now, policy)
-
-    if agrees and not (state.size == 0 and dead_opens):
-        return _agreement(state, snapshot, exchange, policy)
+    side, size = _held(exchange)
+    agrees = _agrees(state, side, size, policy)
+    case = _Case(state, snapshot, now, policy, exchange, side, size, agrees)
+    # 1. Agreement; both flat but with dead open requests is the unfilled_open row.
+    if agrees and not (state.size == 0 and case.dead_opens()):
+        return _agreement(case)
     if not agrees:
-        if _is_stale(state, exchange, snapshot):
+        # 2. Staleness.
+        if _is_stale(case):
             return Judgement(Outcome.STALE, None, [], "snapshot predates the last applied fill")
-        young = [o.order_id for o in state.pending_orders if _in_flight(o, snapshot, now, policy)]
+        # 3. Orders in flight.
+        young = [o.order_id for o in state.pending_orders if case.in_flight(o)]
         if young:
             return Judgement(Outcome.PENDING, None, [], f"orders in flight: {', '.join(young)}")
-    correction = _classify(state, ex_side, ex_size, agrees)
-    last = state.last_snapshot_at
-    if last is not None and snapshot.taken_at <= last:
+    # 4. Classification.
+    correction = _classify(case)
+    # 5. Already seen.
+    if _already_seen(state, snapshot):
         return Judgement(
             Outcome.ALREADY_SEEN, correction, [], "not later than the last recorded snapshot"
         )
-    suspect = state.suspect
-    same = suspect is not None and (suspect.side, suspect.size) == (ex_side, ex_size)
-    count = suspect.count + 1 if same and suspect is not None else 1
-    emitter = Emitter(state)
+    # 6. Confirmations.
+    count = _confirmations_so_far(state.suspect, side, size)
     if count < policy.confirmations:
-        _emit_snapshot(emitter, snapshot, exchange, suspect=True, confirmations=count)
-        return Judgement(
-            Outcome.SUSPECT, correction, emitter.events, f"{count}/{policy.confirmations}"
-        )
-    cleared = _orders_to_clear(state, correction, dead_opens)
-    emitter.emit(
-        Reconciled,
-        snapshot.taken_at,
-        kind=correction.value,
-        before_side=state.side.value if state.side else None,
-        before_size=state.size,
-        after_side=ex_side.value if ex_side else None,
-        after_size=ex_size,
-        after_avg_price=_after_avg(state, exchange, correction),
-        snapshot_taken_at=snapshot.taken_at,
-        snapshot_seq=exchange.seq if exchange is not None else None,
-        snapshot_avg_price=exchange.avg_price if exchange is not None else None,
-        confirmations=count,
-        cleared_orders=cleared,
-    )
-    emitter.close_if_ended(correction.value, snapshot.taken_at, state)
-    return Judgement(Outcome.CORRECTED, correction, emitter.events)
+        events = _snapshot_events(case, suspect=True, confirmations=count)
+        return Judgement(Outcome.SUSPECT, correction, events, f"{count}/{policy.confirmations}")
+    # 7. Correction.
+    return _correct(case, correction, count)
 
 
 def needs_recovery(
@@ -187,135 +250,134 @@ def needs_recovery(
 ) -> bool:
     """Whether the exchange's execution history may explain something before any correction:
     the sizes disagree, or requests past grace might have filled unseen."""
-    exchange = snapshot.position(state.key)
-    side = exchange.side if exchange is not None else None
-    size = exchange.size if exchange is not None else ZERO
-    if not _agrees(state, side, size, policy.tolerance):
+    side, size = _held(snapshot.position(state.key))
+    if not _agrees(state, side, size, policy):
         return True
     return any(now - order.requested_at >= policy.grace for order in state.pending_orders)
 
 
-def _agrees(state: PositionState, side: Side | None, size: Decimal, tolerance: Decimal) -> bool:
+def _held(exchange: ExchangePosition | None) -> tuple[Side | None, Decimal]:
+    """The exchange's side and size for a key; a key it does not list is flat."""
+    return (exchange.side, exchange.size) if exchange is not None else (None, ZERO)
+
+
+def _agrees(
+    state: PositionState, side: Side | None, size: Decimal, policy: ReconcilePolicy
+) -> bool:
+    """Both flat, or the same side with sizes within ``tolerance``."""
     if state.size == 0 or size == 0:
         return state.size == 0 and size == 0
-    return state.side is side and abs(state.size - size) <= tolerance
+    return state.side is side and abs(state.size - size) <= policy.tolerance
 
 
-def _agreement(
-    state: PositionState,
-    snapshot: Snapshot,
-    exchange: ExchangePosition | None,
-    policy: ReconcilePolicy,
-) -> Judgement:
+def _agreement(case: _Case) -> Judgement:
     """Nothing to correct: reset a suspect run or record a due heartbeat, else write nothing."""
-    last = state.last_snapshot_at
-    if last is not None and snapshot.taken_at <= last:
+    state, heartbeat = case.state, case.policy.heartbeat
+    if _already_seen(state, case.snapshot):
         return Judgement(Outcome.AGREES, None, [])
+    last = state.last_snapshot_at
     heartbeat_due = (
-        policy.heartbeat is not None
+        heartbeat is not None
         and state.version > 1
-        and (last is None or snapshot.taken_at - last >= policy.heartbeat)
+        and (last is None or case.snapshot.taken_at - last >= heartbeat)
     )
     if state.suspect is None and not heartbeat_due:
         return Judgement(Outcome.AGREES, None, [])
-    emitter = Emitter(state)
-    _emit_snapshot(emitter, snapshot, exchange, suspect=False, confirmations=0)
-    return Judgement(Outcome.AGREES, None, emitter.events)
+    return Judgement(Outcome.AGREES, None, _snapshot_events(case, suspect=False, confirmations=0))
 
 
-def _emit_snapshot(
-    emitter: Emitter,
-    snapshot: Snapshot,
-    exchange: ExchangePosition | None,
-    *,
-    suspect: bool,
-    confirmations: int,
-) -> None:
+def _is_stale(case: _Case) -> bool:
+    """Taken before the last applied fill: Bybit ``seq`` orders a position against executions;
+    without it, time does."""
+    state, exchange = case.state, case.exchange
+    if exchange is not None and exchange.seq is not None and state.last_fill_seq is not None:
+        return exchange.seq < state.last_fill_seq
+    return state.last_fill_time is not None and case.snapshot.taken_at < state.last_fill_time
+
+
+def _classify(case: _Case) -> Correction:
+    """Which row of :data:`CORRECTIONS` the disagreement is (agreement with dead opens: the
+    never-filled open requests)."""
+    if case.agrees:
+        return Correction.UNFILLED_OPEN
+    if case.size == 0:
+        return Correction.PHANTOM
+    if case.state.size == 0:
+        return Correction.ADOPTED
+    if case.state.side is not case.side:
+        return Correction.SIDE_MISMATCH
+    return Correction.STALE_QUANTITY
+
+
+def _already_seen(state: PositionState, snapshot: Snapshot) -> bool:
+    """Not later than the last snapshot recorded for the key: old news."""
+    last = state.last_snapshot_at
+    return last is not None and snapshot.taken_at <= last
+
+
+def _confirmations_so_far(suspect: SuspectRun | None, side: Side | None, size: Decimal) -> int:
+    """This snapshot's place in the run of snapshots showing the same exchange state."""
+    if suspect is not None and (suspect.side, suspect.size) == (side, size):
+        return suspect.count + 1
+    return 1
+
+
+def _snapshot_events(case: _Case, *, suspect: bool, confirmations: int) -> list[PositionEvent]:
+    """The snapshot recorded as evidence: a suspect disagreement, a reset or a heartbeat."""
+    exchange, taken_at = case.exchange, case.snapshot.taken_at
+    emitter = Emitter(case.state)
     emitter.emit(
         ExchangeSnapshot,
-        snapshot.taken_at,
-        taken_at=snapshot.taken_at,
-        side=exchange.side.value if exchange is not None and exchange.side else None,
-        size=exchange.size if exchange is not None else ZERO,
+        taken_at,
+        taken_at=taken_at,
+        side=case.side.value if case.side else None,
+        size=case.size,
         avg_price=exchange.avg_price if exchange is not None else None,
         seq=exchange.seq if exchange is not None else None,
         updated_at=exchange.updated_at if exchange is not None else None,
         suspect=suspect,
         confirmations=confirmations,
     )
+    return emitter.events
 
 
-def _is_stale(state: PositionState, exchange: ExchangePosition | None, snapshot: Snapshot) -> bool:
-    """Bybit ``seq`` orders a position against executions; without it, time does."""
-    if exchange is not None and exchange.seq is not None and state.last_fill_seq is not None:
-        return exchange.seq < state.last_fill_seq
-    return state.last_fill_time is not None and snapshot.taken_at < state.last_fill_time
+def _correct(case: _Case, correction: Correction, confirmations: int) -> Judgement:
+    """``Reconciled`` as :data:`CORRECTIONS` says, then ``Closed`` if it ended a lifecycle."""
+    rule = CORRECTIONS[correction]
+    state, exchange, taken_at = case.state, case.exchange, case.snapshot.taken_at
+    emitter = Emitter(state)
+    emitter.emit(
+        Reconciled,
+        taken_at,
+        kind=correction.value,
+        before_side=state.side.value if state.side else None,
+        before_size=state.size,
+        after_side=case.side.value if case.side else None,
+        after_size=case.size,
+        after_avg_price=_average_after(rule.average, state, exchange),
+        snapshot_taken_at=taken_at,
+        snapshot_seq=exchange.seq if exchange is not None else None,
+        snapshot_avg_price=exchange.avg_price if exchange is not None else None,
+        confirmations=confirmations,
+        cleared_orders=_cleared_orders(rule, case),
+    )
+    if rule.closes:
+        emitter.close_if_ended(correction.value, taken_at, state)
+    return Judgement(Outcome.CORRECTED, correction, emitter.events)
 
 
-def _dead_open_orders(
-    state: PositionState, snapshot: Snapshot, now: datetime, policy: ReconcilePolicy
-) -> list[str]:
-    """Open requests past grace that the exchange is no longer working on."""
-    return [
-        order.order_id
-        for order in state.pending_orders
-        if not order.reduce_only
-        and not _in_flight(order, snapshot, now, policy)
-        and not _still_working(order, snapshot, now, policy)
-    ]
+def _cleared_orders(rule: CorrectionRule, case: _Case) -> list[str]:
+    exits = [o.order_id for o in case.state.pending_orders if o.reduce_only]
+    dead_opens = case.dead_opens()
+    return (exits if rule.clears_exits else []) + (dead_opens if rule.clears_dead_opens else [])
 
 
-def _in_flight(
-    order: PendingOrder, snapshot: Snapshot, now: datetime, policy: ReconcilePolicy
-) -> bool:
-    """Too young to judge: within grace, or requested no earlier than the snapshot was taken
-    and not listed by it (the read cannot have seen it)."""
-    if now - order.requested_at < policy.grace:
-        return True
-    seen = snapshot.open_order_ids is not None and order.order_id in snapshot.open_order_ids
-    return order.requested_at >= snapshot.taken_at and not seen
-
-
-def _still_working(
-    order: PendingOrder, snapshot: Snapshot, now: datetime, policy: ReconcilePolicy
-) -> bool:
-    if snapshot.open_order_ids is not None:
-        return order.order_id in snapshot.open_order_ids
-    return now - order.requested_at < policy.order_ttl
-
-
-def _classify(state: PositionState, side: Side | None, size: Decimal, agrees: bool) -> Correction:
-    if agrees:
-        return Correction.UNFILLED_OPEN
-    if size == 0:
-        return Correction.PHANTOM
-    if state.size == 0:
-        return Correction.ADOPTED
-    if state.side is not side:
-        return Correction.SIDE_MISMATCH
-    return Correction.STALE_QUANTITY
-
-
-def _orders_to_clear(
-    state: PositionState, correction: Correction, dead_opens: list[str]
-) -> list[str]:
-    """A phantom takes its exits and dead requests with it; a side change voids the exits."""
-    exits = [o.order_id for o in state.pending_orders if o.reduce_only]
-    if correction is Correction.UNFILLED_OPEN:
-        return dead_opens
-    if correction is Correction.PHANTOM:
-        return exits + dead_opens
-    if correction is Correction.SIDE_MISMATCH:
-        return exits
-    return []
-
-
-def _after_avg(
-    state: PositionState, exchange: ExchangePosition | None, correction: Correction
+def _average_after(
+    average: AverageAfter, state: PositionState, exchange: ExchangePosition | None
 ) -> Decimal | None:
-    reported = exchange.avg_price if exchange is not None and exchange.avg_price else None
-    if correction in (Correction.PHANTOM, Correction.UNFILLED_OPEN):
+    if average is AverageAfter.NONE:
         return None
-    if correction is Correction.STALE_QUANTITY:
+    reported = exchange.avg_price if exchange is not None and exchange.avg_price else None
+    if average is AverageAfter.REPORTED_OR_KEPT:
         return reported or state.avg_entry_price
     return reported

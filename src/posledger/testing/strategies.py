@@ -24,6 +24,8 @@ step, so a test can feed any part of it to a ledger (or to a bot) and compare wi
 
 Skip some ``Executed`` steps and reconcile with ``history.snapshot()`` to test recovery from
 missed executions; reconcile ``history.snapshot(i)`` for an earlier ``i`` to test stale reads.
+The exchange model behind the histories, :class:`SimulatedExchange`, is public for stateful
+tests that drive an exchange step by step themselves.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ __all__ = [
     "Executed",
     "OrderCancelled",
     "OrderPlaced",
+    "SimulatedExchange",
+    "WorkingOrder",
     "decimals_qty",
     "exchange_histories",
     "exchange_positions",
@@ -567,7 +571,9 @@ DEFAULT_KEYS: tuple[PositionKey, ...] = (
 
 
 @attrs.define
-class _Order:
+class WorkingOrder:
+    """An order a :class:`SimulatedExchange` is working, with what it has left to execute."""
+
     key: PositionKey
     side: Side
     remaining: Decimal
@@ -575,13 +581,16 @@ class _Order:
 
 
 @attrs.define
-class _Exchange:
-    """The exchange's truth while a history is drawn (signed sizes, average cost)."""
+class SimulatedExchange:
+    """An exchange's truth, for a test to drive beside a ledger: the signed size of every key
+    (long > 0, short < 0), its average entry price, the ``seq`` of its last size-changing
+    execution, and the orders still working. :func:`exchange_histories` draws its histories
+    with one; a stateful test can run one itself (``sizes`` must hold every key, at 0)."""
 
     sizes: dict[PositionKey, Decimal]
     avgs: dict[PositionKey, Decimal] = attrs.field(factory=dict)
     seqs: dict[PositionKey, int] = attrs.field(factory=dict)
-    orders: dict[str, _Order] = attrs.field(factory=dict)
+    orders: dict[str, WorkingOrder] = attrs.field(factory=dict)
     seq: int = 0
 
     def reducible(self, key: PositionKey, side: Side) -> Decimal:
@@ -590,6 +599,8 @@ class _Exchange:
         return abs(size) if size * side.sign < 0 else ZERO
 
     def execute(self, key: PositionKey, side: Side, qty: Decimal, price: Decimal) -> int:
+        """Execute ``qty`` on ``side`` at ``price`` (average cost; a flip opens at ``price``) and
+        return the execution's ``seq``."""
         before = self.sizes[key]
         after = before + side.sign * qty
         if after == 0:
@@ -709,7 +720,7 @@ def _histories(
             max_size=max_steps,
         )
     )
-    exchange = _Exchange(sizes=dict.fromkeys(keys, ZERO))
+    exchange = SimulatedExchange(sizes=dict.fromkeys(keys, ZERO))
     now = start
     steps: list[ExchangeStep] = []
     for counter, (move, note) in enumerate(moves, start=1):
@@ -737,7 +748,7 @@ def _histories(
 
 
 def _interpret(
-    exchange: _Exchange,
+    exchange: SimulatedExchange,
     move: _Move,
     keys: tuple[PositionKey, ...],
     now: datetime,
@@ -772,7 +783,7 @@ def _interpret(
         else:
             side = key.leg_side or move.side
         order_id = name("o")
-        exchange.orders[order_id] = _Order(key, side, move.qty, reduce_only=reduce_only)
+        exchange.orders[order_id] = WorkingOrder(key, side, move.qty, reduce_only=reduce_only)
         return OrderPlaced(key, order_id, side, move.qty, reduce_only, move.limit)
     if choice == "cancel":
         order_id = _pick(working, move)
