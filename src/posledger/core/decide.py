@@ -31,7 +31,7 @@ from posledger.core.events import (
     PositionEvent,
     marker_id,
 )
-from posledger.core.model import ExecKind, Fill, PositionKey, Side, aware_utc
+from posledger.core.model import SIZES, ExecKind, Fill, PositionKey, Side, aware_utc
 from posledger.core.position import ZERO, PositionState, evolve
 
 CLOSE_REASON_BY_KIND = {
@@ -189,9 +189,9 @@ def _emit_fill(emitter: Emitter, fill: Fill) -> None:
     reduce_only = (order is not None and order.reduce_only) or (
         leg is not None and fill.side is not leg
     )
-    over_order = max(fill.qty - order.remaining, ZERO) if order is not None else ZERO
+    over_order = max(SIZES.subtract(fill.qty, order.remaining), ZERO) if order is not None else ZERO
     reducible = state.size if state.side is not None and fill.side is not state.side else ZERO
-    over_position = max(fill.qty - reducible, ZERO) if reduce_only else ZERO
+    over_position = max(SIZES.subtract(fill.qty, reducible), ZERO) if reduce_only else ZERO
     if fill.leaves_qty is not None:
         completes = fill.leaves_qty == 0
     else:

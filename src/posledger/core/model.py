@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from enum import StrEnum
 from typing import TypeVar
 
@@ -91,6 +91,12 @@ class Status(StrEnum):
 DECIMAL_RANGE = 30
 """Accepted decimals are 0 or lie within 1e-30 .. 1e30 in magnitude with no digit below 1e-30:
 every real price, quantity and fee, and nothing whose arithmetic could overflow."""
+
+
+SIZES = Context(prec=100, Emax=999_999, Emin=-999_999, traps=[Inexact, Overflow, InvalidOperation])
+"""The arithmetic of sizes, filled quantities and remainders: exact. The default context keeps
+28 significant digits, so 1000 + 1e-28 - 1000 would be 0E-24; within :data:`DECIMAL_RANGE`
+these sums need far fewer than 100 digits, and an inexact one would raise, never round."""
 
 
 def to_decimal(value: object, what: str) -> Decimal:

@@ -30,7 +30,7 @@ from posledger.core.events import (
     PositionEvent,
     Reconciled,
 )
-from posledger.core.model import PositionKey, Side, Status, cached_key
+from posledger.core.model import SIZES, PositionKey, Side, Status, cached_key
 
 ZERO = Decimal(0)
 T = TypeVar("T", int, datetime)
@@ -52,7 +52,7 @@ class PendingOrder:
 
     @property
     def remaining(self) -> Decimal:
-        return max(self.qty - self.filled, ZERO)
+        return max(SIZES.subtract(self.qty, self.filled), ZERO)
 
 
 @attrs.frozen
@@ -231,7 +231,7 @@ def _apply_execution(
         side = Side(event.side)
     opposes = state.side is not None and side is not state.side
     closing = min(event.qty, state.size) if opposes and not event.absorbed else ZERO
-    opening = ZERO if event.reduce_only or event.absorbed else event.qty - closing
+    opening = ZERO if event.reduce_only or event.absorbed else SIZES.subtract(event.qty, closing)
     fee_closing = event.fee if opening == 0 else event.fee * closing / event.qty
     fee_opening = event.fee - fee_closing
 
@@ -245,7 +245,7 @@ def _apply_execution(
         "lifecycle_fees": state.lifecycle_fees + fee_closing,
     }
     if closing > 0 and state.side is not None:
-        remaining = state.size - closing
+        remaining = SIZES.subtract(state.size, closing)
         cost = state.cost_basis
         # The last close takes whatever cost remains, so a lifecycle's PnL is exact even though
         # a partial close's share of the cost needs a (28-digit) division.
@@ -281,12 +281,13 @@ def _open(
     size = held.size
     known = held.cost_basis if size > 0 else ZERO
     cost = (known if known is not None else event.price * size) + event.price * opening
+    after = SIZES.add(size, opening)
     lifecycle_fees = changes.get("lifecycle_fees", held.lifecycle_fees) + fee
     changes.update(
         side=side,
-        size=size + opening,
+        size=after,
         cost_basis=cost,
-        avg_entry_price=cost / (size + opening),
+        avg_entry_price=cost / after,
         lifecycle_fees=lifecycle_fees,
     )
     return _settle(before, _replace(held, **changes), event.timestamp)
@@ -306,7 +307,7 @@ def _orders_after_execution(
     if isinstance(event, Filled):
         return tuple(order for order in orders if order.order_id != event.order_id)
     return tuple(
-        attrs.evolve(order, filled=order.filled + event.qty)
+        attrs.evolve(order, filled=SIZES.add(order.filled, event.qty))
         if order.order_id == event.order_id
         else order
         for order in orders

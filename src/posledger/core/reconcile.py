@@ -25,6 +25,7 @@ from posledger.core.decide import Emitter
 from posledger.core.errors import InvalidInput
 from posledger.core.events import ExchangeSnapshot, PositionEvent, Reconciled
 from posledger.core.model import (
+    SIZES,
     ExchangePosition,
     PositionKey,
     Side,
@@ -267,7 +268,7 @@ def _agrees(
     """Both flat, or the same side with sizes within ``tolerance``."""
     if state.size == 0 or size == 0:
         return state.size == 0 and size == 0
-    return state.side is side and abs(state.size - size) <= policy.tolerance
+    return state.side is side and abs(SIZES.subtract(state.size, size)) <= policy.tolerance
 
 
 def _agreement(case: _Case) -> Judgement:
