@@ -409,6 +409,34 @@ def test_e8_time_decides_when_either_side_has_no_seq() -> None:
     assert not execution(seq_only, fill("e1", "sell", "1", exec_time=at(12))).absorbed
 
 
+def test_e8_a_fill_of_an_order_requested_after_the_correction_is_never_absorbed() -> None:
+    """Issue #16: snapshots stamped by a clock 60 s fast. After a confirmed phantom correction
+    at 11 min, the bot orders 2 at 12 min and the exchange fills it at (its) 10 min: earlier
+    than the snapshot's taken_at, yet the snapshot cannot have counted it."""
+    state = corrected(holding("buy", "1"), "buy", "0")
+    assert state.size == 0 and state.corrected_at == at(11)
+    state = requested(state, "o2", "buy", "2", at(12))
+    event = execution(state, fill("e2", "buy", "2", order_id="o2", exec_time=at(10)))
+    assert not event.absorbed
+    assert fold(state, [event]).size == 2
+
+
+def test_e8_an_order_known_before_the_correction_is_judged_by_time() -> None:
+    state = requested(holding("buy", "1"), "o2", "buy", "2", at(1))
+    state = corrected(state, "buy", "2")
+    assert state.pending("o2") is not None
+    event = execution(state, fill("e2", "buy", "2", order_id="o2", exec_time=at(10)))
+    assert event.absorbed
+
+
+def test_e8_seq_decides_even_for_an_order_requested_after_the_correction() -> None:
+    """``seq`` is the exchange's own order: it outranks a request time from the bot's clock."""
+    state = corrected(holding("buy", "1", seq=10), "buy", "3", seq=50)
+    state = requested(state, "o2", "buy", "2", at(12))
+    reflected = fill("e2", "buy", "2", order_id="o2", seq=50, exec_time=at(13))
+    assert execution(state, reflected).absorbed
+
+
 @pytest.mark.parametrize(("order_qty", "remaining"), [("1500", 500), ("600", None)])
 def test_e8_an_absorbed_fill_still_counts_for_its_order(
     order_qty: str, remaining: int | None

@@ -32,7 +32,7 @@ from posledger.core.events import (
     marker_id,
 )
 from posledger.core.model import SIZES, ExecKind, Fill, PositionKey, Side, aware_utc
-from posledger.core.position import ZERO, PositionState, evolve
+from posledger.core.position import ZERO, PendingOrder, PositionState, evolve
 
 CLOSE_REASON_BY_KIND = {
     ExecKind.TRADE: "filled",
@@ -183,8 +183,8 @@ def _emit_fill(emitter: Emitter, fill: Fill) -> None:
             **fields,
         )
         return
-    absorbed = _reflected_by_last_correction(state, fill)
     order = state.pending(fill.order_id) if fill.order_id else None
+    absorbed = _reflected_by_last_correction(state, fill, order)
     leg = state.key.leg_side
     reduce_only = (order is not None and order.reduce_only) or (
         leg is not None and fill.side is not leg
@@ -208,12 +208,21 @@ def _emit_fill(emitter: Emitter, fill: Fill) -> None:
     emitter.close_if_ended(CLOSE_REASON_BY_KIND[fill.kind], fill.exec_time, state)
 
 
-def _reflected_by_last_correction(state: PositionState, fill: Fill) -> bool:
-    """Bybit ``seq`` orders an execution against the snapshot a correction came from; without
-    it, time does."""
+def _reflected_by_last_correction(
+    state: PositionState, fill: Fill, order: PendingOrder | None
+) -> bool:
+    """Whether the snapshot the last correction came from already counted this execution.
+
+    Bybit ``seq`` orders an execution against that snapshot exactly. Without it, time does, but
+    never for an order the ledger saw requested after that snapshot: the snapshot cannot have
+    counted its fills, and an execution time earlier than the snapshot's ``taken_at`` then
+    only means the two clocks disagree (docs/design.md#absorbed)."""
     if fill.seq is not None and state.corrected_seq is not None:
         return fill.seq <= state.corrected_seq
-    return state.corrected_at is not None and fill.exec_time <= state.corrected_at
+    corrected_at = state.corrected_at
+    if corrected_at is None or fill.exec_time > corrected_at:
+        return False
+    return order is None or order.requested_at <= corrected_at
 
 
 def decide_order_end(
