@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import attrs
@@ -32,18 +32,24 @@ from posledger.core.events import POSITION_TOPICS, PositionEvent
 from posledger.core.model import PositionKey
 from posledger.core.position import PositionState, evolve
 from posledger.store.application import LedgerApplication, is_missing_table, storage_errors
-from posledger.store.storage import StorageSettings, settings_for
-
-if TYPE_CHECKING:
-    from posledger.ledger import Ledger
-
-
 from posledger.store.readmodel.views import (
     TABLE,
     POPOPositionsView,
     PositionsView,
     SQLitePositionsView,
 )
+from posledger.store.storage import StorageSettings, settings_for
+
+
+class OpenStore(Protocol):
+    """What :meth:`ReadModel.attach` needs of a :class:`~posledger.Ledger` (the store layer
+    does not import the ledger above it)."""
+
+    @property
+    def application(self) -> LedgerApplication: ...
+
+    settings: StorageSettings
+
 
 PAGE = 500
 """Notifications applied per transaction while catching up."""
@@ -139,7 +145,7 @@ class ReadModel:
         return cls(app, view, settings, owns_app=True)
 
     @classmethod
-    def attach(cls, ledger: Ledger) -> ReadModel:
+    def attach(cls, ledger: OpenStore) -> ReadModel:
         """A read model sharing ``ledger``'s connection to its store (closing the read model
         leaves the ledger open). For ``memory://`` the table is in this object and sees only
         the events of that ledger."""
