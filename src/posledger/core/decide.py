@@ -252,6 +252,9 @@ class FillResult:
 
 @attrs.frozen
 class FillBatchResult:
+    """What recording a batch of executions did: the key's state after it, and one
+    :class:`FillResult` per distinct ``exec_id``."""
+
     position: PositionState
     fills: tuple[FillResult, ...]
 

@@ -68,6 +68,9 @@ class ReconcilePolicy:
 
 
 class Correction(StrEnum):
+    """What a correction fixed; its row in :data:`CORRECTIONS` says what it does (stored as
+    ``Reconciled.kind``)."""
+
     PHANTOM = "phantom"
     STALE_QUANTITY = "stale_quantity"
     SIDE_MISMATCH = "side_mismatch"
@@ -132,6 +135,9 @@ class Outcome(StrEnum):
 
 @attrs.frozen
 class KeyOutcome:
+    """What reconciliation concluded for one key: the outcome, the correction it made or
+    would make, the names of the events it wrote, and a human-readable detail."""
+
     key: PositionKey
     outcome: Outcome
     correction: Correction | None = None

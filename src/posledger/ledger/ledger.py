@@ -368,6 +368,8 @@ class Ledger:
         return [s for s in self.positions() if s.status is Status.OPEN]
 
     def keys(self) -> list[PositionKey]:
+        """Every key the store holds a stream for, in key order (learnt once, from the
+        ``KeyRegistered`` events; kept whole by catch-up)."""
         with self._lock, self._storage_errors():
             self._cache.catch_up()
             self._cache.know_every_key()
