@@ -8,7 +8,7 @@ import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from posledger.testing.fake_bybit.records import (
@@ -39,19 +39,15 @@ Listener = Callable[[str, FakePosition | FakeOrder | FakeExecution], None]
 
 
 class BybitAccount:
-    """The account a fake Bybit serves. ``clock`` (an aware UTC datetime source) stamps scripted
-    events; ``lock`` guards the book, and is the server's own lock in
-    :class:`~posledger.testing.fake_bybit.FakeBybit`, so a reply reads the book at one moment.
+    """The account a fake Bybit serves, as a test scripts it. It is one side of
+    :class:`~posledger.testing.fake_bybit.FakeBybit`: the server's lock guards the book (so a reply
+    reads it at one moment) and the server's clock stamps scripted events.
     """
 
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], datetime] | None = None,
-        lock: threading.RLock | None = None,
-    ) -> None:
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._lock = lock or threading.RLock()
+    _lock: threading.RLock
+    _clock: Callable[[], datetime]
+
+    def __init__(self) -> None:
         self._book = _Book()
         self._seq = itertools.count(1000)
         self._ids = itertools.count(1)

@@ -63,8 +63,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        FakeHttpServer.__init__(self, host=host, port=port)
-        BybitAccount.__init__(self, clock=clock, lock=self._lock)
+        FakeHttpServer.__init__(self, host=host, port=port, clock=clock)
+        BybitAccount.__init__(self)
         self.api_key = api_key
         self.api_secret = api_secret
         self.page_size = page_size
