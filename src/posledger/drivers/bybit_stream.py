@@ -40,6 +40,10 @@ import attrs
 
 from posledger.core.errors import ExchangeUnavailable, ExecutionConflict
 from posledger.core.model import Fill, PositionKey, aware_utc
+from posledger.drivers.pybit_socket import MessageHandler as MessageHandler
+from posledger.drivers.pybit_socket import WebSocketFactory as WebSocketFactory
+from posledger.drivers.pybit_socket import is_connected, pong_token, shut
+from posledger.drivers.pybit_socket import pybit_websocket as pybit_websocket
 from posledger.drivers.sync import RECOVERY_MARGIN, record_recovered
 from posledger.ledger import Ledger
 from posledger.venues.bybit import (
@@ -63,31 +67,6 @@ exit look like a fill of an unknown order."""
 
 SEQ_MEMORY = 1_000
 """Execution ``seq`` values remembered per symbol, to match position messages against."""
-
-MessageHandler = Callable[[Any], None]
-WebSocketFactory = Callable[[MessageHandler], Any]
-"""Builds a connected pybit private ``WebSocket`` whose ``callback_function`` is the handler."""
-
-
-def pybit_websocket(
-    *, api_key: str, api_secret: str, testnet: bool = False, **options: Any
-) -> WebSocketFactory:
-    """A factory of pybit private WebSockets with these keys (``options``: pybit's, such as
-    ``ping_interval``, ``ping_timeout``, ``domain``, ``demo``)."""
-
-    def connect(handler: MessageHandler) -> Any:
-        from pybit.unified_trading import WebSocket  # type: ignore[import-untyped]
-
-        return WebSocket(
-            channel_type="private",
-            api_key=api_key,
-            api_secret=api_secret,
-            testnet=testnet,
-            callback_function=handler,
-            **options,
-        )
-
-    return connect
 
 
 @attrs.frozen
@@ -115,9 +94,10 @@ class StreamHealth:
 class BybitStream:
     """Feeds ``ledger`` from one Bybit account's private streams, for ``venue``'s category.
 
-    ``connect`` builds the pybit WebSocket (see :func:`pybit_websocket`); ``venue`` reads the
-    executions a gap may have lost. ``since`` is where the first resync starts (default: the
-    start, less ``margin``). ``hedge_mode`` False puts every execution on leg 0; otherwise an
+    ``connect`` builds the pybit WebSocket (see
+    :func:`~posledger.drivers.pybit_socket.pybit_websocket`); ``venue`` reads the executions a
+    gap may have lost. ``since`` is where the first resync starts (default: the start, less
+    ``margin``). ``hedge_mode`` False puts every execution on leg 0; otherwise an
     execution takes the leg of its order, from the order stream, and one whose order was not
     seen is left to a resync (the venue looks its leg up). ``heartbeat`` must exceed the
     WebSocket's ping interval.
@@ -199,7 +179,7 @@ class BybitStream:
             self._monitor = None
         with self._state:
             ws, self._ws = self._ws, None
-        _shut(ws)
+        shut(ws)
 
     def __enter__(self) -> BybitStream:
         return self.start()
@@ -217,7 +197,7 @@ class BybitStream:
     def health(self) -> StreamHealth:
         with self._state:
             return StreamHealth(
-                connected=_is_connected(self._ws),
+                connected=is_connected(self._ws),
                 logins=self._logins,
                 subscribed=self._acks >= len(TOPICS),
                 last_message_at=self._last_message_at,
@@ -248,8 +228,8 @@ class BybitStream:
         when = aware_utc(now or self._clock(), "now")
         with self._state:
             ws = self._ws
-        connected = _is_connected(ws)
-        pong = _pong_token(ws)
+        connected = is_connected(ws)
+        pong = pong_token(ws)
         with self._state:
             self._checks += 1
             if pong is not None and pong != self._pong:
@@ -352,7 +332,7 @@ class BybitStream:
             self._disconnected_since = self._unsubscribed_since = None
             self._last_alive_at = now
         log.warning("bybit stream rebuilds its WebSocket: %s", reason)
-        _shut(ws)
+        shut(ws)
         try:
             fresh = self._open_socket()
         except Exception as error:
@@ -376,8 +356,8 @@ class BybitStream:
             self._acks = 0
         ws = self._connect(self._on_message)
         for topic in TOPICS:
-            if not _is_connected(ws):  # pybit's subscribe would wait for it forever
-                _shut(ws)
+            if not is_connected(ws):  # pybit's subscribe would wait for it forever
+                shut(ws)
                 raise ExchangeUnavailable("the Bybit WebSocket closed before it subscribed")
             ws.subscribe(topic, self._on_message)
         return ws
@@ -551,33 +531,3 @@ class BybitStream:
 
     def _now(self) -> datetime:
         return aware_utc(self._clock(), "clock")
-
-
-def _is_connected(ws: Any) -> bool:
-    try:
-        return ws is not None and bool(ws.is_connected())
-    except Exception:
-        return False
-
-
-def _pong_token(ws: Any) -> object:
-    """Changes whenever the socket receives a pong (websocket-client's ``last_pong_tm``): on a
-    quiet account pongs are the only sign of life, and pybit keeps them from the callback."""
-    app = getattr(ws, "ws", None)
-    pong = getattr(app, "last_pong_tm", None)
-    return None if not pong else (id(app), pong)
-
-
-def _shut(ws: Any) -> None:
-    """Close a pybit WebSocket for good: no reconnect from its error handler, its thread ended."""
-    if ws is None:
-        return
-    threads = [getattr(ws, "wst", None), getattr(ws, "custom_ping_timer", None)]
-    try:
-        ws.handle_error = False
-        ws.exit()
-    except Exception as error:
-        log.warning("closing the Bybit WebSocket failed: %s: %s", type(error).__name__, error)
-    for thread in threads:
-        if isinstance(thread, threading.Thread) and thread is not threading.current_thread():
-            thread.join(timeout=10)

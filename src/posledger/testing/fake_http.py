@@ -15,7 +15,7 @@ import socket
 import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -190,12 +190,20 @@ class _Armed:
 
 class FakeHttpServer(ABC):
     """A real HTTP server on a thread of its own, answering through :meth:`_answer`; use it as a
-    context manager. ``exchange`` names it in errors and in its thread's name."""
+    context manager. ``exchange`` names it in errors and in its thread's name; ``clock`` (an
+    aware UTC datetime source, the wall clock by default) is the exchange's time."""
 
     exchange = "HTTP"
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self._address = (host, port)
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._faults: list[_Armed] = []
         self._requests: list[RecordedRequest] = []

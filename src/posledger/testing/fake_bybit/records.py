@@ -1,0 +1,282 @@
+"""The records a fake Bybit account holds, each with the row Bybit's V5 API lists it as."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from posledger.testing.fake_http import EPOCH, Row, to_text
+
+OPEN_STATUSES = ("New", "PartiallyFilled")
+CATEGORIES = ("linear", "inverse", "option", "spot")
+
+
+def settle_coin_of(category: str, symbol: str) -> str:
+    if category == "inverse":
+        return symbol.removesuffix("USD")
+    return "USDT" if symbol.endswith("USDT") else "USDC"
+
+
+def coins_of(category: str, symbol: str) -> tuple[str, str]:
+    """Base and quote coin of a symbol named the way Bybit names them (BTCUSDT, BTCPERP, BTCUSD)."""
+    if category == "inverse":
+        return symbol.removesuffix("USD"), "USD"
+    for quote, suffix in (("USDT", "USDT"), ("USDC", "USDC"), ("USDC", "PERP")):
+        if symbol.endswith(suffix) and len(symbol) > len(suffix):
+            return symbol.removesuffix(suffix), quote
+    raise ValueError(f"{symbol}: cannot tell its base and quote coin; use add_instrument")
+
+
+@dataclass(frozen=True)
+class FakeInstrument:
+    """One tradable symbol of a category, as /v5/market/instruments-info lists it."""
+
+    category: str
+    symbol: str
+    base: str
+    quote: str
+    settle_coin: str
+    status: str = "Trading"
+    qty_step: Decimal = Decimal("0.001")
+    tick_size: Decimal = Decimal("0.01")
+
+    def row(self) -> Row:
+        lot = {
+            "maxOrderQty": "1000000",
+            "minOrderQty": to_text(self.qty_step),
+            "qtyStep": to_text(self.qty_step),
+            "postOnlyMaxOrderQty": "1000000",
+            "maxMktOrderQty": "100000",
+            "minNotionalValue": "5",
+        }
+        if self.category == "spot":
+            return {
+                "symbol": self.symbol,
+                "baseCoin": self.base,
+                "quoteCoin": self.quote,
+                "innovation": "0",
+                "status": self.status,
+                "marginTrading": "both",
+                "lotSizeFilter": {
+                    "basePrecision": to_text(self.qty_step),
+                    "quotePrecision": "0.00000001",
+                    "minOrderQty": to_text(self.qty_step),
+                    "maxOrderQty": "1000000",
+                    "minOrderAmt": "1",
+                    "maxOrderAmt": "2000000",
+                },
+                "priceFilter": {"tickSize": to_text(self.tick_size)},
+            }
+        perpetual = "InversePerpetual" if self.category == "inverse" else "LinearPerpetual"
+        return {
+            "symbol": self.symbol,
+            "contractType": perpetual,
+            "status": self.status,
+            "baseCoin": self.base,
+            "quoteCoin": self.quote,
+            "launchTime": "1585526400000",
+            "deliveryTime": "0",
+            "deliveryFeeRate": "",
+            "priceScale": "2",
+            "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+            "priceFilter": {
+                "minPrice": to_text(self.tick_size),
+                "maxPrice": "1999999.80",
+                "tickSize": to_text(self.tick_size),
+            },
+            "lotSizeFilter": lot,
+            "unifiedMarginTrade": True,
+            "fundingInterval": 480,
+            "settleCoin": self.settle_coin,
+            "copyTrading": "both",
+            "upperFundingRate": "0.00375",
+            "lowerFundingRate": "-0.00375",
+            "isPreListing": False,
+            "preListingInfo": None,
+        }
+
+
+@dataclass(frozen=True)
+class FakePosition:
+    """One leg as the exchange holds it; ``side`` is "" when the leg is flat."""
+
+    category: str
+    symbol: str
+    idx: int
+    side: str
+    size: Decimal
+    avg_price: Decimal
+    seq: int
+    updated_ms: int
+    settle_coin: str
+
+    def row(self) -> Row:
+        return {
+            "positionIdx": self.idx,
+            "riskId": 1,
+            "riskLimitValue": "2000000",
+            "symbol": self.symbol,
+            "side": self.side,
+            "size": to_text(self.size),
+            "avgPrice": to_text(self.avg_price),
+            "positionValue": to_text(self.size * self.avg_price),
+            "tradeMode": 0,
+            "positionStatus": "Normal",
+            "autoAddMargin": 0,
+            "adlRankIndicator": 2 if self.size else 0,
+            "leverage": "10",
+            "positionBalance": "0",
+            "markPrice": to_text(self.avg_price),
+            "liqPrice": "",
+            "bustPrice": "",
+            "positionMM": "0",
+            "positionIM": "0",
+            "tpslMode": "Full",
+            "takeProfit": "",
+            "stopLoss": "",
+            "trailingStop": "0",
+            "unrealisedPnl": "0",
+            "curRealisedPnl": "0",
+            "cumRealisedPnl": "0",
+            "seq": self.seq,
+            "isReduceOnly": False,
+            "mmrSysUpdatedTime": "",
+            "leverageSysUpdatedTime": "",
+            "sessionAvgPrice": "",
+            "createdTime": str(self.updated_ms),
+            "updatedTime": str(self.updated_ms),
+        }
+
+
+@dataclass(frozen=True)
+class FakeOrder:
+    """An order; open while its status is New or PartiallyFilled."""
+
+    category: str
+    symbol: str
+    order_id: str
+    side: str
+    qty: Decimal
+    price: Decimal
+    idx: int
+    order_type: str
+    reduce_only: bool
+    status: str
+    cum_exec_qty: Decimal
+    created_ms: int
+    updated_ms: int
+    settle_coin: str
+
+    @property
+    def leaves_qty(self) -> Decimal:
+        return self.qty - self.cum_exec_qty if self.is_open else Decimal(0)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    def row(self) -> Row:
+        return {
+            "orderId": self.order_id,
+            "orderLinkId": "",
+            "blockTradeId": "",
+            "symbol": self.symbol,
+            "price": to_text(self.price),
+            "qty": to_text(self.qty),
+            "side": self.side,
+            "isLeverage": "",
+            "positionIdx": self.idx,
+            "orderStatus": self.status,
+            "createType": "CreateByUser",
+            "cancelType": "UNKNOWN",
+            "rejectReason": "EC_NoError",
+            "avgPrice": to_text(self.price) if self.cum_exec_qty else "",
+            "leavesQty": to_text(self.leaves_qty),
+            "leavesValue": to_text(self.leaves_qty * self.price),
+            "cumExecQty": to_text(self.cum_exec_qty),
+            "cumExecValue": to_text(self.cum_exec_qty * self.price),
+            "cumExecFee": "0",
+            "timeInForce": "GTC",
+            "orderType": self.order_type,
+            "stopOrderType": "",
+            "orderIv": "",
+            "triggerPrice": "",
+            "takeProfit": "",
+            "stopLoss": "",
+            "tpTriggerBy": "",
+            "slTriggerBy": "",
+            "triggerDirection": 0,
+            "triggerBy": "",
+            "lastPriceOnCreated": to_text(self.price),
+            "reduceOnly": self.reduce_only,
+            "closeOnTrigger": False,
+            "smpType": "None",
+            "smpGroup": 0,
+            "smpOrderId": "",
+            "tpslMode": "",
+            "tpLimitPrice": "",
+            "slLimitPrice": "",
+            "placeType": "",
+            "createdTime": str(self.created_ms),
+            "updatedTime": str(self.updated_ms),
+        }
+
+
+@dataclass(frozen=True)
+class FakeExecution:
+    """One execution record, as /v5/execution/list reports it (it carries no positionIdx)."""
+
+    category: str
+    symbol: str
+    exec_id: str
+    order_id: str
+    side: str
+    exec_qty: Decimal
+    exec_price: Decimal
+    exec_fee: Decimal
+    exec_ms: int
+    exec_type: str
+    seq: int
+    leaves_qty: Decimal
+    closed_size: Decimal
+    order_type: str
+    is_maker: bool
+
+    @property
+    def exec_time(self) -> datetime:
+        """``exec_ms`` as an aware UTC datetime, as a bot's execution feed would stamp it."""
+        return EPOCH + timedelta(milliseconds=self.exec_ms)
+
+    def row(self) -> Row:
+        return {
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "orderLinkId": "",
+            "side": self.side,
+            "orderPrice": to_text(self.exec_price),
+            "orderQty": to_text(self.exec_qty + self.leaves_qty),
+            "leavesQty": to_text(self.leaves_qty),
+            "createType": "CreateByUser",
+            "orderType": self.order_type,
+            "stopOrderType": "UNKNOWN",
+            "execFee": to_text(self.exec_fee),
+            "execId": self.exec_id,
+            "execPrice": to_text(self.exec_price),
+            "execQty": to_text(self.exec_qty),
+            "execType": self.exec_type,
+            "execValue": to_text(self.exec_qty * self.exec_price),
+            "execTime": str(self.exec_ms),
+            "feeCurrency": "",
+            "isMaker": self.is_maker,
+            "feeRate": "0.00055",
+            "tradeIv": "",
+            "markIv": "",
+            "markPrice": to_text(self.exec_price),
+            "indexPrice": "",
+            "underlyingPrice": "",
+            "blockTradeId": "",
+            "closedSize": to_text(self.closed_size),
+            "seq": self.seq,
+            "extraFees": "",
+        }

@@ -1,0 +1,242 @@
+"""A scripted OKX V5 account: instruments, positions (net or long/short legs, cross or
+isolated), orders and fills, the calls a test scripts it with, and how a fill moves its leg."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from posledger.testing.fake_http import EPOCH, Number, to_decimal, to_ms
+from posledger.testing.fake_okx.records import FakeFill, FakeInstrument, FakeOrder, FakePosition
+
+
+@dataclass
+class _Book:
+    instruments: dict[str, FakeInstrument] = field(default_factory=dict)
+    positions: dict[tuple[str, str, str], FakePosition] = field(default_factory=dict)
+    orders: dict[str, FakeOrder] = field(default_factory=dict)
+    fills: list[FakeFill] = field(default_factory=list)
+
+
+class OkxAccount:
+    """The account a fake OKX serves, as a test scripts it. It is one side of
+    :class:`~posledger.testing.fake_okx.FakeOkx`: the server's lock guards the book (so a reply
+    reads it at one moment) and the server's clock stamps scripted events.
+    """
+
+    _lock: threading.RLock
+    _clock: Callable[[], datetime]
+
+    def __init__(self) -> None:
+        self._book = _Book()
+        self._ids = itertools.count(600_000_000_000_000_001)
+
+    # scripting the account
+
+    def add_instrument(
+        self,
+        inst_id: str,
+        *,
+        ct_val: Number = "1",
+        ct_mult: Number = "1",
+        settle: str | None = None,
+        lot_sz: Number = "0.01",
+    ) -> FakeInstrument:
+        """List an instrument (``BTC-USDT-SWAP``, ``BTC-USD-251226``); its type and settle
+        currency follow from its name unless given."""
+        parts = inst_id.split("-")
+        inst_type = "SWAP" if parts[-1] == "SWAP" else "FUTURES" if len(parts) == 3 else "SPOT"
+        coin = parts[0] if parts[1] == "USD" else parts[1]
+        listed = FakeInstrument(
+            inst_id=inst_id,
+            inst_type=inst_type,
+            ct_val=to_decimal(ct_val),
+            ct_mult=to_decimal(ct_mult),
+            settle=settle or coin,
+            lot_sz=to_decimal(lot_sz),
+        )
+        with self._lock:
+            self._book.instruments[inst_id] = listed
+        return listed
+
+    def set_position(
+        self,
+        inst_id: str,
+        pos: Number,
+        avg_px: Number = 0,
+        *,
+        pos_side: str = "net",
+        mgn_mode: str = "cross",
+        at: datetime | None = None,
+    ) -> FakePosition:
+        """Make the account hold ``pos`` contracts (signed in net mode). ``pos`` 0 leaves a
+        listed zero row, as OKX does for an isolated position after a margin transfer."""
+        contracts = to_decimal(pos)
+        if pos_side != "net" and contracts < 0:
+            raise ValueError(f"{inst_id}: a {pos_side} leg holds a positive pos")
+        with self._lock:
+            instrument = self._instrument(inst_id)
+            when = to_ms(at or self._clock())
+            held = self._book.positions.get((inst_id, pos_side, mgn_mode))
+            position = FakePosition(
+                inst_id=inst_id,
+                inst_type=instrument.inst_type,
+                pos_side=pos_side,
+                mgn_mode=mgn_mode,
+                pos=contracts,
+                avg_px=to_decimal(avg_px),
+                pos_id=held.pos_id if held is not None else str(next(self._ids)),
+                c_ms=held.c_ms if held is not None else when,
+                u_ms=when,
+            )
+            self._book.positions[(inst_id, pos_side, mgn_mode)] = position
+            return position
+
+    def add_open_order(
+        self,
+        inst_id: str,
+        side: str,
+        sz: Number,
+        px: Number,
+        *,
+        pos_side: str = "net",
+        reduce_only: bool = False,
+        at: datetime | None = None,
+    ) -> str:
+        """A resting order of ``sz`` contracts; returns its ``ordId``."""
+        with self._lock:
+            instrument = self._instrument(inst_id)
+            when = to_ms(at or self._clock())
+            order = FakeOrder(
+                inst_id=inst_id,
+                inst_type=instrument.inst_type,
+                ord_id=str(next(self._ids)),
+                side=side,
+                pos_side=pos_side,
+                sz=to_decimal(sz),
+                px=to_decimal(px),
+                reduce_only=reduce_only,
+                state="live",
+                acc_fill_sz=Decimal(0),
+                c_ms=when,
+                u_ms=when,
+            )
+            self._book.orders[order.ord_id] = order
+            return order.ord_id
+
+    def partial_fill(
+        self,
+        ord_id: str,
+        sz: Number,
+        *,
+        fee: Number = 0,
+        trade_id: str | None = None,
+        at: datetime | None = None,
+    ) -> FakeFill:
+        """Fill ``sz`` contracts of an open order: the position moves AND the fill is recorded
+        (``fee`` as OKX writes it: negative when paid)."""
+        amount = to_decimal(sz)
+        with self._lock:
+            order = self._book.orders[ord_id]
+            if not order.is_open or not 0 < amount <= order.sz - order.acc_fill_sz:
+                raise ValueError(f"{ord_id}: cannot fill {sz}")
+            when = to_ms(at or self._clock())
+            self._move(order.inst_id, order.pos_side, order.side, amount, order.px, when)
+            filled = order.acc_fill_sz + amount
+            state = "filled" if filled == order.sz else "partially_filled"
+            self._book.orders[ord_id] = replace(order, acc_fill_sz=filled, state=state, u_ms=when)
+            return self._record_fill(
+                order.inst_id, order.side, order.pos_side, amount, order.px, fee, when,
+                ord_id=ord_id, trade_id=trade_id, sub_type="1" if order.side == "buy" else "2",
+            )  # fmt: skip
+
+    def add_fill(
+        self,
+        inst_id: str,
+        side: str,
+        sz: Number,
+        px: Number,
+        *,
+        pos_side: str = "net",
+        fee: Number = 0,
+        sub_type: str | None = None,
+        ord_id: str | None = None,
+        trade_id: str | None = None,
+        at: datetime | None = None,
+    ) -> FakeFill:
+        """Record a fill without moving any position (history a test scripts directly)."""
+        with self._lock:
+            self._instrument(inst_id)
+            return self._record_fill(
+                inst_id, side, pos_side, to_decimal(sz), to_decimal(px), fee,
+                to_ms(at or self._clock()), ord_id=ord_id or str(next(self._ids)),
+                trade_id=trade_id, sub_type=sub_type or ("1" if side == "buy" else "2"),
+            )  # fmt: skip
+
+    # the book
+
+    def _instrument(self, inst_id: str) -> FakeInstrument:
+        listed = self._book.instruments.get(inst_id)
+        return listed if listed is not None else self.add_instrument(inst_id)
+
+    def _record_fill(
+        self,
+        inst_id: str,
+        side: str,
+        pos_side: str,
+        sz: Decimal,
+        px: Decimal,
+        fee: Number,
+        ts: int,
+        *,
+        ord_id: str,
+        trade_id: str | None,
+        sub_type: str,
+    ) -> FakeFill:
+        bill_id = str(next(self._ids))
+        recorded = FakeFill(
+            inst_id=inst_id,
+            inst_type=self._book.instruments[inst_id].inst_type,
+            trade_id=trade_id or f"t{bill_id[-6:]}",
+            ord_id=ord_id,
+            bill_id=bill_id,
+            side=side,
+            pos_side=pos_side,
+            fill_sz=sz,
+            fill_px=px,
+            fee=to_decimal(fee),
+            ts=ts,
+            sub_type=sub_type,
+        )
+        self._book.fills.append(recorded)
+        return recorded
+
+    def _move(
+        self, inst_id: str, pos_side: str, side: str, sz: Decimal, px: Decimal, ms: int
+    ) -> None:
+        """A fill's effect on its leg (the cross-margin row), which disappears at zero."""
+        key = (inst_id, pos_side, "cross")
+        held = self._book.positions.get(key)
+        pos = held.pos if held is not None else Decimal(0)
+        if pos_side == "net":
+            after = pos + (sz if side == "buy" else -sz)
+        else:
+            adds = (side == "buy") == (pos_side == "long")
+            after = pos + sz if adds else pos - sz
+            if after < 0:
+                raise ValueError(f"{inst_id} {pos_side}: fill would push the leg past zero")
+        if after == 0:
+            self._book.positions.pop(key, None)
+            return
+        if held is None or pos == 0 or (after > 0) != (pos > 0):
+            avg = px
+        elif abs(after) > abs(pos):
+            avg = (abs(pos) * held.avg_px + sz * px) / abs(after)
+        else:
+            avg = held.avg_px
+        moment = EPOCH + timedelta(milliseconds=ms)
+        self.set_position(inst_id, after, avg, pos_side=pos_side, at=moment)
