@@ -6,6 +6,7 @@ auditable reconciliation event instead of a mutated row.
 
 from posledger.core.errors import (
     ConcurrencyError,
+    ConfigurationError,
     ExchangeRejected,
     ExchangeUnavailable,
     ExecutionConflict,
@@ -34,6 +35,7 @@ from posledger.ledger import FillBatchResult, FillResult, Ledger
 
 __all__ = [
     "ConcurrencyError",
+    "ConfigurationError",
     "Correction",
     "ExchangePosition",
     "ExchangeRejected",

@@ -129,3 +129,62 @@ def test_without_rich_a_one_line_hint_and_exit_2(tmp_path: Path) -> None:
     result = run_cli("demo", "--db", "x.db", cwd=tmp_path, code=code)
     assert_clean_usage_error(result, "pip install 'posledger[cli]'")
     assert not (tmp_path / "x.db").exists()
+
+
+# --- init-db and a PostgreSQL store that is not set up ---------------------------------------
+
+
+def test_init_db_takes_db_like_every_command_and_still_the_url_alone(tmp_path: Path) -> None:
+    for args, name in (
+        (["--db", "sqlite:///flag.db"], "flag.db"),
+        (["sqlite:///alone.db"], "alone.db"),
+    ):
+        result = run_cli("init-db", *args, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "Ledger tables ready" in result.stdout
+        assert (tmp_path / name).is_file()
+    assert_clean_usage_error(run_cli("init-db", cwd=tmp_path), "posledger init-db --db URL")
+    both = run_cli("init-db", "--db", "sqlite:///a.db", "sqlite:///b.db", cwd=tmp_path)
+    assert_clean_usage_error(both, "two URLs given")
+    assert not (tmp_path / "a.db").exists() and not (tmp_path / "b.db").exists()
+
+
+def _elsewhere(postgres_url: str, *, dbname: str | None = None, port: int | None = None) -> str:
+    """The test server's URL with another database or port (and no schema)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(postgres_url)
+    login = f"{parts.username}@" if parts.username else ""
+    return f"postgresql://{login}{parts.hostname}:{port or parts.port}/{dbname or parts.path[1:]}"
+
+
+def test_a_missing_schema_is_one_line_naming_it_and_init_db(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    url = postgres_url.replace("?schema=", "?schema=missing_", 1)
+    schema = url.split("?schema=")[1]
+    result = run_cli("positions", "--db", url, cwd=tmp_path)
+    assert_clean_usage_error(
+        result, f'schema "{schema}" does not exist', "posledger init-db --db URL"
+    )
+
+
+def test_a_missing_database_is_one_line_at_once(postgres_url: str, tmp_path: Path) -> None:
+    import time
+
+    url = _elsewhere(postgres_url, dbname="posledger_no_such_db")
+    started = time.monotonic()
+    result = run_cli("verify", "--db", url, cwd=tmp_path)
+    assert time.monotonic() - started < 4  # the CLI waits 5 s for an unreachable store
+    assert_clean_usage_error(result, url, 'database "posledger_no_such_db" does not exist')
+
+
+def test_a_refused_connection_is_one_line_saying_refused(postgres_url: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    result = run_cli("init-db", "--db", _elsewhere(postgres_url, port=port), cwd=tmp_path)
+    assert_clean_usage_error(result, "Connection refused")
+    assert "couldn't get a connection" in result.stderr

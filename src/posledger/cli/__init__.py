@@ -10,8 +10,9 @@ one with a rich ``Console``.
 rich is an optional dependency (``pip install 'posledger[cli]'``); it is imported only when a
 subcommand runs, so a missing rich costs a one-line hint, not a traceback. Output degrades to
 plain text when stdout is not a terminal (rich drops colours; tables keep their layout). User
-mistakes (a bad URL or path, an unknown symbol, a bad option) print one line and exit 2; an
-exchange that cannot be read prints one line and exits 3.
+mistakes (a bad URL or path, an unknown symbol, a bad option, a store not set up as its URL
+says) and an unreachable store print one line and exit 2; an exchange that cannot be read
+prints one line and exits 3.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from posledger.cli.base import (
     make_console,
     one_line,
 )
-from posledger.core.errors import ExchangeUnavailable, InvalidInput, StorageUnavailable
+from posledger.core.errors import (
+    ConfigurationError,
+    ExchangeUnavailable,
+    InvalidInput,
+    StorageUnavailable,
+)
 
 __all__ = ["EXCHANGE_UNAVAILABLE", "build_parser", "main"]
 
@@ -97,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
     try:
         return SUBCOMMANDS[args.command].run(args, console)
-    except (UsageError, InvalidInput, StorageUnavailable) as error:
+    except (UsageError, InvalidInput, ConfigurationError, StorageUnavailable) as error:
         print(one_line(f"{PROG} {args.command}: error: {error}"), file=sys.stderr)
         return USAGE_ERROR
     except ExchangeUnavailable as error:

@@ -128,7 +128,7 @@ def _check_sqlite_ledger(path: Path) -> None:
     if not path.exists():
         raise UsageError(
             f"no ledger at {path}: the file does not exist (create one with `posledger "
-            f"init-db sqlite:///{path}`, or `posledger demo` for the demo ledger)"
+            f"init-db --db sqlite:///{path}`, or `posledger demo` for the demo ledger)"
         )
     if path.is_dir():
         raise UsageError(f"{path} is a directory, not a ledger file")

@@ -1,5 +1,5 @@
 """``posledger demo`` (both seed incidents replayed into a SQLite ledger) and ``posledger
-init-db`` (create the tables once, with a role that may)."""
+init-db`` (create the schema and tables once, with a role that may)."""
 
 from __future__ import annotations
 
@@ -221,28 +221,46 @@ def _summary(chapters: Sequence[Chapter], path: Path) -> str:
 
 @subcommand(
     "init-db",
-    help="create the ledger's tables (once, with a role that may create them)",
+    help="create the ledger's schema and tables (once, with a role that may create them)",
     description="""\
-Create the event store's tables and the posledger_positions read model (with its
-posledger_open_positions view) in the database (and schema) of URL, so that bots can
-run with a least-privilege role and Ledger.open(url, create_tables=False). Running it
-again is harmless: existing tables are kept as they are.""",
+Create the schema (PostgreSQL's ?schema=, if missing), the event store's tables and
+the posledger_positions read model (with its posledger_open_positions view) in the
+database of URL, so that bots can run with a least-privilege role and
+Ledger.open(url, create_tables=False). Running it again is harmless: existing
+tables are kept as they are. Every other command and Ledger.open find a missing
+schema a configuration error: only this setup step creates one.""",
     epilog="""\
 examples:
-  posledger init-db 'postgresql://owner@db:5432/trading?schema=bot1'
-  posledger init-db sqlite:///positions.db
+  posledger init-db --db 'postgresql://owner@db:5432/trading?schema=bot1'
+  posledger init-db --db sqlite:///positions.db
+  posledger init-db sqlite:///positions.db     the URL may also come without --db
 """,
-    arguments=(argument("url", metavar="URL", help="ledger URL (sqlite:/// or postgresql://)"),),
+    arguments=(
+        argument("--db", metavar="URL", help="ledger URL (sqlite:/// or postgresql://)"),
+        argument("url", metavar="URL", nargs="?", help=argparse.SUPPRESS),
+    ),
 )
 def init_db(args: argparse.Namespace, console: Console) -> int:
     from posledger.ledger import Ledger
     from posledger.store.readmodel import ReadModel
+    from posledger.store.storage import settings_for
 
-    with Ledger.open(args.url) as ledger:
+    url = _init_db_url(args)
+    with Ledger(settings_for(url, create_schema=True)) as ledger:
         keys = len(ledger.keys())
-    ReadModel.open(args.url).close()
+    ReadModel.open(url).close()
     console.print(
         f"Ledger tables ready in {ledger.settings.description} ({keys} keys stored), "
         "with the posledger_positions read model."
     )
     return 0
+
+
+def _init_db_url(args: argparse.Namespace) -> str:
+    """``--db URL``, or the URL given alone (the older form), but not two different ones."""
+    if args.db and args.url and args.db != args.url:
+        raise UsageError(f"two URLs given ({args.url!r} and --db {args.db!r}); give one")
+    url: str | None = args.db or args.url
+    if not url:
+        raise UsageError("init-db needs the ledger's URL: posledger init-db --db URL")
+    return url

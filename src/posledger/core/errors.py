@@ -39,5 +39,11 @@ class StorageUnavailable(PosledgerError):
     """The event store could not be reached within the configured timeout."""
 
 
+class ConfigurationError(PosledgerError):
+    """The store is reachable but not set up as the URL says (missing schema, database, role,
+    failed authentication); retrying will not help. Not a :class:`StorageUnavailable`, which
+    bots retry."""
+
+
 class ConcurrencyError(PosledgerError):
     """Optimistic-concurrency retries ran out: other writers kept changing the same position."""

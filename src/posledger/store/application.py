@@ -22,14 +22,14 @@ from eventsourcing.persistence import (
     ProgrammingError,
 )
 
-from posledger.core.errors import StorageUnavailable
+from posledger.core.errors import ConfigurationError, StorageUnavailable
 from posledger.store.replay import ensure_key_index
 from posledger.store.storage import StorageSettings
 
 STORE_ERRORS = (OperationalError, InterfaceError, InternalError, ProgrammingError)
 """What a recorder raises when the store cannot answer (as opposed to refusing a write)."""
 
-CREATE_TABLES_HINT = "create them once with `posledger init-db URL`"
+CREATE_TABLES_HINT = "create them once with `posledger init-db --db URL`"
 
 
 class LedgerApplication(Application[uuid.UUID]):
@@ -76,10 +76,12 @@ def is_missing_table(error: Exception) -> bool:
 @contextmanager
 def storage_errors(description: str, missing_tables: str = CREATE_TABLES_HINT) -> Iterator[None]:
     """Raise :class:`StorageUnavailable` (naming the store) for a store that cannot answer or
-    has no tables, saying ``missing_tables`` in the latter case; a programming error is a bug
-    and propagates as it is."""
+    has no tables, saying ``missing_tables`` in the latter case, and name the store in a
+    :class:`ConfigurationError`; a programming error is a bug and propagates as it is."""
     try:
         yield
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{description}: {error}") from error
     except STORE_ERRORS as error:
         if is_missing_table(error):
             raise StorageUnavailable(

@@ -13,6 +13,12 @@ of a pooled connection is guarded by :class:`ConnectionWatchdog`, which shuts th
 once the use outlives the timeout (the wait then fails at once and the pool discards the
 connection), and libpq's ``tcp_user_timeout`` and keepalives make the kernel give up on a peer
 that stopped acknowledging.
+
+A store that is not set up as its URL says (no such database, role or schema, failed
+authentication) is :class:`posledger.ConfigurationError`, raised as soon as the server says so
+(the connection's side is :class:`~posledger.store.postgres_pool.ReportingPool`); a refused or
+timed-out connection (a server still starting, a network cut) is waited for until the deadline,
+then reported with its reason.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
+import psycopg.errors
+import psycopg_pool
 from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
@@ -40,6 +48,8 @@ from eventsourcing.postgres import (
 from psycopg import ClientCursor, Connection
 from psycopg.sql import SQL, Composed, Identifier
 
+from posledger.core.errors import ConfigurationError
+from posledger.store.postgres_pool import ReportingPool, ServerRefusal, one_line
 from posledger.store.replay import KEY_INDEX, key_index_statement
 
 R = TypeVar("R")
@@ -156,22 +166,79 @@ def _abandon(conn: Connection[Any]) -> None:
 WATCHDOG = ConnectionWatchdog()
 
 
+INIT_DB_HINT = "create it and the tables once with `posledger init-db --db URL`"
+
+
 class GuardedPostgresDatastore(PostgresDatastore):
     """eventsourcing's datastore, every use of a pooled connection bounded by ``deadline_s``
     (set by :class:`BoundedPostgresFactory`), except :meth:`listening_connection`'s."""
 
     deadline_s = 5.0
+    pool: ReportingPool
 
     @contextlib.contextmanager
     def get_connection(self) -> Iterator[Connection[Any]]:
-        with super().get_connection() as conn, WATCHDOG.guard(conn, self.deadline_s):
+        with (
+            self._pooled() as conn,
+            WATCHDOG.guard(conn, self.deadline_s),
+            self._schema_errors(conn),
+        ):
             yield conn
 
     def listening_connection(self) -> contextlib.AbstractContextManager[Connection[Any]]:
         """A connection for a LISTEN loop, held as long as the loop runs: not guarded as a
         whole (the loop bounds its waits for notifications, and guards each statement with
         :meth:`guard`; its reads go through guarded connections)."""
-        return super().get_connection()
+        return self._pooled()
+
+    @contextlib.contextmanager
+    def _pooled(self) -> Iterator[Connection[Any]]:
+        """A pooled connection; one that could not be had says the server's reason: a
+        :class:`ConfigurationError` when it is final, else after the wait."""
+        try:
+            with super().get_connection() as conn:
+                yield conn
+        except OperationalError as error:
+            if isinstance(error.__cause__, ServerRefusal):
+                raise ConfigurationError(
+                    f"cannot connect: {error.__cause__} (retrying will not help: fix the URL "
+                    "or the server's setup)"
+                ) from error
+            reason = self.pool.connect_error
+            if isinstance(error.__cause__, psycopg_pool.PoolTimeout) and reason is not None:
+                raise OperationalError(f"{error}; the last attempt: {one_line(reason)}") from error
+            raise
+
+    @contextlib.contextmanager
+    def _schema_errors(self, conn: Connection[Any]) -> Iterator[None]:
+        """A statement that failed for want of the URL's schema: :class:`ConfigurationError`
+        (a missing table in a schema that exists is not: ``init-db`` or a first open fixes
+        it)."""
+        try:
+            yield
+        except psycopg.errors.InvalidSchemaName as error:
+            raise self._missing_schema() from error
+        except psycopg.errors.UndefinedTable as error:
+            idle = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            if idle and self._schema_is_missing(conn):
+                raise self._missing_schema() from error
+            raise
+
+    def _schema_is_missing(self, conn: Connection[Any]) -> bool:
+        query = "SELECT to_regnamespace(%s) IS NULL AS missing"
+        row = conn.execute(query, [f'"{self.schema}"']).fetchone()
+        return bool(row and row["missing"])
+
+    def _missing_schema(self) -> ConfigurationError:
+        return ConfigurationError(f'schema "{self.schema}" does not exist; {INIT_DB_HINT}')
+
+    def create_schema(self) -> None:
+        """Create the URL's schema if it is missing (``posledger init-db``), and only then:
+        ``CREATE SCHEMA IF NOT EXISTS`` needs the database's CREATE privilege even when the
+        schema exists."""
+        with self.get_connection() as conn:
+            if self._schema_is_missing(conn):
+                conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(self.schema)))
 
     def guard(self, conn: Connection[Any]) -> contextlib.AbstractContextManager[None]:
         return WATCHDOG.guard(conn, self.deadline_s)
@@ -370,6 +437,7 @@ class BoundedPostgresFactory(PostgresFactory):
     deadline comes from ``POSLEDGER_STORAGE_TIMEOUT`` (seconds)."""
 
     DEADLINE = "POSLEDGER_STORAGE_TIMEOUT"
+    CREATE_SCHEMA = "POSLEDGER_CREATE_SCHEMA"
 
     aggregate_recorder_class = BoundedAggregateRecorder
     application_recorder_class = BoundedApplicationRecorder
@@ -382,6 +450,7 @@ class BoundedPostgresFactory(PostgresFactory):
         self.datastore.__class__ = GuardedPostgresDatastore
         self.datastore.deadline_s = deadline  # type: ignore[attr-defined]
         pool = self.datastore.pool
+        pool.__class__ = ReportingPool
         # psycopg_pool keeps retrying a lost connection with a growing backoff for five minutes
         # before it lets a request start a fresh attempt; bound that by the same deadline so the
         # ledger works again as soon as the server is back.
@@ -398,16 +467,32 @@ class BoundedPostgresFactory(PostgresFactory):
             keepalives_interval=1,
             keepalives_count=3,
         )
+        if self.env.get(self.CREATE_SCHEMA) == "y":
+            with self._closed_on_failure():
+                self.datastore.create_schema()  # type: ignore[attr-defined]
 
     def aggregate_recorder(self, purpose: str = "events") -> Any:
-        recorder = super().aggregate_recorder(purpose)
+        with self._closed_on_failure():
+            recorder = super().aggregate_recorder(purpose)
         recorder.deadline_s = self._deadline()  # type: ignore[attr-defined]
         return recorder
 
     def application_recorder(self) -> Any:
-        recorder = super().application_recorder()
+        with self._closed_on_failure():
+            recorder = super().application_recorder()
         recorder.deadline_s = self._deadline()  # type: ignore[attr-defined]
         return recorder
+
+    @contextlib.contextmanager
+    def _closed_on_failure(self) -> Iterator[None]:
+        """Close the pool now when the application being built cannot be (its recorders
+        reach the store as they are made): left to the garbage collector, it would go on
+        connecting in the background, and might be closed from one of its own threads."""
+        try:
+            yield
+        except BaseException:
+            self.datastore.close()
+            raise
 
     def _deadline(self) -> float:
         return float(self.env.get(self.DEADLINE) or 5.0)

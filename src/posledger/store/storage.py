@@ -28,10 +28,16 @@ class StorageSettings:
 
 
 def settings_for(
-    url: str, *, lock_timeout_s: float = 5.0, create_tables: bool = True
+    url: str,
+    *,
+    lock_timeout_s: float = 5.0,
+    create_tables: bool = True,
+    create_schema: bool = False,
 ) -> StorageSettings:
     """Settings for ``url``. ``create_tables=False`` is for least-privilege roles: the tables
-    must exist already (``posledger init-db URL``, run once by a role that may create them)."""
+    must exist already (``posledger init-db --db URL``, run once by a role that may create
+    them). ``create_schema=True`` also creates a missing PostgreSQL schema, which only
+    ``init-db`` does: anything else finds a missing schema a :class:`ConfigurationError`."""
     if (
         isinstance(lock_timeout_s, bool)
         or not isinstance(lock_timeout_s, int | float)
@@ -40,6 +46,8 @@ def settings_for(
         raise InvalidInput(f"timeout must be a number of seconds > 0, got {lock_timeout_s!r}")
     settings = _settings_for(url, lock_timeout_s)
     settings.env["CREATE_TABLE"] = "y" if create_tables else "n"
+    if create_schema and settings.scheme == "postgresql":
+        settings.env["POSLEDGER_CREATE_SCHEMA"] = "y"
     return settings
 
 

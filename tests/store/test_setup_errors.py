@@ -1,0 +1,179 @@
+"""PostgreSQL setup mistakes: the server's own reason, at once when it is final.
+
+A missing schema, database or role, or failed authentication, is a :class:`ConfigurationError`
+(retrying will not help) raised as soon as the server says so; a refused connection may be a
+server still starting, so it is retried until the timeout, then reported as refused.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from posledger import ConfigurationError, Ledger, StorageUnavailable
+from posledger.audit import verify
+from posledger.store.readmodel import ReadModel
+
+TIMEOUT_S = 5.0
+FINAL_WITHIN_S = 2.0
+"""A final answer comes well before the timeout."""
+PROMPT_S = TIMEOUT_S + 1.5
+"""A refused connection is retried until the timeout; the margin is for a loaded machine."""
+
+
+@pytest.fixture
+def server(postgres_url: str) -> str:
+    """The test server's URL without a schema."""
+    return postgres_url.split("?schema=")[0]
+
+
+@pytest.fixture
+def missing_schema(server: str) -> Iterator[str]:
+    """A URL whose schema does not exist (dropped afterwards, should anything create it)."""
+    import psycopg
+
+    schema = f"t_missing_{uuid.uuid4().hex[:12]}"
+    yield f"{server}?schema={schema}"
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def schema_exists(server: str, url: str) -> bool:
+    import psycopg
+
+    schema = url.split("?schema=")[1]
+    with psycopg.connect(server) as connection:
+        row = connection.execute("SELECT to_regnamespace(%s) IS NOT NULL", [schema]).fetchone()
+    return bool(row and row[0])
+
+
+def with_database(
+    server: str, dbname: str | None = None, *, user: str | None = None, port: int | None = None
+) -> str:
+    """``server`` with another database, login or port."""
+    parts = urlsplit(server)
+    login = f"{user or parts.username}@" if user or parts.username else ""
+    where = f"{parts.hostname}:{port or parts.port or 5432}"
+    return f"postgresql://{login}{where}/{dbname or parts.path[1:]}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def timed_failure(error: type[Exception], call: Callable[[], object]) -> tuple[str, float]:
+    started = time.monotonic()
+    with pytest.raises(error) as caught:
+        call()
+    return str(caught.value), time.monotonic() - started
+
+
+def open_ledger(url: str, create_tables: bool = False) -> Callable[[], object]:
+    return lambda: Ledger.open(url, timeout=TIMEOUT_S, create_tables=create_tables).close()
+
+
+def read_positions(url: str) -> object:
+    """A read model opened without creating tables finds out what is missing at its first read."""
+    with ReadModel.open(url, timeout=TIMEOUT_S, create_tables=False) as model:
+        return model.positions()
+
+
+def test_a_configuration_error_is_not_an_outage() -> None:
+    """Bots retry StorageUnavailable; a store that is not set up must not be retried."""
+    assert not issubclass(ConfigurationError, StorageUnavailable)
+
+
+def test_a_missing_schema_is_a_configuration_error_everywhere(
+    server: str, missing_schema: str
+) -> None:
+    schema = missing_schema.split("?schema=")[1]
+    opens: dict[str, Callable[[], object]] = {
+        "Ledger.open": open_ledger(missing_schema),
+        "Ledger.open creating tables": open_ledger(missing_schema, create_tables=True),
+        "ReadModel.positions": lambda: read_positions(missing_schema),
+        "ReadModel.open creating tables": lambda: ReadModel.open(missing_schema).close(),
+        "verify": lambda: verify(missing_schema),
+    }
+    for name, call in opens.items():
+        message, seconds = timed_failure(ConfigurationError, call)
+        assert f'schema "{schema}" does not exist' in message, name
+        assert "posledger init-db --db URL" in message, name
+        assert seconds < FINAL_WITHIN_S, name
+    assert not schema_exists(server, missing_schema)
+
+
+def test_init_db_creates_the_schema(server: str, missing_schema: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "posledger.cli", "init-db", "--db", missing_schema],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Ledger tables ready" in done.stdout
+    assert schema_exists(server, missing_schema)
+    with Ledger.open(missing_schema, create_tables=False) as ledger:
+        assert ledger.keys() == []
+    with ReadModel.open(missing_schema, create_tables=False) as model:
+        assert model.positions() == []
+
+
+def test_a_missing_database_is_said_at_once(server: str) -> None:
+    url = with_database(server, f"nosuchdb_{uuid.uuid4().hex[:8]}")
+    message, seconds = timed_failure(ConfigurationError, open_ledger(url))
+    assert f'database "{urlsplit(url).path[1:]}" does not exist' in message
+    assert message.startswith(url)
+    assert seconds < FINAL_WITHIN_S
+
+
+def test_a_missing_role_is_said_at_once_without_its_password(server: str) -> None:
+    url = with_database(server, user="nosuchrole:s3cret")
+    message, seconds = timed_failure(ConfigurationError, open_ledger(url))
+    assert 'role "nosuchrole" does not exist' in message
+    assert "s3cret" not in message
+    assert seconds < FINAL_WITHIN_S
+
+
+@pytest.mark.parametrize("opener", ["ledger", "read model", "audit"])
+def test_a_missing_role_is_final_for_every_reader(server: str, opener: str) -> None:
+    url = with_database(server, user="nosuchrole")
+    opens: dict[str, Callable[[], object]] = {
+        "ledger": open_ledger(url, create_tables=True),
+        "read model": lambda: ReadModel.open(url, timeout=TIMEOUT_S).close(),
+        "audit": lambda: verify(url),
+    }
+    message, seconds = timed_failure(ConfigurationError, opens[opener])
+    assert 'role "nosuchrole" does not exist' in message
+    assert seconds < FINAL_WITHIN_S
+
+
+def test_a_refused_connection_is_retried_until_the_timeout_and_says_refused(server: str) -> None:
+    url = with_database(server, port=free_port())
+    message, seconds = timed_failure(StorageUnavailable, open_ledger(url))
+    assert "refused" in message.lower()
+    assert TIMEOUT_S - 0.5 < seconds < PROMPT_S
+
+
+def pool_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("pool-")}
+
+
+def test_a_failed_open_leaves_no_pool_connecting_in_the_background(server: str) -> None:
+    before = pool_threads()
+    url = with_database(server, f"nosuchdb_{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ConfigurationError) as caught:  # kept, as a caller logging it would
+        Ledger.open(url, timeout=TIMEOUT_S)
+    give_up = time.monotonic() + FINAL_WITHIN_S
+    while pool_threads() - before and time.monotonic() < give_up:
+        time.sleep(0.05)
+    assert not pool_threads() - before, caught.value
