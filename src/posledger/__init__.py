@@ -6,12 +6,14 @@ auditable reconciliation event instead of a mutated row.
 
 from posledger.core.errors import (
     ConcurrencyError,
+    ExchangeAuthFailed,
     ExchangeRejected,
     ExchangeUnavailable,
     ExecutionConflict,
     InvalidInput,
     PosledgerError,
     StorageUnavailable,
+    StoreCorrupted,
 )
 from posledger.core.model import (
     ExchangePosition,
@@ -35,6 +37,7 @@ from posledger.ledger import FillBatchResult, FillResult, Ledger
 __all__ = [
     "ConcurrencyError",
     "Correction",
+    "ExchangeAuthFailed",
     "ExchangePosition",
     "ExchangeRejected",
     "ExchangeUnavailable",
@@ -57,4 +60,5 @@ __all__ = [
     "Snapshot",
     "Status",
     "StorageUnavailable",
+    "StoreCorrupted",
 ]
