@@ -7,12 +7,14 @@ auditable reconciliation event instead of a mutated row.
 from posledger.core.errors import (
     ConcurrencyError,
     ConfigurationError,
+    ExchangeAuthFailed,
     ExchangeRejected,
     ExchangeUnavailable,
     ExecutionConflict,
     InvalidInput,
     PosledgerError,
     StorageUnavailable,
+    StoreCorrupted,
 )
 from posledger.core.model import (
     ExchangePosition,
@@ -37,6 +39,7 @@ __all__ = [
     "ConcurrencyError",
     "ConfigurationError",
     "Correction",
+    "ExchangeAuthFailed",
     "ExchangePosition",
     "ExchangeRejected",
     "ExchangeUnavailable",
@@ -59,4 +62,5 @@ __all__ = [
     "Snapshot",
     "Status",
     "StorageUnavailable",
+    "StoreCorrupted",
 ]

@@ -216,17 +216,7 @@ def forge_fill_by_sql(url: str, k: PositionKey, exec_id: str = "forged-by-hand")
     """Append a copy of the key's first fill, under a new exec_id, straight into the stored
     events table with SQL (no Ledger, no eventsourcing), as a hand-edit would; returns the
     version it took."""
-    if url.startswith("sqlite"):
-        db = sqlite3.connect(url[len("sqlite:///") :])
-        table, mark = "stored_events", "?"
-        stream: object = k.stream_id.hex
-    else:
-        import psycopg
-
-        server, schema = url.split("?schema=")
-        db = psycopg.connect(server, autocommit=True)  # type: ignore[assignment]
-        db.execute(f"SET search_path TO {schema}")
-        table, mark, stream = "posledger_events", "%s", k.stream_id
+    db, table, mark, stream = _raw_table(url, k)
     with db:
         rows = db.execute(
             f"SELECT originator_version, topic, state FROM {table} WHERE originator_id = {mark} "
@@ -243,3 +233,36 @@ def forge_fill_by_sql(url: str, k: PositionKey, exec_id: str = "forged-by-hand")
         )
     db.close()
     return int(version)
+
+
+def damage_by_sql(
+    url: str, k: PositionKey, version: int, state: bytes | None, *, snapshot: bool = False
+) -> None:
+    """Overwrite the state of the key's stored event (``snapshot``: its snapshot) at ``version``
+    with ``state``, or delete the row (``state`` None), straight in the table with SQL, as a
+    disk fault or a careless hand-edit would."""
+    db, table, mark, stream = _raw_table(url, k, snapshot=snapshot)
+    where = f"WHERE originator_id = {mark} AND originator_version = {mark}"
+    with db:
+        if state is None:
+            changed = db.execute(f"DELETE FROM {table} {where}", (stream, version))
+        else:
+            changed = db.execute(
+                f"UPDATE {table} SET state = {mark} {where}", (state, stream, version)
+            )
+        assert changed.rowcount == 1
+    db.close()
+
+
+def _raw_table(url: str, k: PositionKey, *, snapshot: bool = False) -> tuple[Any, str, str, object]:
+    """A plain connection to a SQLite or PostgreSQL store, the name of its events (or snapshots)
+    table, its parameter mark, and the key's stream id as the table stores it."""
+    kind = "snapshots" if snapshot else "events"
+    if url.startswith("sqlite"):
+        return sqlite3.connect(url[len("sqlite:///") :]), f"stored_{kind}", "?", k.stream_id.hex
+    import psycopg
+
+    server, schema = url.split("?schema=")
+    db = psycopg.connect(server, autocommit=True)
+    db.execute(f"SET search_path TO {schema}")
+    return db, f"posledger_{kind}", "%s", k.stream_id

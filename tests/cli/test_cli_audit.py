@@ -15,7 +15,7 @@ import pytest
 from posledger import Ledger
 from posledger.audit import HISTORY_COLUMNS, STATE_COLUMNS, history_rows
 from posledger.demo import AGI, ETH, run_demo
-from tests.audit.stores import forge_fill_by_sql
+from tests.audit.stores import damage_by_sql, forge_fill_by_sql
 from tests.cli.test_cli import assert_clean_usage_error, run_cli
 from tests.conftest import T0, key
 from tests.helpers import at, fill
@@ -241,6 +241,39 @@ def test_verify_is_clean_then_exits_1_on_an_event_inserted_with_sql(
     assert [(p["key"], p["check"], p["version"]) for p in document["problems"]] == [
         (str(BTC), "executions", version)
     ]
+
+
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [(None, "event version 4 does not follow 2"), (b'{"timestamp": {', "Failed to deserialise")],
+    ids=["a deleted event", "a garbled event"],
+)
+def test_a_damaged_store_is_one_line_naming_the_stream_exit_1(
+    durable_ledger: str, tmp_path: Path, damage: bytes | None, what: str
+) -> None:
+    eth = key("ETHUSDT")
+    damage_by_sql(durable_ledger, eth, 3, damage)
+    for command in (
+        ("positions",),
+        ("history", "ETHUSDT"),
+        ("export", "--format", "csv", "--out", "history.csv"),
+    ):
+        result = run_cli(*command, "--db", durable_ledger, cwd=tmp_path)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(
+            f"posledger {command[0]}: error: the stored stream of {eth} ({eth.stream_id}) is "
+            "damaged"
+        )
+        assert what in lines[0]
+        assert lines[0].endswith(
+            f"`posledger verify --db '{durable_ledger}'` reports every problem"
+        )
+    assert not [p for p in tmp_path.iterdir() if "history.csv" in p.name]
+    verified = run_cli("verify", "--db", durable_ledger, cwd=tmp_path)
+    assert verified.returncode == 1 and f"{eth}: " in verified.stdout
 
 
 # --- export --------------------------------------------------------------------------------

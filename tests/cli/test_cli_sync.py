@@ -165,11 +165,36 @@ def test_a_missing_ledger_is_not_created(fake: FakeBybit, tmp_path: Path) -> Non
     assert not (tmp_path / "new.db").exists() and fake.requests() == []
 
 
-def test_a_wrong_secret_is_a_rejection_that_does_not_show_it(fake: FakeBybit, url: str) -> None:
+@pytest.mark.parametrize(
+    ("credential", "code"),
+    [
+        ("BYBIT_API_SECRET", "(ErrCode: 10004)"),
+        ("BYBIT_API_KEY", "API key is invalid. (ErrCode: 10003)"),
+    ],
+    ids=["wrong secret", "wrong key"],
+)
+@pytest.mark.parametrize("mode", [("--once",), ("--interval", "0.01")], ids=["once", "loop"])
+def test_refused_credentials_exit_4_in_one_line_without_them(
+    fake: FakeBybit, url: str, credential: str, code: str, mode: tuple[str, ...]
+) -> None:
+    """The loop stops too: retrying a refused key forever only hides it."""
     seed_002(fake, url)
-    result = sync(fake, url, "--once", BYBIT_API_SECRET="S-wrong-" + API_SECRET)
-    assert result.returncode == 3
-    assert "exchange unavailable" in result.stderr and "S-wrong-" not in result.stderr
+    before = events(url)
+    wrong = "S-wrong-" + API_SECRET if credential == "BYBIT_API_SECRET" else "K-wrong-" + API_KEY
+    result = sync(fake, url, *mode, **{credential: wrong})
+    assert result.returncode == 4, result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "posledger sync: error: Bybit refused the key pair in $BYBIT_API_KEY / $BYBIT_API_SECRET"
+    )
+    assert code in last and wrong not in result.stderr
+    if mode == ("--once",):
+        assert result.stderr.count("\n") == 1
+    else:
+        assert "sync stopped: the exchange refused the credentials" in result.stderr
+        assert "Stopped." not in result.stdout
+    assert len(fake.requests(POSITIONS)) == 1
+    assert events(url) == before
 
 
 def run_loop_until_read(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from posledger import (
     Correction,
+    ExchangeAuthFailed,
     ExchangeUnavailable,
     Fill,
     Ledger,
@@ -21,7 +23,9 @@ from posledger import (
     PositionKey,
     Snapshot,
 )
+from posledger.drivers.aio import AsyncSynchronizer
 from posledger.drivers.sync import Synchronizer
+from posledger.ledger.aio import AsyncLedger
 from posledger.venues.base import Venue
 from tests.conftest import T0, key
 from tests.helpers import at, event_names, fill, last_event, row, snapshot
@@ -204,6 +208,59 @@ def test_run_forever_backs_off_and_recovers(
     assert not thread.is_alive()
     assert rounds[:4] == [0, 1, 2, 0]
     assert sync.staleness(at(5)) == timedelta(minutes=5)
+
+
+class RefusingVenue(ScriptedVenue):
+    """An account whose key the exchange refuses: every snapshot read fails with 10003."""
+
+    def fetch_snapshot(self) -> Snapshot:
+        self.refusals = getattr(self, "refusals", 0) + 1
+        raise ExchangeAuthFailed(
+            "Bybit position list: retCode 10003: API key is invalid.", code=10003
+        )
+
+
+class AsyncRefusingVenue(RefusingVenue):
+    async def fetch_snapshot(self) -> Snapshot:  # type: ignore[override]
+        return super().fetch_snapshot()
+
+
+def test_run_forever_stops_on_refused_credentials(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No backoff fixes a key: the loop raises instead of retrying forever (a stop after three
+    rounds keeps a loop that did retry from hanging the test)."""
+    venue = RefusingVenue()
+    stop = threading.Event()
+    sync = Synchronizer(ledger, venue, interval=timedelta(milliseconds=1), clock=lambda: venue.now)
+    real_run_once = sync.run_once
+
+    def stopping_after_three(now: datetime | None = None) -> object:
+        if getattr(venue, "refusals", 0) >= 2:
+            stop.set()
+        return real_run_once(now)
+
+    sync.run_once = stopping_after_three  # type: ignore[method-assign]
+    with pytest.raises(ExchangeAuthFailed):
+        sync.run_forever(stop)
+    assert venue.refusals == 1
+    assert "sync stopped: the exchange refused the credentials" in caplog.text
+    assert ledger.positions() == []
+
+
+def test_the_async_loop_stops_on_refused_credentials() -> None:
+    venue = AsyncRefusingVenue()
+
+    async def scenario() -> None:
+        async with AsyncLedger.open("memory://") as aledger:
+            sync = AsyncSynchronizer(
+                aledger, venue, interval=timedelta(milliseconds=1), clock=lambda: venue.now
+            )
+            with pytest.raises(ExchangeAuthFailed):
+                await asyncio.wait_for(sync.run_forever(), timeout=10)
+        assert venue.refusals == 1
+
+    asyncio.run(scenario())
 
 
 def test_staleness_is_unknown_before_the_first_snapshot(ledger: Ledger) -> None:

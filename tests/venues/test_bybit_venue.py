@@ -15,6 +15,7 @@ import pytest
 from pybit.exceptions import FailedRequestError, InvalidRequestError  # type: ignore[import-untyped]
 
 from posledger import (
+    ExchangeAuthFailed,
     ExchangeRejected,
     ExchangeUnavailable,
     ExecKind,
@@ -45,7 +46,7 @@ from posledger.testing.fake_bybit import (
     TruncatedJson,
 )
 from posledger.venues.base import Venue
-from posledger.venues.bybit import BybitVenue
+from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result
 from tests.conftest import T0
 
 NOW = T0 + timedelta(days=30)
@@ -361,9 +362,35 @@ def test_pybits_reply_tuples_are_unwrapped(fake: FakeBybit) -> None:
 
 def test_a_wrong_signature_is_a_rejection(fake: FakeBybit) -> None:
     session = fake.session(api_secret="not-the-secret")
-    with pytest.raises(ExchangeRejected) as raised:
+    with pytest.raises(ExchangeAuthFailed) as raised:
         venue_for(fake, session=session).fetch_snapshot()
     assert raised.value.code == 10004
+
+
+def test_a_wrong_key_is_an_authentication_failure(fake: FakeBybit) -> None:
+    session = fake.session(api_key="not-the-key")
+    with pytest.raises(ExchangeAuthFailed) as raised:
+        venue_for(fake, session=session).fetch_snapshot()
+    assert raised.value.code == 10003 and "API key is invalid" in str(raised.value)
+
+
+@pytest.mark.parametrize("code", sorted(AUTH_CODES))
+def test_a_code_refusing_the_credentials_is_an_authentication_failure(
+    fake: FakeBybit, code: int
+) -> None:
+    fake.inject(EXECUTIONS, RetCode(code, "refused"))
+    with pytest.raises(ExchangeAuthFailed) as raised:
+        venue_for(fake).fetch_executions(ago(hours=1))
+    assert raised.value.code == code
+    with pytest.raises(ExchangeAuthFailed):
+        checked_result("position list", {"retCode": code, "retMsg": "refused", "result": {}})
+
+
+@pytest.mark.parametrize("code", [10001, 10002, 10006, 10016, 110001])
+def test_other_codes_are_rejections_only(code: int) -> None:
+    with pytest.raises(ExchangeRejected) as raised:
+        checked_result("position list", {"retCode": code, "retMsg": "no", "result": {}})
+    assert not isinstance(raised.value, ExchangeAuthFailed) and raised.value.code == code
 
 
 # executions

@@ -15,7 +15,13 @@ import ccxt  # type: ignore[import-untyped]
 import ccxt.async_support as accxt  # type: ignore[import-untyped]
 import pytest
 
-from posledger import ExchangeRejected, ExchangeUnavailable, InvalidInput, Side
+from posledger import (
+    ExchangeAuthFailed,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    InvalidInput,
+    Side,
+)
 from posledger.testing.fake_bybit import (
     EXECUTIONS,
     INSTRUMENTS,
@@ -395,10 +401,29 @@ def test_ccxt_errors_are_chained_as_the_cause(
 def test_a_wrong_secret_is_an_authentication_rejection(fake: FakeBybit) -> None:
     for flavour in FLAVOURS:
         with CcxtHarness(flavour, fake, secret="wrong") as harness:
-            with pytest.raises(ExchangeRejected) as raised:
+            with pytest.raises(ExchangeAuthFailed) as raised:
                 snapshot_of(harness)
             assert raised.value.code == 10004
             assert isinstance(raised.value.__cause__, ccxt.AuthenticationError)
+
+
+def test_a_key_without_the_permission_is_an_authentication_failure(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    fake.inject(POSITIONS, RetCode(10005, "Permission denied, please check your API key"))
+    with pytest.raises(ExchangeAuthFailed) as raised:
+        snapshot_of(harness)
+    assert raised.value.code == 10005
+
+
+def test_no_key_at_all_is_an_authentication_failure_before_any_request(fake: FakeBybit) -> None:
+    for flavour in FLAVOURS:
+        with CcxtHarness(flavour, fake, apiKey="") as harness:
+            with pytest.raises(ExchangeAuthFailed) as raised:
+                snapshot_of(harness)
+            assert raised.value.code is None
+            assert isinstance(raised.value.__cause__, ccxt.AuthenticationError)
+    assert fake.requests(POSITIONS) == []
 
 
 @pytest.mark.parametrize(

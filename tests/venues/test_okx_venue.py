@@ -18,7 +18,14 @@ import ccxt  # type: ignore[import-untyped]
 import ccxt.async_support as accxt  # type: ignore[import-untyped]
 import pytest
 
-from posledger import ExchangeRejected, ExchangeUnavailable, ExecKind, InvalidInput, Side
+from posledger import (
+    ExchangeAuthFailed,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    ExecKind,
+    InvalidInput,
+    Side,
+)
 from posledger.testing.fake_okx import (
     FILLS,
     INSTRUMENTS,
@@ -39,6 +46,7 @@ from posledger.testing.fake_okx import (
 )
 from posledger.venues.base import AsyncVenue, Venue
 from posledger.venues.ccxt import AsyncCcxtVenue, CcxtVenue
+from posledger.venues.okx import AUTH_CODES, checked_reply
 from tests.ccxt_harness import (
     FLAVOURS,
     NOW,
@@ -366,10 +374,30 @@ def test_wrong_credentials_are_an_authentication_rejection(
 ) -> None:
     for flavour in FLAVOURS:
         with CcxtHarness(flavour, fake, **config) as harness:
-            with pytest.raises(ExchangeRejected) as raised:
+            with pytest.raises(ExchangeAuthFailed) as raised:
                 snapshot_of(harness)
             assert raised.value.code == code
             assert isinstance(raised.value.__cause__, ccxt.AuthenticationError)
+
+
+@pytest.mark.parametrize("code", sorted(AUTH_CODES))
+def test_a_code_refusing_the_credentials_is_an_authentication_failure(
+    harness: CcxtHarness, fake: FakeOkx, code: str
+) -> None:
+    fake.inject(POSITIONS, ErrorCode(code, "refused", 401))
+    with pytest.raises(ExchangeAuthFailed) as raised:
+        snapshot_of(harness)
+    assert raised.value.code == code
+    with pytest.raises(ExchangeAuthFailed):
+        checked_reply("positions", {"code": code, "msg": "refused", "data": []})
+
+
+@pytest.mark.parametrize("code", ["1", "50011", "50013", "50102", "50112"])
+def test_other_codes_are_rejections_only(code: str) -> None:
+    """Among them the clock's (50102, 50112): a clock comes back in step, a key does not."""
+    with pytest.raises(ExchangeRejected) as raised:
+        checked_reply("positions", {"code": code, "msg": "no", "data": []})
+    assert not isinstance(raised.value, ExchangeAuthFailed) and raised.value.code == code
 
 
 @pytest.mark.parametrize(

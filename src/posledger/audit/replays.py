@@ -23,6 +23,7 @@ from posledger.core.model import PositionKey, aware_utc
 from posledger.core.position import PositionState, evolve
 from posledger.ledger import Ledger
 from posledger.store.application import LedgerApplication
+from posledger.store.corruption import DAMAGE, corrupted, reading_stream
 from posledger.store.decoding import StoredEventDecoder
 
 
@@ -37,17 +38,15 @@ def position_events(
     decode = StoredEventDecoder(app.mapper)
     for page in log_pages(app, POSITION_TOPICS, progress, page_size):
         for row in page:
-            event = decode(row[1], row[2], row[3], row[4])
-            if not isinstance(event, PositionEvent):  # pragma: no cover - topics filter them
-                continue
-            stream = event.originator_id.int
             try:
+                event = decode(row[1], row[2], row[3], row[4])
+                assert isinstance(event, PositionEvent)  # the topics are position events'
+                stream = event.originator_id.int
                 state = evolve(states.get(stream), event)
-            except ValueError as error:
-                raise ValueError(
-                    f"stream {event.originator_id} v{event.originator_version}: {error}; "
-                    "run verify()"
-                ) from error
+            except DAMAGE as error:
+                before = states.get(decode.stream_id(row[1]).int)
+                key = None if before is None else before.key
+                raise corrupted(row[1], error, key, row[2]) from error
             states[stream] = state
             yield event, state
 
@@ -62,9 +61,9 @@ def replay_events(
 
     The log is read in bulk pages and folded with :func:`posledger.core.position.evolve`; only the
     latest state of each key is held, so memory grows with the number of keys, not events. The
-    replay stops at the end of the log as it was when it started. A stream that cannot be folded
-    (a version gap, a stream not starting with ``KeyRegistered``) raises ``ValueError``; use
-    :func:`verify` to list every such problem instead."""
+    replay stops at the end of the log as it was when it started. A stream that cannot be decoded
+    or folded (a version gap, a stream not starting with ``KeyRegistered``, a damaged row) raises
+    :class:`~posledger.StoreCorrupted` naming it; :func:`verify` lists every such problem."""
     with opened(source) as app:
         yield from position_events(app, {}, progress, page_size)
 
@@ -112,10 +111,11 @@ def state_at(
         return source.position(key, version=version, at=at)
     when = aware_utc(at, "at") if at is not None else None
     state: PositionState | None = None
-    for event in key_events(source, key):
-        if when is not None and event.timestamp > when:
-            break
-        if version is not None and event.originator_version > version:
-            break
-        state = evolve(state, event)
+    with reading_stream(key.stream_id, key):
+        for event in key_events(source, key):
+            if when is not None and event.timestamp > when:
+                break
+            if version is not None and event.originator_version > version:
+                break
+            state = evolve(state, event)
     return state

@@ -38,7 +38,9 @@ from posledger.cli.base import (
     table,
     when,
 )
+from posledger.cli.corruption import reporting_corruption
 from posledger.core.model import PositionKey, Side, Status
+from posledger.store.corruption import reading_stream
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -60,7 +62,10 @@ VERIFY_FAILED = 1
 Replay the ledger and list its positions: by default the open ones (what blocks new
 trades), with --all every key it has seen, flat ones included. Sizes, prices and PnL
 (realized, over all lifecycles) are exact decimals; lc is the lifecycle number, orders
-the requests still in flight, updated the time of the last event (UTC).""",
+the requests still in flight, updated the time of the last event (UTC).
+
+Exit status: 0, 1 when a stored stream is damaged (posledger verify lists every
+problem), 2 when the ledger cannot be opened.""",
     epilog=f"""\
 examples:
   {PROG} positions --db sqlite:///positions.db
@@ -73,6 +78,7 @@ examples:
         JSON_ARGUMENT,
     ),
 )
+@reporting_corruption
 def positions(args: argparse.Namespace, console: Console) -> int:
     with open_ledger(args.db) as ledger:
         where = ledger.settings.description
@@ -145,7 +151,10 @@ and after (+ long, - short), the execution (side, qty, price, exec id), the reas
 unconfirmed snapshot) and the exchange snapshot that proved a correction.
 
 SYMBOL is matched exactly, then ignoring case. When it names several keys (hedge legs,
-accounts, categories) pick one with --idx, --account, --venue or --category.""",
+accounts, categories) pick one with --idx, --account, --venue or --category.
+
+Exit status: 0, 1 when a stored stream is damaged (posledger verify lists every
+problem), 2 when the ledger cannot be opened.""",
     epilog=f"""\
 examples:
   {PROG} history --db posledger-demo.db AGIUSDT
@@ -167,10 +176,12 @@ examples:
         JSON_ARGUMENT,
     ),
 )
+@reporting_corruption
 def history(args: argparse.Namespace, console: Console) -> int:
     with open_ledger(args.db) as ledger:
         key = _resolve_key(args, ledger.keys(), ledger.settings.description)
-        rows = history_rows(ledger, key)
+        with reading_stream(key.stream_id, key):
+            rows = history_rows(ledger, key)
         state = ledger.position(key)
     if args.json:
         print_json({"key": str(key), "rows": [history_record(r) for r in rows]})

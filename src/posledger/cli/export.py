@@ -39,6 +39,7 @@ from posledger.cli.base import (
     progress_bar,
     subcommand,
 )
+from posledger.cli.corruption import reporting_corruption
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -65,7 +66,10 @@ HISTORY_COLUMNS); with --what positions one row per key (STATE_COLUMNS).
 
 Decimals are exact text, times ISO 8601 UTC (Parquet: timestamp[us, UTC]). CSV and
 JSON Lines stream in constant memory; Parquet needs pyarrow (pip install
-'posledger[export]') and holds one row group at a time. The file appears only complete.""",
+'posledger[export]') and holds one row group at a time. The file appears only complete.
+
+Exit status: 0, 1 when a stored stream is damaged (posledger verify lists every
+problem), 2 when the ledger cannot be opened.""",
     epilog=f"""\
 examples:
   {PROG} export --db posledger-demo.db --format csv --out history.csv
@@ -84,6 +88,7 @@ examples:
         ),
     ),
 )
+@reporting_corruption
 def export(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out).expanduser()
     writer = _writer(args.format)

@@ -2,8 +2,9 @@
 
 The API key and secret come from ``BYBIT_API_KEY`` / ``BYBIT_API_SECRET`` and are never
 printed: every message and log line this command writes has them masked. A failed read writes
-nothing and exits 3 (``--once``) or is retried with backoff (the loop). ``Ctrl-C`` (or SIGTERM)
-finishes the round in progress and exits 0; a second ``Ctrl-C`` interrupts at once.
+nothing and exits 3 (``--once``) or is retried with backoff (the loop); refused credentials
+exit 4 in both modes, since no retry fixes a key. ``Ctrl-C`` (or SIGTERM) finishes the round in
+progress and exits 0; a second ``Ctrl-C`` interrupts at once.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from posledger.cli.base import (
     table,
     when,
 )
+from posledger.cli.corruption import reporting_corruption
 from posledger.cli.secrets import RECORD_FIELDS, SecretMask, masking
-from posledger.core.errors import ExchangeUnavailable
+from posledger.core.errors import ExchangeAuthFailed, ExchangeUnavailable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -46,6 +48,9 @@ if TYPE_CHECKING:
 KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
 ENDPOINT_ENV = "POSLEDGER_BYBIT_ENDPOINT"
 """Points pybit at another REST endpoint (a fake Bybit in tests, a proxy); unset: Bybit's."""
+EXCHANGE_AUTH_FAILED = 4
+"""Exit status when Bybit refuses the key pair (invalid, expired, without the permission, or
+not bound to this IP): the loop stops too, since no retry fixes a key."""
 
 
 @subcommand(
@@ -62,7 +67,11 @@ read-only keys suffice). The ledger must exist (posledger init-db URL creates it
 
 With --once: one round, its report, and exit 0 (3 when the exchange could not be read).
 Without: a round every --interval seconds, backing off on failures, logging each round to
-stderr, until Ctrl-C or SIGTERM (exit 0).""",
+stderr, until Ctrl-C or SIGTERM (exit 0).
+
+Either way, when Bybit refuses the key pair (invalid or expired key, wrong secret, a key
+without read permission or not bound to this IP) it prints one line and exits 4: no retry
+fixes a key. A damaged ledger exits 1 (posledger verify lists every problem).""",
     epilog=f"""\
 examples:
   export {KEY_ENV}=... {SECRET_ENV}=...
@@ -96,6 +105,7 @@ environment:
         JSON_ARGUMENT,
     ),
 )
+@reporting_corruption
 def sync_command(args: argparse.Namespace, console: Console) -> int:
     from posledger.drivers.sync import Synchronizer
 
@@ -106,19 +116,28 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
     venue = _venue(args, api_key, api_secret)
     with open_ledger(args.db) as ledger:
         synchronizer = Synchronizer(ledger, venue, interval=timedelta(seconds=args.interval))
-        if not args.once:
-            return _run_forever(synchronizer, console, args, ledger.settings.description, secrets)
         try:
+            if not args.once:
+                where = ledger.settings.description
+                return _run_forever(synchronizer, console, args, where, secrets)
             report = synchronizer.run_once()
+        except ExchangeAuthFailed as error:
+            refused = f"Bybit refused the key pair in ${KEY_ENV} / ${SECRET_ENV}"
+            _error(secrets, f"{refused} (a retry cannot fix it), nothing written: {error}")
+            return EXCHANGE_AUTH_FAILED
         except ExchangeUnavailable as error:
-            message = f"{PROG} sync: error: exchange unavailable, nothing written: {error}"
-            print(secrets(one_line(message)), file=sys.stderr)
+            _error(secrets, f"exchange unavailable, nothing written: {error}")
             return EXCHANGE_UNAVAILABLE
     if args.json:
         print_json(_report_document(report))
     else:
         _print_report(console, report)
     return 0
+
+
+def _error(secrets: SecretMask, message: str) -> None:
+    """One line on stderr, the key pair masked (Bybit's bad-signature answer quotes the key)."""
+    print(secrets(one_line(f"{PROG} sync: error: {message}")), file=sys.stderr)
 
 
 def _credentials() -> tuple[str, str]:
@@ -145,7 +164,6 @@ def _venue(args: argparse.Namespace, api_key: str, api_secret: str) -> Any:
     return BybitVenue(
         http, account=args.account, category=args.category, settle_coin=args.settle_coin
     )
-
 
 
 # --- one round ---------------------------------------------------------------------------------

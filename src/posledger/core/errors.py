@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 
 class PosledgerError(Exception):
     """Base class of every error posledger raises on purpose."""
@@ -47,3 +49,33 @@ class ConfigurationError(PosledgerError):
 
 class ConcurrencyError(PosledgerError):
     """Optimistic-concurrency retries ran out: other writers kept changing the same position."""
+
+
+class StoreCorrupted(PosledgerError):
+    """A stored stream cannot be decoded or folded into a state: a row was deleted, forged or
+    damaged behind the ledger's back. ``verify`` lists every such problem of a store.
+
+    ``key`` is the stream's :class:`~posledger.PositionKey` when its registration could be read
+    (typed ``object`` here: the model imports this module); ``version`` the damaged row's, when
+    known."""
+
+    def __init__(
+        self,
+        stream_id: UUID,
+        detail: str,
+        *,
+        key: object | None = None,
+        version: int | None = None,
+    ) -> None:
+        stream = f"stream {stream_id}" if key is None else f"stream of {key} ({stream_id})"
+        at = "" if version is None else f" at v{version}"
+        super().__init__(f"the stored {stream} is damaged{at}: {detail}")
+        self.stream_id = stream_id
+        self.key = key
+        self.version = version
+        self.detail = detail
+
+
+class ExchangeAuthFailed(ExchangeRejected):
+    """The exchange refused the credentials: an invalid or expired key, a bad signature, a key
+    without the permission or not bound to this IP. Retrying cannot help: a loop stops."""

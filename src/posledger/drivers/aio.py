@@ -40,8 +40,10 @@ class AsyncSynchronizer(SyncRounds[AsyncLedger, AsyncVenue]):
         """Rounds every ``interval`` until cancelled. A failed exchange read, an unreachable
         store or exhausted concurrency retries wrote nothing: the loop backs off (exponential,
         with jitter, up to ``max_backoff``) and tries again, so a database hiccup never ends a
-        synchronizer running beside a bot. Cancelling it while a round writes lets that write
-        finish on the worker thread (atomic per key), then ends the loop."""
+        synchronizer running beside a bot. Refused credentials
+        (:class:`~posledger.ExchangeAuthFailed`) are raised: the loop stops. Cancelling it while
+        a round writes lets that write finish on the worker thread (atomic per key), then ends
+        the loop."""
         while True:
             with self.backoff.pacing(self.staleness):
                 await self.run_once()

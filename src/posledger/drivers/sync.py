@@ -29,6 +29,7 @@ import attrs
 
 from posledger.core.errors import (
     ConcurrencyError,
+    ExchangeAuthFailed,
     ExchangeUnavailable,
     ExecutionConflict,
     PosledgerError,
@@ -54,7 +55,8 @@ RECOVERY_MARGIN = timedelta(minutes=1)
 between the bot recording a request and the exchange executing it); dedup keeps this safe."""
 
 RETRIED = (ExchangeUnavailable, StorageUnavailable, ConcurrencyError)
-"""Failures of a round that wrote nothing: a loop backs off and tries again."""
+"""Failures of a round that wrote nothing: a loop backs off and tries again (except
+:class:`~posledger.ExchangeAuthFailed`, which ends it)."""
 
 T = TypeVar("T")
 LedgerT = TypeVar("LedgerT")
@@ -186,9 +188,13 @@ class Backoff:
     def pacing(self, staleness: Callable[[], timedelta | None]) -> Iterator[None]:
         """Around one round of a loop: a failure that wrote nothing (:data:`RETRIED`) is
         logged and backed off, never treated as flat and never ending the loop; afterwards
-        ``delay`` is the pause before the next round."""
+        ``delay`` is the pause before the next round. Refused credentials
+        (:class:`ExchangeAuthFailed`) end the loop: no retry can fix a key."""
         try:
             yield
+        except ExchangeAuthFailed as error:
+            log.error("sync stopped: the exchange refused the credentials (%s)", error)
+            raise
         except RETRIED as error:
             self.delay = self.failed(error, staleness())
         else:
@@ -337,7 +343,8 @@ class Synchronizer(SyncRounds[Ledger, Venue]):
     def run_forever(self, stop: threading.Event | None = None) -> None:
         """Run rounds every ``interval`` until ``stop`` is set; on a failed read or an unreachable
         or contended store back off exponentially (with jitter) up to ``max_backoff``, never
-        treating a failure as flat and never letting it end the loop."""
+        treating a failure as flat and never letting it end the loop. Refused credentials
+        (:class:`~posledger.ExchangeAuthFailed`) are raised: the loop stops."""
         stop = stop or threading.Event()
         while not stop.is_set():
             with self.backoff.pacing(self.staleness):

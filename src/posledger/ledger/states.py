@@ -19,6 +19,7 @@ from posledger.core.events import POSITION_TOPICS, KeyRegistered, PositionEvent
 from posledger.core.model import PositionKey
 from posledger.core.position import PositionState, evolve, key_of
 from posledger.store.application import LedgerApplication
+from posledger.store.corruption import DAMAGE, corrupted, reading_stream
 from posledger.store.decoding import StoredEventDecoder
 from posledger.store.replay import load_states, log_rows, registered_ids, registered_keys
 from posledger.store.snapshot import PositionSnapshot, project_from_store
@@ -55,10 +56,12 @@ class StateCache:
         return state
 
     def load(self, stream_id: uuid.UUID, version: int | None = None) -> PositionState | None:
+        """The stored state (through its latest snapshot), or StoreCorrupted naming the stream."""
         try:
-            return self.app.repository.get(  # type: ignore[type-var]
-                stream_id, version=version, projector_func=project_from_store
-            )
+            with reading_stream(stream_id, self.keys.get(stream_id), app=self.app):
+                return self.app.repository.get(  # type: ignore[type-var]
+                    stream_id, version=version, projector_func=project_from_store
+                )
         except AggregateNotFoundError:
             return None
 
@@ -79,9 +82,13 @@ class StateCache:
         while True:
             page = log_rows(self.app, self.log_position, LOG_END, POSITION_TOPICS, LOG_PAGE)
             for row in page:
-                event = self.decoder(row[1], row[2], row[3], row[4])
-                assert isinstance(event, PositionEvent)
-                self._follow(event)
+                try:
+                    event = self.decoder(row[1], row[2], row[3], row[4])
+                    assert isinstance(event, PositionEvent)
+                    self._follow(event)
+                except DAMAGE as error:
+                    stream = self.decoder.stream_id(row[1])
+                    raise corrupted(stream, error, self.keys.get(stream), row[2]) from error
                 self.log_position = row[0]
             if len(page) < LOG_PAGE:
                 return

@@ -24,6 +24,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from posledger.core.events import KeyRegistered, PositionEvent
 from posledger.core.model import PositionKey, cached_key
 from posledger.core.position import PositionState, evolve, key_of
+from posledger.store.corruption import DAMAGE, corrupted, reading_stream
 from posledger.store.decoding import StoredEventDecoder
 from posledger.store.snapshot import PositionSnapshot, decode, project_from_store
 
@@ -58,19 +59,22 @@ def registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     decoder = StoredEventDecoder(app.mapper)
     keys = {}
     for row in _store(app).registrations():
-        if decoder.standard:  # the key's fields are plain JSON strings and an int
-            fields = json.loads(bytes(row[3]))
-            keys[decoder.stream_id(row[0])] = cached_key(
-                fields["venue"],
-                fields["account"],
-                fields["category"],
-                fields["symbol"],
-                fields["idx"],
-            )
-        else:
-            event = decoder(*row)
-            assert isinstance(event, KeyRegistered)
-            keys[event.originator_id] = key_of(event)
+        try:
+            if decoder.standard:  # the key's fields are plain JSON strings and an int
+                fields = json.loads(bytes(row[3]))
+                keys[decoder.stream_id(row[0])] = cached_key(
+                    fields["venue"],
+                    fields["account"],
+                    fields["category"],
+                    fields["symbol"],
+                    fields["idx"],
+                )
+            else:
+                event = decoder(*row)
+                assert isinstance(event, KeyRegistered)
+                keys[event.originator_id] = key_of(event)
+        except DAMAGE as error:
+            raise corrupted(row[0], error, version=row[1]) from error
     return keys
 
 
@@ -105,10 +109,15 @@ def load_states(
     states = dict(store.snapshots(ids, decoder))
     versions = {stream: states[stream].version if stream in states else 0 for stream in ids}
     for row in store.tails(versions):
-        event = decoder(*row)
-        assert isinstance(event, PositionEvent)
-        stream = event.originator_id
-        states[stream] = evolve(states.get(stream), event)
+        try:
+            event = decoder(*row)
+            assert isinstance(event, PositionEvent)
+            stream = event.originator_id
+            states[stream] = evolve(states.get(stream), event)
+        except DAMAGE as error:
+            state = states.get(decoder.stream_id(row[0]))
+            key = None if state is None else state.key
+            raise corrupted(row[0], error, key, row[1]) from error
     return states
 
 
@@ -118,12 +127,16 @@ def _snapshot_states(
     """The state in each snapshot row: parsed here, without the mapper's object hook, when the
     rows are plain JSON (``decode`` reads the transcoder's objects of older snapshots too)."""
     for row in rows:
-        if decoder.standard:
-            yield decoder.stream_id(row[0]), decode(json.loads(bytes(row[3]))["state"])
-        else:
-            snapshot = decoder(*row)
-            assert isinstance(snapshot, PositionSnapshot)
-            yield snapshot.originator_id, decode(snapshot.state)
+        try:
+            if decoder.standard:
+                state = decode(json.loads(bytes(row[3]))["state"])
+            else:
+                snapshot = decoder(*row)
+                assert isinstance(snapshot, PositionSnapshot)
+                state = decode(snapshot.state)
+        except DAMAGE as error:
+            raise corrupted(row[0], error, version=row[1], what="snapshot") from error
+        yield decoder.stream_id(row[0]), state
 
 
 class _Store:
@@ -342,9 +355,11 @@ class _RepositoryStore(_Store):
         """Every state whole (its tail is then empty)."""
         for stream in ids:
             try:
-                yield stream, self.app.repository.get(stream, projector_func=project_from_store)
+                with reading_stream(stream, app=self.app):
+                    state = self.app.repository.get(stream, projector_func=project_from_store)
             except AggregateNotFoundError:
                 continue
+            yield stream, state
 
     def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
         return iter(())

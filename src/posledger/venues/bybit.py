@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.core.errors import ExchangeUnavailable, InvalidInput
 from posledger.core.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
 from posledger.venues.base import complete_snapshot
 from posledger.venues.common import (
@@ -32,6 +32,7 @@ from posledger.venues.common import (
     Row,
     covered_symbols,
     parsed_row,
+    rejection,
     run,
     time_from_ms,
     to_ms,
@@ -66,6 +67,12 @@ OPEN_ORDERS = "/v5/order/realtime"
 ORDER_HISTORY = "/v5/order/history"
 EXECUTION_LIST = "/v5/execution/list"
 INSTRUMENTS_INFO = "/v5/market/instruments-info"
+
+AUTH_CODES = frozenset({10003, 10004, 10005, 10007, 10010, 33004})
+"""``retCode`` s that refuse the credentials themselves, raised as
+:class:`~posledger.ExchangeAuthFailed`: invalid key (10003), bad signature (10004), permission
+denied (10005), authentication failed (10007), IP not bound to the key (10010), key expired
+(33004). A clock out of ``recv_window`` (10002) is not one: pybit retries it."""
 
 INSTRUMENTS_PAGE = 1000
 INSTRUMENT_STATUSES = ("Trading", "PreLaunch", "Delivering", "Closed")
@@ -373,7 +380,7 @@ class BybitVenue:
             reply = self._methods[call.endpoint](**call.query)
         except self._rejection as error:
             code = getattr(error, "status_code", None)
-            raise ExchangeRejected(f"Bybit {call.what}: {error}", code=code) from error
+            raise rejection(f"Bybit {call.what}: {error}", code, AUTH_CODES) from error
         except Exception as error:
             raise ExchangeUnavailable(
                 f"Bybit {call.what}: {type(error).__name__}: {error}"
@@ -392,7 +399,8 @@ def checked_result(what: str, reply: Any) -> Row:
         raise ExchangeUnavailable(f"Bybit {what}: reply has no retCode: {reply!r:.200}")
     code = reply["retCode"]
     if code != 0 or isinstance(code, bool):
-        raise ExchangeRejected(f"Bybit {what}: retCode {code!r}: {reply.get('retMsg')}", code=code)
+        message = f"Bybit {what}: retCode {code!r}: {reply.get('retMsg')}"
+        raise rejection(message, code, AUTH_CODES)
     result = reply.get("result")
     if not isinstance(result, Mapping) or not isinstance(result.get("list"), list):
         raise ExchangeUnavailable(f"Bybit {what}: reply has no result.list: {reply!r:.200}")

@@ -33,8 +33,9 @@ from typing import Any, Protocol
 
 import attrs
 
-from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.core.errors import ExchangeAuthFailed, ExchangeUnavailable, InvalidInput
 from posledger.core.model import Fill, Snapshot, aware_utc
+from posledger.venues.bybit import AUTH_CODES as BYBIT_AUTH_CODES
 from posledger.venues.bybit import (
     EXECUTION_LIST,
     INSTRUMENTS_INFO,
@@ -44,7 +45,17 @@ from posledger.venues.bybit import (
     BybitReads,
     checked_result,
 )
-from posledger.venues.common import INSTRUMENTS_TTL, Call, Plan, Row, run, run_async, to_ms
+from posledger.venues.common import (
+    INSTRUMENTS_TTL,
+    Call,
+    Plan,
+    Row,
+    rejection,
+    run,
+    run_async,
+    to_ms,
+)
+from posledger.venues.okx import AUTH_CODES as OKX_AUTH_CODES
 from posledger.venues.okx import (
     FILLS_HISTORY,
     INST_TYPES,
@@ -92,11 +103,12 @@ class Dialect:
     methods: Mapping[str, str]
     checked: Callable[[str, Any], Row]
     code_field: str
+    auth_codes: frozenset[int | str]
 
 
 DIALECTS: Mapping[str, Dialect] = {
-    "bybit": Dialect(IMPLICIT_METHODS, checked_result, "retCode"),
-    "okx": Dialect(OKX_IMPLICIT_METHODS, checked_reply, "code"),
+    "bybit": Dialect(IMPLICIT_METHODS, checked_result, "retCode", BYBIT_AUTH_CODES),
+    "okx": Dialect(OKX_IMPLICIT_METHODS, checked_reply, "code", OKX_AUTH_CODES),
 }
 """Each supported exchange id's requests and reply checks."""
 
@@ -155,24 +167,40 @@ def _markets(exchange: Any) -> Mapping[str, Any]:
 def _unavailable(venue: str, call: Call, error: Exception) -> ExchangeUnavailable:
     """A failed ccxt request as posledger's error, with the cause chained by the caller. ccxt
     raises an error code (Bybit's ``retCode``, OKX's ``code``) as an ExchangeError whose message
-    ends in the exchange's body: its code makes it an :class:`ExchangeRejected`."""
+    ends in the exchange's body: its code makes it an :class:`ExchangeRejected` (an
+    :class:`ExchangeAuthFailed` for one refusing the credentials). ccxt's AuthenticationError
+    without a body (no key configured: nothing was sent) is one as well."""
     message = f"{venue} {call.what}: {type(error).__name__}: {error}"
     code = _ret_code(str(error), venue)
     if code is not None:
-        return ExchangeRejected(message, code=code)
+        return rejection(message, code, DIALECTS[venue].auth_codes)
+    if _refuses_credentials(error):
+        return ExchangeAuthFailed(message)
     return ExchangeUnavailable(message)
 
 
+def _refuses_credentials(error: Exception) -> bool:
+    from ccxt.base.errors import AuthenticationError  # type: ignore[import-untyped]
+
+    return isinstance(error, AuthenticationError)
+
+
 def _ret_code(message: str, venue: str) -> int | str | None:
-    prefix, _, body = message.partition(" ")
+    """The code in the exchange's body that ends ccxt's message (``bybit {"retCode":…}``); ccxt
+    puts a hint between the two for some codes (Bybit's 10005: which permissions to grant)."""
+    prefix, _, text = message.partition(" ")
     if prefix != venue:
         return None
-    try:
-        reply = json.loads(body)
-    except ValueError:
-        return None
-    code = reply.get(DIALECTS[venue].code_field) if isinstance(reply, dict) else None
-    return code if isinstance(code, int | str) and not isinstance(code, bool) else None
+    start = text.find("{")
+    while start >= 0:
+        try:
+            reply = json.loads(text[start:])
+        except ValueError:
+            start = text.find("{", start + 1)
+            continue
+        code = reply.get(DIALECTS[venue].code_field) if isinstance(reply, dict) else None
+        return code if isinstance(code, int | str) and not isinstance(code, bool) else None
+    return None
 
 
 class _CcxtExchange:

@@ -8,13 +8,18 @@ through :func:`run_async`: paging, deduplication and every parsing rule live in 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import attrs
 
-from posledger.core.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.errors import (
+    ExchangeAuthFailed,
+    ExchangeRejected,
+    ExchangeUnavailable,
+    InvalidInput,
+)
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -50,6 +55,17 @@ def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
         raise ExchangeUnavailable(
             f"{venue} {what} row is malformed ({error}): {row!r:.300}"
         ) from error
+
+
+def rejection(
+    message: str, code: int | str | None, auth_codes: Collection[int | str]
+) -> ExchangeRejected:
+    """The error for an answer with error ``code``: :class:`ExchangeAuthFailed` for one of the
+    venue's ``auth_codes`` (the credentials were refused: retrying cannot help), else
+    :class:`ExchangeRejected`."""
+    if code in auth_codes:
+        return ExchangeAuthFailed(message, code=code)
+    return ExchangeRejected(message, code=code)
 
 
 def run(plan: Generator[S, A, T], answer: Callable[[S], A]) -> T:

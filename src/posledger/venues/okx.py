@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.core.errors import ExchangeUnavailable, InvalidInput
 from posledger.core.model import (
     ExchangePosition,
     ExecKind,
@@ -52,6 +52,7 @@ from posledger.venues.common import (
     Row,
     covered_symbols,
     parsed_row,
+    rejection,
     time_from_ms,
     to_ms,
 )
@@ -63,6 +64,28 @@ INSTRUMENTS = "/api/v5/public/instruments"
 
 INST_TYPES: Mapping[str, str] = {"swap": "SWAP", "futures": "FUTURES"}
 """posledger category → OKX ``instType``: the derivatives whose positions OKX reports."""
+
+AUTH_CODES = frozenset(
+    {
+        "50100",
+        "50101",
+        "50103",
+        "50104",
+        "50105",
+        "50106",
+        "50107",
+        "50110",
+        "50111",
+        "50113",
+        "50114",
+    }
+)
+"""``code`` s of OKX V5's "API class" that refuse the credentials themselves, raised as
+:class:`~posledger.ExchangeAuthFailed`: key frozen (50100), key of the other environment (demo
+or live, 50101), a missing or wrong key, passphrase, signature or timestamp header (50103-50107),
+IP not in the key's whitelist (50110), invalid key (50111), invalid signature (50113), invalid
+authorization (50114). The clock's codes (50102 expired, 50112 invalid timestamp) are not: a
+clock can come back in step."""
 
 PAGE = 100
 """The largest page orders-pending and fills-history serve."""
@@ -259,7 +282,7 @@ def checked_reply(what: str, reply: Any) -> Row:
         raise ExchangeUnavailable(f"OKX {what}: reply has no code: {reply!r:.200}")
     code = reply["code"]
     if code != "0":
-        raise ExchangeRejected(f"OKX {what}: code {code!r}: {reply.get('msg')}", code=code)
+        raise rejection(f"OKX {what}: code {code!r}: {reply.get('msg')}", code, AUTH_CODES)
     data = reply.get("data")
     if not isinstance(data, list):
         raise ExchangeUnavailable(f"OKX {what}: reply has no data list: {reply!r:.200}")
