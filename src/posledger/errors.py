@@ -2,20 +2,26 @@
 
 from posledger.core.errors import (
     ConcurrencyError,
+    ConfigurationError,
+    ExchangeAuthFailed,
     ExchangeRejected,
     ExchangeUnavailable,
     ExecutionConflict,
     InvalidInput,
     PosledgerError,
     StorageUnavailable,
+    StoreCorrupted,
 )
 
 __all__ = [
     "ConcurrencyError",
+    "ConfigurationError",
+    "ExchangeAuthFailed",
     "ExchangeRejected",
     "ExchangeUnavailable",
     "ExecutionConflict",
     "InvalidInput",
     "PosledgerError",
     "StorageUnavailable",
+    "StoreCorrupted",
 ]

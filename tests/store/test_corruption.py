@@ -102,3 +102,13 @@ def test_a_memory_store_with_a_version_gap_names_the_key() -> None:
         with pytest.raises(StoreCorrupted) as raised:
             ledger.positions()
     assert_names(raised, BTC, f"stored stream of {BTC}", "does not follow 2")
+
+
+def test_ledger_history_names_a_garbled_event_as_corruption(durable_url: str) -> None:
+    two_keys(durable_url)
+    damage_by_sql(durable_url, ETH, 3, GARBLED)
+    with Ledger.open(durable_url) as ledger, pytest.raises(StoreCorrupted) as raised:
+        ledger.history(ETH)
+    assert_names(raised, ETH, str(ETH))
+    with Ledger.open(durable_url) as ledger:
+        assert len(ledger.history(BTC)) == 2

@@ -63,7 +63,7 @@ only what the exchange's history cannot explain becomes a correction, and only a
 two snapshots agree. A failed read is never "no position": it writes nothing.
 
 The API key and secret are read from ${KEY_ENV} and ${SECRET_ENV} (never printed;
-read-only keys suffice). The ledger must exist (posledger init-db URL creates it).
+read-only keys suffice). The ledger must exist (posledger init-db --db URL creates it).
 
 With --once: one round, its report, and exit 0 (3 when the exchange could not be read).
 Without: a round every --interval seconds, backing off on failures, logging each round to

@@ -53,6 +53,7 @@ from posledger.store.application import (
     open_application,
     storage_errors,
 )
+from posledger.store.corruption import reading_stream
 from posledger.store.storage import StorageSettings, settings_for
 
 log = logging.getLogger("posledger")
@@ -115,7 +116,7 @@ class Ledger:
         changed the position is recomputed at least ``max_retries`` times and for at least
         ``timeout`` seconds before :class:`ConcurrencyError`. A key's state is snapshotted
         every ``snapshot_every`` events so loading it never replays its whole history. With
-        ``create_tables=False`` the tables must exist (``posledger init-db URL``)."""
+        ``create_tables=False`` the tables must exist (``posledger init-db --db URL``)."""
         return cls(
             settings_for(url, lock_timeout_s=timeout, create_tables=create_tables),
             policy=policy,
@@ -376,9 +377,10 @@ class Ledger:
             return sorted(self._cache.keys.values(), key=str)
 
     def history(self, key: PositionKey) -> list[PositionEvent]:
-        """The key's events, oldest first."""
+        """The key's events, oldest first; :class:`StoreCorrupted` if a stored one cannot be
+        decoded."""
         self._check_key(key)
-        with self._storage_errors():
+        with self._storage_errors(), reading_stream(key.stream_id, key):
             return list(self._app.events.get(key.stream_id))  # type: ignore[arg-type]
 
     # --- shell machinery -----------------------------------------------------------------

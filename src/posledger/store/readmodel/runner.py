@@ -58,7 +58,7 @@ R = TypeVar("R")
 
 READ_MODEL_TABLES_HINT = (
     "create them once, as a role that may: the read model's with "
-    "ReadModel.open(url, create_tables=True), the ledger's with `posledger init-db URL`"
+    "ReadModel.open(url, create_tables=True), the ledger's with `posledger init-db --db URL`"
 )
 
 # --- the projection ---------------------------------------------------------------------------
