@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum, StrEnum
 from types import MappingProxyType
+from typing import NamedTuple
 
 import attrs
 
@@ -179,9 +180,10 @@ class Judgement:
     detail: str = ""
 
 
-@attrs.frozen
-class _Case:
-    """One covered key's state against one snapshot, and the exchange's row for the key."""
+class _Case(NamedTuple):
+    """One covered key's state against one snapshot, and the exchange's row for the key (a
+    named tuple: one is built per key of every snapshot, and a tuple is the cheapest
+    immutable record)."""
 
     state: PositionState
     snapshot: Snapshot
