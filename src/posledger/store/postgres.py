@@ -83,6 +83,9 @@ def _copy_id(value: UUID | str) -> str:
     return value.hex if isinstance(value, UUID) else _copy_text(value)
 
 
+LOCK_NOT_AVAILABLE = "55P03"
+SERVER_SHARE = 0.75
+"""Part of the timeout the server's lock timeout gets; the watchdog waits for the whole."""
 WATCH_TICK_S = 0.02
 """How often the watchdog looks at the connections in use (its precision)."""
 
@@ -113,7 +116,7 @@ class ConnectionWatchdog:
         try:
             yield
         except psycopg.Error as error:
-            if self._disarm(token):
+            if self._disarm(token) and error.sqlstate is None:  # the server did not answer
                 raise psycopg.OperationalError(
                     f"no answer from the server within {seconds:g} s; the connection was "
                     "abandoned"
@@ -251,13 +254,16 @@ class GuardedPostgresDatastore(PostgresDatastore):
 
 
 def _within(deadline_s: float, call: Callable[[], R]) -> R:
+    """``call``, retried after transient errors while ``deadline_s`` allows; a lock timeout
+    is not retried (it used most of the deadline already, and says why)."""
     started = time.monotonic()
     while True:
         try:
             return call()
-        except (InterfaceError, OperationalError):
+        except (InterfaceError, OperationalError) as error:
             pause = RETRY_PAUSE_S * random.uniform(0.5, 1.5)
-            if time.monotonic() - started + pause >= deadline_s:
+            locked = getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE
+            if locked or time.monotonic() - started + pause >= deadline_s:
                 raise
             time.sleep(pause)
 
@@ -449,6 +455,9 @@ class BoundedPostgresFactory(PostgresFactory):
         # adds behaviour and a deadline, so the instance is given that class.
         self.datastore.__class__ = GuardedPostgresDatastore
         self.datastore.deadline_s = deadline  # type: ignore[attr-defined]
+        # The server's own lock timeout, which names its cause, answers before the watchdog
+        # gives up on a connection that waits for a lock.
+        self.datastore.lock_timeout = SERVER_SHARE * deadline  # type: ignore[assignment]
         pool = self.datastore.pool
         pool.__class__ = ReportingPool
         # psycopg_pool keeps retrying a lost connection with a growing backoff for five minutes
