@@ -421,6 +421,14 @@ def test_e8_a_fill_of_an_order_requested_after_the_correction_is_never_absorbed(
     assert fold(state, [event]).size == 2
 
 
+def test_e8_an_order_requested_at_the_correcting_snapshot_is_not_absorbed() -> None:
+    """Requested exactly at the snapshot's taken_at: as for orders in flight, the read cannot
+    have seen it, so its fills were not counted."""
+    state = corrected(holding("buy", "1"), "buy", "0")
+    state = requested(state, "o2", "buy", "2", at(11))
+    assert not execution(state, fill("e2", "buy", "2", order_id="o2", exec_time=at(10))).absorbed
+
+
 def test_e8_an_order_known_before_the_correction_is_judged_by_time() -> None:
     state = requested(holding("buy", "1"), "o2", "buy", "2", at(1))
     state = corrected(state, "buy", "2")

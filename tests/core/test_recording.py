@@ -67,6 +67,7 @@ def test_new_fills_get_one_marker_each_after_the_position_events() -> None:
         marker_id("bybit", "aged-exits", "e2"),
     ]
     assert [m.originator_version for m in markers] == [1, 1]
+    assert [m.timestamp for m in markers] == [f.exec_time for f in fills]
     assert [m.payload for m in markers] == [marker_payload(KEY, f) for f in fills]
     assert recording.markers == tuple(Marker(m.originator_id, m.payload) for m in markers)
     assert [(r.exec_id, r.duplicate, r.event) for r in recording.results] == [
@@ -115,11 +116,16 @@ def test_a_fill_recorded_with_another_payload_conflicts() -> None:
 
 
 def test_one_exec_id_offered_twice_in_a_batch_applies_once_or_conflicts() -> None:
-    once = decide_recording(new_state(), [sell("e1", "10"), sell("e1", "10")], nothing_recorded)
-    assert [type(e) for e in once.events] == [Filled, ExecutionSeen]
-    assert len(once.results) == 1
-    with pytest.raises(ExecutionConflict):
+    batch = [sell("e1", "10"), sell("e1", "10"), sell("e2", "5")]
+    once = decide_recording(new_state(), batch, nothing_recorded)
+    assert [type(e) for e in once.events] == [Filled, Filled, ExecutionSeen, ExecutionSeen]
+    assert [r.exec_id for r in once.results] == ["e1", "e2"]
+    assert once.after.size == Decimal(15)
+    with pytest.raises(ExecutionConflict) as raised:
         decide_recording(new_state(), [sell("e1", "10"), sell("e1", "11")], nothing_recorded)
+    assert raised.value.exec_id == "e1"
+    assert raised.value.recorded == marker_payload(KEY, sell("e1", "10"))
+    assert raised.value.offered == marker_payload(KEY, sell("e1", "11"))
 
 
 def test_the_payload_names_the_key_and_normalises_values() -> None:

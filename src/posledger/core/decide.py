@@ -214,15 +214,15 @@ def _reflected_by_last_correction(
     """Whether the snapshot the last correction came from already counted this execution.
 
     Bybit ``seq`` orders an execution against that snapshot exactly. Without it, time does, but
-    never for an order the ledger saw requested after that snapshot: the snapshot cannot have
-    counted its fills, and an execution time earlier than the snapshot's ``taken_at`` then
-    only means the two clocks disagree (docs/design.md#absorbed)."""
+    never for an order the ledger saw requested at or after the snapshot's ``taken_at`` (as for
+    orders in flight, the read cannot have seen it): an execution time earlier than
+    ``taken_at`` then only means the two clocks disagree (docs/design.md#absorbed)."""
     if fill.seq is not None and state.corrected_seq is not None:
         return fill.seq <= state.corrected_seq
     corrected_at = state.corrected_at
     if corrected_at is None or fill.exec_time > corrected_at:
         return False
-    return order is None or order.requested_at <= corrected_at
+    return order is None or order.requested_at < corrected_at
 
 
 def decide_order_end(
