@@ -10,6 +10,9 @@ lost ones as real fills; the fills the bot did hear about are deduplicated by ex
     python examples/asyncio_bot.py --offline            # a few seconds, no network
     python examples/asyncio_bot.py --offline --db sqlite:///bot.db
 
+Needs the ``ccxt`` and ``testing`` extras (``pip install -e '.[ccxt,testing]'``). An offline run
+wants a new ``--db``: one that already holds a ledger is refused with one line.
+
 Without ``--offline`` it reads your Bybit account (BYBIT_API_KEY / BYBIT_API_SECRET, read-only
 keys are enough; ``--testnet`` for the testnet) and runs one synchronizer round. It never trades.
 """
@@ -21,18 +24,20 @@ import asyncio
 import contextlib
 import itertools
 import os
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import ccxt.async_support as accxt  # type: ignore[import-untyped]
 
-from posledger import Fill, PositionKey, ReconcilePolicy, Side
+from posledger import Fill, Ledger, PositionKey, ReconcilePolicy, Side
 from posledger.aio import AsyncLedger, AsyncSynchronizer
 from posledger.testing.fake_bybit import FakeBybit, FakeExecution
 from posledger.venues.ccxt import AsyncCcxtVenue
 
 ACCOUNT, CATEGORY = "example", "linear"
+KEY_ENV, SECRET_ENV = "BYBIT_API_KEY", "BYBIT_API_SECRET"
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 PRICES = {"BTCUSDT": Decimal("43000.5"), "ETHUSDT": Decimal("3420.25"), "SOLUSDT": Decimal("151.7")}
 SIDES = {"BTCUSDT": Side.BUY, "ETHUSDT": Side.SELL, "SOLUSDT": Side.BUY}
@@ -206,8 +211,8 @@ async def summary(ledger: AsyncLedger, fake: FakeBybit, bot: OfflineBot) -> int:
 
 async def live(db: str, testnet: bool) -> int:
     config: dict[str, Any] = {
-        "apiKey": os.environ["BYBIT_API_KEY"],
-        "secret": os.environ["BYBIT_API_SECRET"],
+        "apiKey": os.environ[KEY_ENV],
+        "secret": os.environ[SECRET_ENV],
     }
     exchange = accxt.bybit(config)
     exchange.set_sandbox_mode(testnet)
@@ -222,6 +227,15 @@ async def live(db: str, testnet: bool) -> int:
         await exchange.close()
 
 
+def holds_a_ledger(db: str) -> bool:
+    """Whether ``db`` already holds keys: the fake exchange starts empty, so an old ledger there
+    would disagree with it (and reuse its execution ids with other payloads)."""
+    if db.startswith("memory://"):
+        return False
+    with Ledger.open(db) as ledger:
+        return bool(ledger.keys())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--offline", action="store_true", help="trade on the fake Bybit server")
@@ -229,7 +243,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=30, help="offline bot steps")
     parser.add_argument("--testnet", action="store_true", help="live mode on Bybit's testnet")
     args = parser.parse_args()
+    if not args.offline and not (os.environ.get(KEY_ENV) and os.environ.get(SECRET_ENV)):
+        print(f"asyncio_bot: set {KEY_ENV} and {SECRET_ENV}, or run --offline", file=sys.stderr)
+        return 2
     if args.offline:
+        if holds_a_ledger(args.db):
+            print(
+                f"asyncio_bot: {args.db} already holds a ledger; the offline run trades on a new "
+                "fake exchange, so give it a new --db (or memory://)",
+                file=sys.stderr,
+            )
+            return 2
         return asyncio.run(offline(args.db, args.rounds))
     return asyncio.run(live(args.db, args.testnet))
 

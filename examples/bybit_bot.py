@@ -16,6 +16,9 @@ which plays seed 002: a short's reduce-only exit fills in parts, one part while 
 down, and the ledger still ends on the exchange's size with every fill recorded once:
 
     python examples/bybit_bot.py --fake
+
+It needs the ``bybit`` and ``testing`` extras (``pip install -e '.[bybit,testing]'``). A fake run
+wants a new ``--db``: one that already holds a ledger is refused with one line.
 """
 
 from __future__ import annotations
@@ -119,6 +122,15 @@ def fake_bybit() -> Iterator[tuple[Any, Any]]:
 
 
 def run_fake(args: argparse.Namespace) -> int:
+    if not args.db.startswith("memory://"):
+        with Ledger.open(args.db) as ledger:
+            if ledger.keys():
+                print(
+                    f"bybit_bot: {args.db} already holds a ledger; --fake plays seed 002 on a "
+                    "new fake exchange, so give it a new --db (or memory://)",
+                    file=sys.stderr,
+                )
+                return 2
     with fake_bybit() as (fake, fake_ws), Ledger.open(args.db) as ledger:
         say(f"fake Bybit: REST {fake.url}, WebSocket {fake_ws.url}")
         connect = lambda handler: fake_ws.websocket(handler, ping_interval=5, ping_timeout=1)  # noqa: E731

@@ -4,6 +4,7 @@ beside it, none is recorded twice, and the ledger ends holding what the exchange
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -40,3 +41,25 @@ def test_the_asyncio_bot_loses_nothing(
     executed, lost = int(counts[1]), int(counts[2])
     assert executed >= 10 and lost >= 2
     assert result.stdout.rstrip().endswith("nothing lost, nothing twice")
+
+
+def test_a_second_offline_run_refuses_the_used_store_in_one_line(tmp_path: Path) -> None:
+    """The fake exchange starts empty each run: on the first run's store the bot looped
+    printing ExecutionConflict (the same exec_ids, other payloads)."""
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    command = [sys.executable, str(EXAMPLE), "--offline", "--db", url, "--rounds", "5"]
+    first = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "already holds a ledger" in again.stderr
+    assert "Traceback" not in again.stderr and "ExecutionConflict" not in again.stdout
+
+
+def test_live_mode_without_keys_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BYBIT_API")}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "BYBIT_API_KEY" in result.stderr and "Traceback" not in result.stderr

@@ -41,3 +41,12 @@ def test_without_keys_the_live_bot_refuses_to_start_and_names_the_variables() ->
     assert result.returncode == 2
     assert "BYBIT_API_SECRET" in result.stderr
     assert "a-key-that-must-not-be-printed" not in result.stdout + result.stderr
+
+
+def test_a_second_fake_run_refuses_the_used_store_in_one_line(tmp_path: Path) -> None:
+    """On the first run's store the second gave up waiting, silently, after about 28 s."""
+    db = f"sqlite:///{tmp_path / 'bot.db'}"
+    assert run_bot("--fake", "--interval", "0.5", "--db", db).returncode == 0
+    again = run_bot("--fake", "--interval", "0.5", "--db", db)
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "already holds a ledger" in again.stderr
