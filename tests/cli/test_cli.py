@@ -127,7 +127,7 @@ def test_without_rich_a_one_line_hint_and_exit_2(tmp_path: Path) -> None:
         "sys.exit(main(sys.argv[1:]))"
     )
     result = run_cli("demo", "--db", "x.db", cwd=tmp_path, code=code)
-    assert_clean_usage_error(result, "pip install 'posledger[cli]'")
+    assert_clean_usage_error(result, "pip install -e '.[cli]'")
     assert not (tmp_path / "x.db").exists()
 
 

@@ -335,7 +335,7 @@ def test_export_without_pyarrow_says_how_to_install_it(demo_db: Path, tmp_path: 
         "export", "--db", str(demo_db), "--format", "parquet", "--out", "x.parquet",
         cwd=tmp_path, code=code,
     )  # fmt: skip
-    assert_clean_usage_error(result, "pip install 'posledger[export]'")
+    assert_clean_usage_error(result, "pip install -e '.[export]'")
     assert not (tmp_path / "x.parquet").exists()
 
 

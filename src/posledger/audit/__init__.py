@@ -11,7 +11,7 @@ Answers "what did we hold, when, and why did it change?" from the stored events 
   independently of ``evolve``, executions applied once with their markers, well-formed
   lifecycles, snapshot-based loads, the read-model table) and reports problems by key.
 - :func:`to_dataframe` and :func:`plot_position` (pandas / matplotlib, imported lazily:
-  ``pip install 'posledger[notebook]'``), and HTML renderings for notebooks
+  ``pip install -e '.[notebook]'``), and HTML renderings for notebooks
   (:func:`state_html`, :func:`history_html`).
 
 Sources: a :class:`~posledger.Ledger`, a ledger URL (``sqlite:///…``, ``postgresql://…``; a

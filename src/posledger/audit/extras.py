@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-NOTEBOOK_HINT = "pip install 'posledger[notebook]'"
+NOTEBOOK_HINT = "pip install -e '.[notebook]'"
 
 
 def notebook_module(module: str, purpose: str) -> Any:

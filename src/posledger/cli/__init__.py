@@ -7,7 +7,7 @@ declares its name, help, examples and arguments, in a module per command group: 
 (:mod:`posledger.cli.sync`). ``main`` builds the parser from the registry and runs the chosen
 one with a rich ``Console``.
 
-rich is an optional dependency (``pip install 'posledger[cli]'``); it is imported only when a
+rich is an optional dependency (``pip install -e '.[cli]'``); it is imported only when a
 subcommand runs, so a missing rich costs a one-line hint, not a traceback. Output degrades to
 plain text when stdout is not a terminal (rich drops colours; tables keep their layout). User
 mistakes (a bad URL or path, an unknown symbol, a bad option, a store not set up as its URL
@@ -42,7 +42,7 @@ from posledger.core.errors import (
 
 __all__ = ["EXCHANGE_UNAVAILABLE", "build_parser", "main"]
 
-INSTALL_HINT = "posledger: the command line needs rich: pip install 'posledger[cli]'"
+INSTALL_HINT = "posledger: the command line needs rich: pip install -e '.[cli]'"
 
 _COMMAND_MODULES = (demo, audit, export, sync)
 """Imported for their ``@subcommand`` registrations."""

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 FORMATS = ("csv", "jsonl", "parquet")
 PARQUET_BATCH = 10_000
 """Rows per Parquet row group: what is held in memory at once."""
-EXPORT_HINT = "pip install 'posledger[export]'"
+EXPORT_HINT = "pip install -e '.[export]'"
 
 Record = Mapping[str, Any]
 Writer = Callable[[IO[bytes], tuple[str, ...], Iterable[Record]], int]

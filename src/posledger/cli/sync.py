@@ -154,7 +154,7 @@ def _venue(args: argparse.Namespace, api_key: str, api_secret: str) -> Any:
     try:
         from pybit.unified_trading import HTTP  # type: ignore[import-untyped]
     except ImportError:
-        raise UsageError("sync needs pybit: pip install 'posledger[bybit]'") from None
+        raise UsageError("sync needs pybit: pip install -e '.[bybit]'") from None
     from posledger.venues.bybit import BybitVenue
 
     http = HTTP(testnet=args.testnet, api_key=api_key, api_secret=api_secret)

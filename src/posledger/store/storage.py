@@ -91,7 +91,7 @@ def _sqlite(url: str, lock_timeout_s: float) -> StorageSettings:
 
 def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
     if importlib.util.find_spec("psycopg") is None:
-        raise InvalidInput("PostgreSQL needs psycopg 3: pip install 'posledger[postgres]'")
+        raise InvalidInput("PostgreSQL needs psycopg 3: pip install -e '.[postgres]'")
     parts = urlsplit(url)
     dbname = parts.path.lstrip("/")
     if not dbname or not parts.hostname:

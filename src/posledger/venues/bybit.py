@@ -10,7 +10,7 @@ adapter checks every reply itself and turns anything short of a complete answer 
 The reads themselves (paging, parsing, hedge legs, settle-coin coverage) are written once, as
 plans in :class:`BybitReads`, which the ccxt venues (:mod:`posledger.venues.ccxt`) drive too.
 
-Requires the ``bybit`` extra (``pip install 'posledger[bybit]'``); the pybit session is injected,
+Requires the ``bybit`` extra (``pip install -e '.[bybit]'``); the pybit session is injected,
 so tests point it at :mod:`posledger.testing.fake_bybit`.
 """
 
@@ -100,7 +100,7 @@ def _pybit_rejection() -> type[Exception]:
         from pybit.exceptions import InvalidRequestError  # type: ignore[import-untyped]
     except ImportError as error:
         raise ImportError(
-            "posledger.venues.bybit needs pybit: pip install 'posledger[bybit]'"
+            "posledger.venues.bybit needs pybit: pip install -e '.[bybit]'"
         ) from error
     rejection: type[Exception] = InvalidRequestError
     return rejection

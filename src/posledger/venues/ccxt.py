@@ -21,7 +21,7 @@ OKX is read the same way, with its own plans (:class:`~posledger.venues.okx.OkxR
 and sizes are contracts × face value. Every other exchange is refused: they report positions
 and trades in other shapes (see docs/ccxt.md), and a venue that guessed at them could mistake
 an unread page for a flat account.
-Requires the ``ccxt`` extra (``pip install 'posledger[ccxt]'``).
+Requires the ``ccxt`` extra (``pip install -e '.[ccxt]'``).
 """
 
 from __future__ import annotations
