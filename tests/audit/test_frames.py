@@ -70,7 +70,7 @@ def test_missing_notebook_packages_say_how_to_install_them(
 ) -> None:
     monkeypatch.setitem(sys.modules, "pandas", None)
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
-    with pytest.raises(ImportError, match=r"pip install 'posledger\[notebook\]'"):
+    with pytest.raises(ImportError, match=r"pip install -e '\.\[notebook\]'"):
         to_dataframe([])
     with pytest.raises(ImportError, match=r"plot_position needs matplotlib"):
         plot_position([], BTC)
