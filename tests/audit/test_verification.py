@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
+from pathlib import Path
 
 from posledger import Ledger
 from posledger.audit import Check, verify
@@ -102,3 +104,19 @@ def test_a_silently_clipped_reduce_only_fill_is_a_size_problem(ledger: Ledger) -
     report = verify(ledger)
     assert [(p.key, p.check) for p in report.problems] == [(BTC, Check.SIZES)]
     assert "clipped silently" in report.problems[0].detail
+
+
+def test_a_sqlite_state_stored_as_text_is_read_not_a_crash(tmp_path: Path) -> None:
+    """SQLite keeps the type a value was written with: a state rewritten as TEXT (same JSON)
+    made verify raise TypeError from bytes(str); the ledger itself reads such a row."""
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with Ledger.open(url, clock=lambda: T0) as ledger:
+        ledger.record_fill(BTC, fill("e1", "buy", "1", exec_time=at(1)))
+    with sqlite3.connect(tmp_path / "ledger.db") as db:
+        db.execute("UPDATE stored_events SET state = CAST(state AS TEXT)")
+        assert db.execute("SELECT DISTINCT typeof(state) FROM stored_events").fetchall() == [
+            ("text",)
+        ]
+    report = verify(url)
+    assert report.ok, report.problems
+    assert report.events_checked == 2

@@ -148,6 +148,12 @@ def notifications(
                 originator_id=row[1] if isinstance(row[1], uuid.UUID) else uuid.UUID(row[1]),
                 originator_version=row[2],
                 topic=row[3],
-                state=bytes(row[4]),
+                state=_stored_bytes(row[4]),
             )
             yield notification, decode
+
+
+def _stored_bytes(state: object) -> bytes:
+    """A row's state as bytes. SQLite keeps whatever type was written, so a state rewritten as
+    TEXT comes back as ``str``: its UTF-8 bytes, as the ledger's own reads take it."""
+    return state.encode("utf-8") if isinstance(state, str) else bytes(state)  # type: ignore[call-overload]
