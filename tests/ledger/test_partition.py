@@ -24,6 +24,7 @@ from posledger.aio import AsyncLedger
 from posledger.readmodel import ReadModel
 from tests.conftest import key
 from tests.helpers import at, fill, row, snapshot
+from tests.ledger.test_outage import timed
 from tests.tcp_proxy import TcpProxy
 
 K = key()
@@ -57,13 +58,6 @@ def once_back(call: Callable[[], R]) -> R:
                 raise
 
 
-def seconds_to_fail(call: Callable[[], object]) -> float:
-    started = time.monotonic()
-    with pytest.raises(StorageUnavailable):
-        call()
-    return time.monotonic() - started
-
-
 @pytest.mark.parametrize("how", CUTS)
 def test_every_call_fails_within_the_timeout_then_works_again(
     proxied: tuple[TcpProxy, str], how: str
@@ -82,7 +76,7 @@ def test_every_call_fails_within_the_timeout_then_works_again(
                 K, order_id="o-during", side="buy", qty="1", at=at(6)
             ),
         }
-        waited = {name: seconds_to_fail(call) for name, call in calls.items()}
+        waited = {name: timed(call) for name, call in calls.items()}
         assert all(seconds < PROMPT for seconds in waited.values()), waited
         proxy.restore()
         once_back(lambda: ledger.record_fill(K, fill("after", "buy", "2")))
@@ -147,7 +141,7 @@ def test_the_read_model_follower_fails_within_the_timeout_then_catches_up(
         ledger.record_fill(K, fill("before", "buy", "1"))
         model.catch_up()
         cut(proxy, how)
-        assert seconds_to_fail(model.catch_up) < PROMPT
+        assert timed(model.catch_up) < PROMPT
         stop = threading.Event()
         failures: list[BaseException] = []
 

@@ -19,7 +19,12 @@ from posledger.testing.fake_bybit.params import (
     page,
     window,
 )
-from posledger.testing.fake_bybit.records import FakeInstrument, coins_of, settle_coin_of
+from posledger.testing.fake_bybit.records import (
+    FakeInstrument,
+    FakeOrder,
+    coins_of,
+    settle_coin_of,
+)
 from posledger.testing.fake_http import (
     NOT_FOUND,
     FakeHttpServer,
@@ -224,15 +229,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
             and (o.order_id == order_id if order_id else o.is_open)
             and order_matches(o, params)
         ]
-        orders.sort(key=lambda o: (o.created_ms, o.order_id), reverse=True)
-        return page(
-            category,
-            [o.row() for o in orders],
-            params,
-            default=20,
-            maximum=50,
-            page_size=self.page_size,
-        )
+        return self._orders_page(category, orders, params)
 
     def _order_history(self, params: dict[str, str]) -> Row:
         """Closed orders only (Bybit's unified account); ``orderId`` finds one at any age."""
@@ -254,6 +251,10 @@ class FakeBybit(BybitAccount, FakeHttpServer):
                 and start <= o.created_ms <= end
                 and order_matches(o, params)
             ]
+        return self._orders_page(category, orders, params)
+
+    def _orders_page(self, category: str, orders: list[FakeOrder], params: dict[str, str]) -> Row:
+        """Orders newest first, paged as Bybit pages them (20 by default, at most 50)."""
         orders.sort(key=lambda o: (o.created_ms, o.order_id), reverse=True)
         return page(
             category,
