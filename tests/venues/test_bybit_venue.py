@@ -65,7 +65,7 @@ def venue_for(fake: FakeBybit, session: Any = None, **options: Any) -> BybitVenu
         "settle_coin": "USDT",
         "clock": lambda: NOW,
     }
-    return BybitVenue(session or fake.session(timeout=0.5), **{**settings, **options})
+    return BybitVenue(session or fake.session(timeout=5.0), **{**settings, **options})
 
 
 def ago(**delta: float) -> datetime:
@@ -248,7 +248,7 @@ FAILED_READS: list[tuple[str, str, Fault, int, int | None]] = [
     ("html body", POSITIONS, NotJson(), 0, None),
     ("truncated json", POSITIONS, TruncatedJson(), 1, None),
     ("no result.list", POSITIONS, NoList(), 1, None),
-    ("slow reply", POSITIONS, Slow(1.0), 1, None),
+    ("slow reply", POSITIONS, Slow(2.5), 1, None),
     ("dropped connection", POSITIONS, DropConnection(), 1, None),
     ("cut mid-body", POSITIONS, DropConnection(mid_body=True), 1, None),
     ("size not a number", POSITIONS, RowField("size", "1,5"), 1, None),
@@ -277,7 +277,7 @@ def test_every_failed_read_raises_and_returns_nothing(
     for n in range(3):
         fake.add_open_order(f"S{n}USDT", "Sell", "1", "11")
     fake.inject(endpoint, fault, after=after)
-    venue = venue_for(fake, session=fake.session(timeout=0.3))
+    venue = venue_for(fake, session=fake.session(timeout=1.0))
     with pytest.raises(ExchangeUnavailable) as raised:
         venue.fetch_snapshot()
     if code is not None:

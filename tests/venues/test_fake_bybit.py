@@ -314,7 +314,7 @@ def test_a_fault_armed_for_good_stays_until_cleared(fake: FakeBybit, http: Any) 
         (TruncatedJson(), FailedRequestError),
         (DropConnection(), requests.ConnectionError),
         (DropConnection(mid_body=True), requests.exceptions.ChunkedEncodingError),
-        (Slow(1.0), requests.exceptions.ReadTimeout),
+        (Slow(2.5), requests.exceptions.ReadTimeout),
     ],
     ids=["502", "503", "retCode", "html", "truncated", "dropped", "cut-mid-body", "slow"],
 )
@@ -323,7 +323,7 @@ def test_each_transport_fault_reaches_pybit_as_its_own_failure(
 ) -> None:
     fake.inject(OPEN_ORDERS, fault)
     with pytest.raises(error):
-        fake.session(timeout=0.3).get_open_orders(category="linear", settleCoin="USDT")
+        fake.session(timeout=1.0).get_open_orders(category="linear", settleCoin="USDT")
 
 
 def test_pybit_returns_silent_faults_as_if_they_had_succeeded(fake: FakeBybit, http: Any) -> None:
