@@ -7,7 +7,7 @@ from pathlib import Path
 
 import attrs
 
-from posledger import Correction, Outcome, ReconcilePolicy
+from posledger import Correction, Outcome, PositionKey, ReconcilePolicy
 from posledger.core.events import EVENT_TYPES, ExecutionSeen
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "design.md"
@@ -54,3 +54,15 @@ def test_every_outcome_is_named() -> None:
     policy = section("policy")
     for outcome in Outcome:
         assert f"`{outcome.value}`" in policy
+
+
+def test_the_settle_coin_table_is_what_the_keys_say() -> None:
+    rows = re.findall(
+        r"^\| (bybit|okx) \| (\w+) \| ([\w-]+) \| (yes|no) \| (\w+) \|$",
+        section("inverse"),
+        flags=re.M,
+    )
+    assert len(rows) == 10
+    for venue, category, symbol, inverse, coin in rows:
+        key = PositionKey(venue=venue, account="main", category=category, symbol=symbol)
+        assert (key.inverse, key.settle_coin) == (inverse == "yes", coin), key

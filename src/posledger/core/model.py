@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import attrs
 
+from posledger.core.contract import INVERSE, settle_coin
 from posledger.core.errors import InvalidInput
 
 STREAM_NAMESPACE = uuid.UUID("6f1c1e0a-3b0e-5d55-9a55-706f736c6564")
@@ -286,6 +287,20 @@ class PositionKey:
     def _stream_id(self) -> uuid.UUID:
         name = "\x1f".join((self.venue, self.account, self.category, self.symbol, str(self.idx)))
         return uuid.uuid5(STREAM_NAMESPACE, name)
+
+    @property
+    def inverse(self) -> bool:
+        """An inverse contract (Bybit's category ``inverse``; OKX coin-margined instruments are
+        keyed in the same category): sizes in USD contracts, PnL, fees and funding in the coin.
+        A fact of the key, stored with its first event, so a replay never depends on
+        configuration (docs/design.md#inverse)."""
+        return self.category == INVERSE
+
+    @property
+    def settle_coin(self) -> str | None:
+        """The coin of the key's PnL, fees and funding, from the venue's symbol naming; None
+        where it follows no documented pattern (docs/design.md#inverse)."""
+        return settle_coin(self.venue, self.category, self.symbol)
 
     @property
     def leg_side(self) -> Side | None:

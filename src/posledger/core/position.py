@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from posledger.core.contract import arithmetic
 from posledger.core.events import (
     Closed,
     ExchangeSnapshot,
@@ -84,7 +85,9 @@ class PositionState:
     ``realized_pnl`` (average cost, including funding received/paid), ``fees`` and ``funding``
     are running totals over every lifecycle of the key; the ``lifecycle_*`` figures are the
     current lifecycle's own (zero while flat; ``last_closed`` keeps the last one's). Fees are not
-    subtracted from realized PnL.
+    subtracted from realized PnL. ``cost_basis`` is the quote paid on a linear key and the coin
+    value (Σ qty / price) on an inverse one, whose money figures are in the coin
+    (docs/design.md#inverse).
     """
 
     key: PositionKey
@@ -247,10 +250,21 @@ def _apply_execution(
     if closing > 0 and state.side is not None:
         remaining = SIZES.subtract(state.size, closing)
         cost = state.cost_basis
+        contract = arithmetic(state.key.inverse)
         # The last close takes whatever cost remains, so a lifecycle's PnL is exact even though
-        # a partial close's share of the cost needs a (28-digit) division.
-        removed = None if cost is None else cost if remaining == 0 else cost * closing / state.size
-        pnl = ZERO if removed is None else (event.price * closing - removed) * state.side.sign
+        # a partial close's share of the cost needs a division.
+        removed = (
+            None
+            if cost is None
+            else cost
+            if remaining == 0
+            else contract.share(cost, closing, state.size)
+        )
+        pnl = (
+            ZERO
+            if removed is None
+            else contract.pnl(removed, event.price, closing) * state.side.sign
+        )
         changes.update(
             size=remaining,
             side=state.side if remaining > 0 else None,
@@ -279,15 +293,18 @@ def _open(
 ) -> PositionState:
     """Add ``opening`` at the execution's price to what ``held`` holds (average cost)."""
     size = held.size
+    contract = arithmetic(held.key.inverse)
     known = held.cost_basis if size > 0 else ZERO
-    cost = (known if known is not None else event.price * size) + event.price * opening
+    if known is None:
+        known = contract.cost(event.price, size)
+    cost = contract.plus(known, contract.cost(event.price, opening))
     after = SIZES.add(size, opening)
     lifecycle_fees = changes.get("lifecycle_fees", held.lifecycle_fees) + fee
     changes.update(
         side=side,
         size=after,
         cost_basis=cost,
-        avg_entry_price=cost / after,
+        avg_entry_price=contract.average(cost, after),
         lifecycle_fees=lifecycle_fees,
     )
     return _settle(before, _replace(held, **changes), event.timestamp)
@@ -340,7 +357,7 @@ def _apply_reconciled(
         size=event.after_size,
         avg_entry_price=event.after_avg_price if event.after_size > 0 else None,
         cost_basis=(
-            event.after_avg_price * event.after_size
+            arithmetic(state.key.inverse).cost(event.after_avg_price, event.after_size)
             if event.after_avg_price is not None and event.after_size > 0
             else None
         ),
