@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from posledger import Ledger
+from posledger import Ledger, PositionKey
 from posledger.audit import HISTORY_COLUMNS, STATE_COLUMNS, history_rows
 from posledger.demo import AGI, ETH, run_demo
 from tests.audit.stores import damage_by_sql, forge_fill_by_sql
@@ -51,6 +51,32 @@ def sqlite_ledger(tmp_path: Path) -> str:
 
 
 # --- positions -----------------------------------------------------------------------------
+
+
+def test_positions_show_each_pnl_in_its_settle_coin_and_never_add_coins(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'coins.db'}"
+    inverse = PositionKey(venue="bybit", account="main", category="inverse", symbol="BTCUSD")
+    with Ledger.open(url, clock=lambda: T0) as ledger:
+        ledger.record_fill(BTC, fill("b1", "buy", "2", "40000", exec_time=at(1)))
+        ledger.record_fill(BTC, fill("b2", "sell", "1", "41000", fee="0.5", exec_time=at(2)))
+        for n, (side, qty, price) in enumerate(
+            [("buy", "100", "20000"), ("buy", "100", "30000"), ("sell", "150", "25000")]
+        ):
+            ledger.record_fill(inverse, fill(f"i{n}", side, qty, price, exec_time=at(3 + n)))
+    result = run_cli("positions", "--db", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    rows = {
+        cells[2]: cells for cells in map(str.split, lines) if cells[:1] in (["linear"], ["inverse"])
+    }
+    assert rows["BTCUSDT"][7:11] == ["40000", "1000", "0.5", "USDT"]
+    assert rows["BTCUSD"][7:11] == ["24000", "0.00025", "0", "BTC"]
+    assert "per settle coin: 0.00025 BTC, 1000 USDT." in " ".join(result.stdout.split())
+    history = run_cli("history", "--db", url, "BTCUSD", cwd=tmp_path).stdout
+    assert "realized PnL 0.00025 BTC, fees 0 BTC" in history
+    document = json.loads(run_cli("positions", "--db", url, "--json", cwd=tmp_path).stdout)
+    coins = {p["symbol"]: p["settle_coin"] for p in document["positions"]}
+    assert coins == {"BTCUSDT": "USDT", "BTCUSD": "BTC"}
 
 
 def test_positions_lists_open_ones_and_all_with_exact_sizes(

@@ -242,6 +242,7 @@ def expected_row(state: PositionState) -> dict[str, Any]:
         "pending_orders": len(state.pending_orders),
         "version": state.version,
         "updated_at": state.updated_at,
+        "settle_coin": key.settle_coin,
     }
 
 
@@ -339,6 +340,50 @@ def test_quantities_are_exact_decimals_in_sql(durable_url: str) -> None:
             assert types_by_name[name] == "numeric"
         assert types_by_name["state"] == "jsonb"
         assert types_by_name["stream_id"] == "uuid"
+
+
+def test_each_row_names_its_settle_coin_and_an_older_table_gains_the_column(
+    durable_url: str,
+) -> None:
+    inverse = PositionKey(venue="bybit", account="main", category="inverse", symbol="BTCUSD")
+    with Ledger.open(durable_url) as ledger, ReadModel.open(durable_url) as model:
+        ledger.record_fill(BTC, fill("c1", "buy", "1", "40000"))
+        ledger.record_fill(inverse, fill("c2", "buy", "100", "20000"))
+        model.catch_up()
+    coins = {r["symbol"]: r["settle_coin"] for r in sql_rows(durable_url, "posledger_positions")}
+    assert coins == {"BTCUSDT": "USDT", "BTCUSD": "BTC"}
+
+    as_released_before(durable_url)
+    assert all("settle_coin" not in r for r in sql_rows(durable_url, "posledger_positions"))
+    with ReadModel.open(durable_url) as model:
+        assert {p.key.symbol for p in model.positions()} == {"BTCUSDT", "BTCUSD"}
+    for name in ("posledger_positions", "posledger_open_positions"):
+        coins = {r["symbol"]: r["settle_coin"] for r in sql_rows(durable_url, name)}
+        assert coins == {"BTCUSDT": "USDT", "BTCUSD": "BTC"}, name
+
+
+def as_released_before(url: str) -> None:
+    """The read model's table and view as a release before settle_coin left them."""
+    drop_view = "DROP VIEW posledger_open_positions"
+    drop_column = "ALTER TABLE posledger_positions DROP COLUMN settle_coin"
+    old_columns = ", ".join(c for c in COLUMNS if c != "settle_coin")
+    create_view = (
+        f"CREATE VIEW posledger_open_positions AS SELECT {old_columns} "
+        "FROM posledger_positions WHERE status = 'open'"
+    )
+    if url.startswith("sqlite"):
+        with contextlib_closing(sqlite3.connect(url[len("sqlite:///") :])) as connection:
+            for statement in (drop_view, drop_column, create_view):
+                connection.execute(statement)
+            connection.commit()
+        return
+    import psycopg
+
+    server, schema = url.split("?schema=")
+    with psycopg.connect(server, autocommit=True) as connection:
+        connection.execute(f"SET search_path TO {schema}")
+        for statement in (drop_view, drop_column, create_view):
+            connection.execute(statement)
 
 
 # --- restarts and downtime --------------------------------------------------------------------

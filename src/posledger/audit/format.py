@@ -3,6 +3,7 @@ so a position reads the same in a notebook, a terminal and the demo's chapters."
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 
 from posledger.core.model import Side, Status
@@ -49,3 +50,13 @@ def holding(state: PositionState) -> str:
     if state.status is Status.OPEN and state.side is not None:
         return f"{direction(state.side)} {state.size}"
     return state.status.value
+
+
+def per_settle_coin(states: Iterable[PositionState]) -> dict[str | None, Decimal]:
+    """Realized PnL summed per settle coin (None: a symbol of no known naming): money of
+    different coins is never added (docs/design.md#inverse)."""
+    totals: dict[str | None, Decimal] = {}
+    for state in states:
+        coin = state.key.settle_coin
+        totals[coin] = totals.get(coin, Decimal(0)) + state.realized_pnl
+    return totals

@@ -61,6 +61,7 @@ def state_html(state: PositionState) -> str:
         ("side", side_value(state.side)),
         ("size", state.size),
         ("avg entry price", state.avg_entry_price),
+        ("settle coin (PnL, fees, funding)", state.key.settle_coin),
         ("realized PnL (total)", state.realized_pnl),
         ("fees (total)", state.fees),
         ("funding (total)", state.funding),

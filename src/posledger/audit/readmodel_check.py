@@ -145,7 +145,9 @@ def compare_read_model(
 
 def _expected(state: PositionState, column: str) -> object:
     """What the read model writes in ``column`` for ``state``: the attribute of that name (for
-    ``pending_orders``, how many orders are working)."""
+    ``pending_orders``, how many orders are working; ``settle_coin`` is the key's)."""
+    if column == "settle_coin":
+        return state.key.settle_coin
     value = getattr(state, column)
     return len(value) if column == "pending_orders" else value
 
@@ -182,7 +184,7 @@ def _same(expected: object, stored: object) -> bool:
                 return False
         return isinstance(stored, datetime) and stored.tzinfo is not None and stored == expected
     if isinstance(expected, str):
-        return str(stored).lower() == expected
+        return str(stored) == expected or str(stored).lower() == expected
     if isinstance(expected, int):
         try:
             return int(str(stored)) == expected

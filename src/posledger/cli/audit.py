@@ -20,7 +20,7 @@ from posledger.audit import (
     state_record,
     verify,
 )
-from posledger.audit.format import holding, signed_quantity
+from posledger.audit.format import holding, per_settle_coin, signed_quantity
 from posledger.audit.history import evidence_line
 from posledger.cli.base import (
     DB_ARGUMENT,
@@ -28,6 +28,7 @@ from posledger.cli.base import (
     PROG,
     UsageError,
     argument,
+    money,
     open_ledger,
     print_json,
     progress_bar,
@@ -96,18 +97,32 @@ def positions(args: argparse.Namespace, console: Console) -> int:
         console.print()
     hidden = "" if args.all or open_count == len(states) else " (--all lists the others)"
     console.print(f"{open_count} open of {len(states)} keys in {where}{hidden}.", soft_wrap=True)
+    if shown:
+        totals = per_settle_coin(shown)
+        listed = ", ".join(money(total, coin) for coin, total in sorted(totals.items(), key=str))
+        console.print(f"Realized PnL of these keys, per settle coin: {listed}.", soft_wrap=True)
     return 0
 
 
 def _positions_table(states: Sequence[PositionState]) -> object:
+    """One row per key; the venue, category and orders columns only where they say something
+    (the table must fit 120 columns when piped)."""
     from rich.text import Text
 
     varying = [
         name for name in ("venue", "category") if len({getattr(s.key, name) for s in states}) > 1
     ]
+    orders = any(s.pending_orders for s in states)
     columns = (*varying, "account", "symbol", "idx", "status", "side", "size", "avg entry")
     made = table(
-        *columns, "PnL", "fees", "lc", "orders", "updated", wrap=("account", "PnL", "fees")
+        *columns,
+        "PnL",
+        "fees",
+        "coin",
+        "lc",
+        *(("orders",) if orders else ()),
+        "updated",
+        wrap=("account", "avg entry", "PnL", "fees", "updated"),
     )
     for state in states:
         key = state.key
@@ -122,8 +137,9 @@ def _positions_table(states: Sequence[PositionState]) -> object:
             quantity(state.avg_entry_price),
             quantity(state.realized_pnl),
             quantity(state.fees),
+            key.settle_coin or "",
             str(state.lifecycle),
-            str(len(state.pending_orders) or ""),
+            *((str(len(state.pending_orders) or ""),) if orders else ()),
             when(state.updated_at),
         )
     return made
@@ -192,7 +208,8 @@ def history(args: argparse.Namespace, console: Console) -> int:
     if state is not None and rows:
         console.print(
             f"now {holding(state)}, lifecycle {state.lifecycle}, realized PnL "
-            f"{quantity(state.realized_pnl)}, fees {quantity(state.fees)}; {len(rows)} events "
+            f"{money(state.realized_pnl, key.settle_coin)}, fees "
+            f"{money(state.fees, key.settle_coin)}\n{len(rows)} events "
             f"from {when(rows[0].time)} to {when(rows[-1].time)} UTC",
             soft_wrap=True,
         )

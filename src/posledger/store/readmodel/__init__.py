@@ -23,7 +23,10 @@ REAL, and times as ISO 8601 text): ``stream_id`` (uuid, primary key), ``venue``,
 ``funding`` (numeric), ``lifecycle``, ``pending_orders`` (integer: how many orders are working),
 ``version`` (bigint: the stream version the row reflects), ``updated_at`` (timestamptz),
 ``state`` (jsonb: the full state as `posledger.store.snapshot.encode` writes it, decimals as
-strings). The tracking table is
+strings), ``settle_coin`` (text: the coin ``realized_pnl``, ``fees`` and ``funding`` are in,
+NULL where the symbol follows no known naming; sum money per settle coin, never across them). A
+table made by an earlier release gains ``settle_coin`` the next time the view is created
+(``ReadModel.open`` or ``posledger init-db``). The tracking table is
 ``posledger_positions_tracking``.
 
 Backends: on PostgreSQL :meth:`ReadModel.run_forever` follows new events live through

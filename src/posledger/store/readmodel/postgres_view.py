@@ -16,6 +16,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 from psycopg.types.json import Jsonb
 
+from posledger.core.contract import settle_coin
 from posledger.core.errors import InvalidInput
 from posledger.core.position import PositionState
 from posledger.store.readmodel.views import (
@@ -50,8 +51,22 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
                 "fees numeric NOT NULL, funding numeric NOT NULL, "
                 "lifecycle integer NOT NULL, pending_orders integer NOT NULL, "
                 "version bigint NOT NULL, updated_at timestamptz NOT NULL, "
-                "state jsonb NOT NULL)"
+                "state jsonb NOT NULL, settle_coin text)"
             ).format(schema=schema, table=table),
+            # A table made before settle_coin existed gains it (and its view the column) once;
+            # later opens only read the catalog, taking no lock a dashboard would wait on.
+            SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+                "to_regclass({name}) AND attname = 'settle_coin' AND NOT attisdropped) THEN "
+                "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS settle_coin text; "
+                "DROP VIEW IF EXISTS {schema}.{view}; "
+                "END IF; END $$"
+            ).format(
+                name=Literal(f'"{datastore.schema}"."{TABLE}"'),
+                schema=schema,
+                table=table,
+                view=view,
+            ),
             SQL(
                 "CREATE UNIQUE INDEX IF NOT EXISTS {index} "
                 "ON {schema}.{table} (venue, account, category, symbol, idx)"
@@ -89,6 +104,13 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
         self.select_states_statement = SQL(
             "SELECT state FROM {schema}.{table} WHERE stream_id = ANY(%s)"
         ).format(schema=schema, table=table)
+        self.select_unknown_coins_statement = SQL(
+            "SELECT stream_id, venue, category, symbol FROM {schema}.{table} "
+            "WHERE settle_coin IS NULL"
+        ).format(schema=schema, table=table)
+        self.update_coin_statement = SQL(
+            "UPDATE {schema}.{table} SET settle_coin = %s WHERE stream_id = %s"
+        ).format(schema=schema, table=table)
         self.select_all_statement = SQL("SELECT state FROM {schema}.{table}").format(
             schema=schema, table=table
         )
@@ -101,6 +123,16 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
 
     def create_view(self) -> None:
         self.create_table()
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(self.select_unknown_coins_statement)
+            rows: list[DictRow] = curs.fetchall()
+            coins = [
+                (coin, row["stream_id"])
+                for row in rows
+                if (coin := settle_coin(row["venue"], row["category"], row["symbol"]))
+            ]
+            if coins:
+                curs.executemany(self.update_coin_statement, coins)
 
     # eventsourcing retries these ten times whatever the deadline; the read model bounds
     # its retries by the ledger's timeout instead (see ReadModel._call).
@@ -156,4 +188,5 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
             state.version,
             state.updated_at,
             Jsonb(encode(state)),
+            key.settle_coin,
         )

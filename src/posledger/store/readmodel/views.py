@@ -19,6 +19,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
+from posledger.core.contract import settle_coin
 from posledger.core.errors import InvalidInput
 from posledger.core.model import Status
 from posledger.core.position import PositionState
@@ -49,8 +50,10 @@ COLUMNS: tuple[str, ...] = (
     "version",
     "updated_at",
     "state",
+    "settle_coin",
 )
-"""The table's columns, in order; the open-positions view has the same ones."""
+"""The table's columns, in order; the open-positions view has the same ones. ``settle_coin``
+came last (a later release): a table made before gains it when its view is created again."""
 
 SQLITE_MAX_PARAMS = 500
 
@@ -144,7 +147,8 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             f"size {quantity}, avg_entry_price TEXT, realized_pnl {quantity}, "
             f"fees {quantity}, funding {quantity}, "
             "lifecycle INTEGER NOT NULL, pending_orders INTEGER NOT NULL, "
-            "version INTEGER NOT NULL, updated_at TEXT NOT NULL, state TEXT NOT NULL)",
+            "version INTEGER NOT NULL, updated_at TEXT NOT NULL, state TEXT NOT NULL, "
+            "settle_coin TEXT)",
             f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_key "
             f"ON {TABLE} (venue, account, category, symbol, idx)",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_status ON {TABLE} (status)",
@@ -153,6 +157,15 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
         ]
 
     def create_view(self) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"SELECT name FROM pragma_table_info('{TABLE}')")
+            names = {row["name"] for row in c.fetchall()}
+            if names and "settle_coin" not in names:
+                c.execute(f"ALTER TABLE {TABLE} ADD COLUMN settle_coin TEXT")
+                c.execute(f"DROP VIEW IF EXISTS {OPEN_VIEW}")
+                c.execute(f"SELECT stream_id, venue, category, symbol FROM {TABLE}")
+                coins = [(settle_coin(*row[1:]), row[0]) for row in c.fetchall()]
+                c.executemany(f"UPDATE {TABLE} SET settle_coin = ? WHERE stream_id = ?", coins)
         self.create_table()
 
     def states(self, stream_ids: Iterable[UUID]) -> dict[UUID, PositionState]:
@@ -205,4 +218,5 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             state.version,
             state.updated_at.isoformat(),
             json.dumps(encode(state), separators=(",", ":")),
+            key.settle_coin,
         )
