@@ -722,13 +722,27 @@ TestExchangeAndLedger = ExchangeAndLedger.TestCase  # settings: the loaded profi
 # --- whole scripted histories (posledger.testing.strategies) -----------------------------
 
 
-@given(history=exchange_histories(max_steps=25))
+INVERSE_KEYS = tuple(
+    PositionKey(venue="bybit", account="main", category="inverse", symbol=symbol, idx=idx)
+    for symbol, idx in (("BTCUSD", 0), ("ETHUSD", 1), ("ETHUSD", 2))
+)
+
+
+@given(
+    history=exchange_histories(max_steps=25) | exchange_histories(keys=INVERSE_KEYS, max_steps=25)
+)
 def test_a_ledger_told_everything_follows_the_exchange(history: ExchangeHistory) -> None:
+    """Sizes exactly, and averages (arithmetic on linear keys, harmonic on inverse ones, the
+    exchange model's own Decimal arithmetic) to far better than a price tick."""
     with Ledger.open("memory://", clock=no_wall_clock) as ledger:
         for step in history.steps:
             step.apply(ledger)
             for key, size in step.positions.items():
-                assert ledger_signed(ledger.position(key)) == size
+                state = ledger.position(key)
+                assert ledger_signed(state) == size
+                if size and state is not None and state.avg_entry_price is not None:
+                    expected = step.avg_prices[key]
+                    assert abs(state.avg_entry_price - expected) <= expected * Decimal("1e-20")
 
 
 @given(history=exchange_histories(min_steps=1, max_steps=25), data=st.data())

@@ -48,7 +48,8 @@ class WorkingOrder:
 @attrs.define
 class SimulatedExchange:
     """An exchange's truth, for a test to drive beside a ledger: the signed size of every key
-    (long > 0, short < 0), its average entry price, the ``seq`` of its last size-changing
+    (long > 0, short < 0), its average entry price (harmonic on an inverse key), the ``seq`` of
+    its last size-changing
     execution, and the orders still working. :func:`exchange_histories` draws its histories
     with one; a stateful test can run one itself (``sizes`` must hold every key, at 0)."""
 
@@ -74,7 +75,12 @@ class SimulatedExchange:
             self.avgs[key] = price
         elif abs(after) > abs(before):
             avg = self.avgs.get(key, price)
-            self.avgs[key] = (avg * abs(before) + price * qty) / abs(after)
+            if (
+                key.category == "inverse"
+            ):  # USD contracts: the harmonic mean (docs/design.md#inverse)
+                self.avgs[key] = abs(after) / (abs(before) / avg + qty / price)
+            else:
+                self.avgs[key] = (avg * abs(before) + price * qty) / abs(after)
         self.sizes[key] = after
         self.seq += 1
         self.seqs[key] = self.seq
