@@ -7,8 +7,11 @@ from pathlib import Path
 
 import attrs
 
-from posledger import Correction, Outcome, PositionKey, ReconcilePolicy
+from posledger import Correction, ExecKind, Outcome, PositionKey, ReconcilePolicy
+from posledger.core.decide import CLOSE_REASON_BY_KIND
 from posledger.core.events import EVENT_TYPES, ExecutionSeen
+from posledger.venues.bybit import EXEC_KINDS
+from posledger.venues.okx import NOT_POSITION_FILLS, SUB_TYPES
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 
@@ -66,3 +69,34 @@ def test_the_settle_coin_table_is_what_the_keys_say() -> None:
     for venue, category, symbol, inverse, coin in rows:
         key = PositionKey(venue=venue, account="main", category=category, symbol=symbol)
         assert (key.inverse, key.settle_coin) == (inverse == "yes", coin), key
+def exec_type_rows() -> dict[str, dict[str, str]]:
+    """The execution-type table as {venue: {type: kind}}, a range `a`–`b` expanded; "not a fill"
+    is kept as the kind ``-``."""
+    rows: dict[str, dict[str, str]] = {"Bybit": {}, "OKX": {}}
+    table = re.findall(r"^\| (Bybit|OKX) \| ([^|]+) \| ([^|]+) \|", section("exec-types"), re.M)
+    for venue, types, kind in table:
+        names = re.findall(r"`(\w+)`", types)
+        if "–" in types:
+            first, last = (int(n) for n in names)
+            names = [str(n) for n in range(first, last + 1)]
+        for name in names:
+            rows[venue][name] = kind.strip().strip("`") if "`" in kind else "-"
+    return rows
+
+
+def test_the_execution_type_table_is_the_venues_mapping() -> None:
+    rows = exec_type_rows()
+    bybit = {name: kind for name, kind in rows["Bybit"].items() if kind != ExecKind.UNKNOWN}
+    assert bybit == {name: kind.value for name, kind in EXEC_KINDS.items()}
+    assert not set(rows["Bybit"]) - set(bybit) & set(EXEC_KINDS)
+    okx = {name: kind for name, kind in rows["OKX"].items() if kind != "-"}
+    assert okx == {name: kind.value for name, kind in SUB_TYPES.items()}
+    assert {name for name, kind in rows["OKX"].items() if kind == "-"} == NOT_POSITION_FILLS
+    listed = {kind for venue in rows.values() for kind in venue.values()} - {"-"}
+    assert listed == {kind.value for kind in ExecKind}
+
+
+def test_every_close_reason_of_a_kind_is_named() -> None:
+    events = section("events")
+    for reason in CLOSE_REASON_BY_KIND.values():
+        assert f"`{reason}`" in events

@@ -106,6 +106,18 @@ def test_a_silently_clipped_reduce_only_fill_is_a_size_problem(ledger: Ledger) -
     assert "clipped silently" in report.problems[0].detail
 
 
+def test_an_unknown_execution_type_is_flagged_not_a_problem(ledger: Ledger) -> None:
+    ledger.record_fill(BTC, fill("e1", "buy", "2", exec_time=at(1), venue_type="Trade"))
+    odd = fill("e2", "sell", "1", exec_time=at(2), kind="unknown", venue_type="Novel")
+    ledger.record_fill(BTC, odd)
+    report = verify(ledger)
+    assert report.ok, str(report)
+    (flag,) = report.flags
+    assert (flag.key, flag.version, flag.exec_id, flag.venue_type) == (BTC, 3, "e2", "Novel")
+    assert "1 execution(s) of an unknown type" in report.summary()
+    assert "'Novel'" in str(report) and "e2" in report._repr_html_()
+
+
 def test_a_sqlite_state_stored_as_text_is_read_not_a_crash(tmp_path: Path) -> None:
     """SQLite keeps the type a value was written with: a state rewritten as TEXT (same JSON)
     made verify raise TypeError from bytes(str); the ledger itself reads such a row."""

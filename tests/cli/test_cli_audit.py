@@ -269,6 +269,23 @@ def test_verify_is_clean_then_exits_1_on_an_event_inserted_with_sql(
     ]
 
 
+def test_verify_lists_an_unknown_execution_type_and_still_exits_0(
+    durable_url: str, tmp_path: Path
+) -> None:
+    with Ledger.open(durable_url) as ledger:
+        odd = fill("odd-1", "buy", "1", exec_time=T0, kind="unknown", venue_type="Novel")
+        ledger.record_fill(BTC, odd)
+    result = run_cli("verify", "--db", durable_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "executions of an unknown type" in result.stdout
+    assert "odd-1" in result.stdout and "Novel" in result.stdout
+    document = json.loads(run_cli("verify", "--db", durable_url, "--json", cwd=tmp_path).stdout)
+    assert (document["ok"], document["unknown_executions"]) == (
+        True,
+        [{"key": str(BTC), "version": 2, "exec_id": "odd-1", "venue_type": "Novel"}],
+    )
+
+
 @pytest.mark.parametrize(
     ("damage", "what"),
     [(None, "event version 4 does not follow 2"), (b'{"timestamp": {', "Failed to deserialise")],

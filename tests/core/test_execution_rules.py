@@ -20,7 +20,8 @@ E7  Funding: ``FundingSettled`` changes no size, fee, order or last fill; its fe
 E8  Absorbed: a fill the last correction's snapshot reflected (``seq <= corrected_seq``, else
     ``exec_time <= corrected_at``; both boundaries absorb) moves no size; its fee and order
     accounting count.
-E9  ``last_fill_seq``/``last_fill_time`` are the latest seen: an older fill never moves them back.
+E9  ``last_fill_seq``/``last_fill_time`` are the latest seen: an older fill never moves them back;
+    an execution of an unknown type moves the time, never the seq.
 E10 After a correction the cost basis is the new size at the kept average (the exchange's, else
     the ledger's), and later reduces realize against it; an unknown cost realizes nothing; a
     flat key keeps no average.
@@ -32,7 +33,8 @@ E13 ``decide_order_end``: an unknown or ended order is a no-op; the end of the l
     a never-filled lifecycle closes it (``Closed(reason=order_ended)``).
 E14 Batches: duplicates inside one batch apply once; a fill for another symbol or leg is
     refused; ``preview_fills`` returns the folded state.
-E15 The close reason is the execution's kind. ``evolve`` stamps every state with its event's
+E15 The close reason is the execution's kind; every kind but funding (unknown too) moves size
+    by its signed quantity. ``evolve`` stamps every state with its event's
     version and business time, and refuses a stream that does not start with
     ``KeyRegistered``, a version gap, an unknown event or side; ``register`` a naive time.
 """
@@ -46,7 +48,7 @@ from typing import Any
 
 import pytest
 
-from posledger import Fill, InvalidInput, PositionState, Side, Status
+from posledger import ExecKind, Fill, InvalidInput, PositionState, Side, Status
 from posledger.core.decide import (
     decide_fills,
     decide_order_end,
@@ -474,6 +476,12 @@ def test_e9_an_older_fill_never_moves_the_last_fill_back() -> None:
     assert (newer.last_fill_seq, newer.last_fill_time) == (11, at(11))
 
 
+def test_e9_an_unknown_execution_type_moves_the_last_fill_time_not_its_seq() -> None:
+    state = holding("buy", "2", seq=10, exec_time=at(10))
+    after = filled(state, fill("e1", "sell", "1", seq=11, exec_time=at(11), kind="unknown"))
+    assert (after.size, after.last_fill_seq, after.last_fill_time) == (1, 10, at(11))
+
+
 def test_e9_the_first_seq_is_taken_whenever_it_comes() -> None:
     state = holding("buy", "1", exec_time=at(10))
     assert state.last_fill_seq is None
@@ -722,12 +730,25 @@ def test_e14_a_fill_naming_its_own_key_is_accepted() -> None:
         ("adl", "adl"),
         ("delivery", "delivered"),
         ("settle", "settled"),
+        ("block_trade", "block_trade"),
+        ("move_position", "position_moved"),
+        ("spread_trade", "spread_trade"),
+        ("corporate_action", "corporate_action"),
+        ("unknown", "unknown_execution"),
     ],
 )
 def test_e15_the_close_reason_is_the_executions_kind(kind: str, reason: str) -> None:
     events = decide_fills(holding("buy", "2"), [fill("e1", "sell", "2", kind=kind)])
     closing = events[-1]
     assert isinstance(closing, Closed) and closing.reason == reason
+
+
+@pytest.mark.parametrize("kind", [k for k in ExecKind if k is not ExecKind.FUNDING])
+def test_e15_every_kind_but_funding_moves_size_by_its_signed_quantity(kind: ExecKind) -> None:
+    flipped = filled(holding("buy", "1", "100"), fill("e1", "sell", "3", price="90", kind=kind))
+    assert (flipped.side, flipped.size, flipped.realized_pnl) == (Side.SELL, 2, -10)
+    (event,) = decide_fills(holding("buy", "1"), [fill("e1", "buy", "1", kind=kind)])
+    assert (type(event).__name__, event.kind) == ("Filled", kind.value)
 
 
 def test_e15_evolve_refuses_a_stream_out_of_order() -> None:

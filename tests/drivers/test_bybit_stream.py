@@ -25,7 +25,7 @@ from websockets.sync.client import connect
 from posledger import Ledger, PositionKey, Side
 from posledger.drivers.bybit_stream import BybitStream, StreamHealth
 from posledger.testing.fake_bybit import EXECUTIONS, FakeBybit
-from posledger.testing.fake_bybit_ws import FakeBybitWebSocket
+from posledger.testing.fake_bybit_ws import FakeBybitWebSocket, websocket_row
 from posledger.venues.bybit import BybitVenue
 from tests.conftest import T0
 from tests.helpers import event_names
@@ -266,6 +266,23 @@ def test_a_message_that_cannot_be_handled_does_not_kill_the_socket(
         health = stream.health()
         assert (health.logins, health.connected) == (1, True)
         assert size(ledger) == Decimal(3160)
+
+
+def test_a_message_with_an_unknown_exec_type_keeps_its_other_rows(
+    ledger: Ledger, fake: FakeBybit, fake_ws: FakeBybitWebSocket, clock: RunningClock
+) -> None:
+    with stream_for(ledger, fake, fake_ws, clock, hedge_mode=False) as stream:
+        exit_id = open_short(ledger, fake, clock)
+        assert stream.wait_for(lambda h: h.fills_streamed == 1)
+        fake_ws.drop(2, topic="execution")  # the two executions come back as one message below
+        novel = fake.add_execution("AGIUSDT", "Buy", "500", "0.04", exec_type="Novel")
+        trade = fake.add_execution("AGIUSDT", "Buy", "1000", "0.04", order_id=exit_id)
+        fake_ws.push("execution", [websocket_row(novel), websocket_row(trade)])
+        assert stream.wait_for(settled(lambda h: h.fills_streamed == 3))
+        health = stream.health()  # no gap: nothing resynced after the first resync
+        assert (health.callback_errors, health.resyncs, health.unknown_executions) == (0, 1, 1)
+        assert execution_ids(ledger, AGI)[-2:] == [novel.exec_id, trade.exec_id]
+        assert size(ledger) == Decimal(2660)
 
 
 def test_a_store_that_is_down_does_not_kill_the_socket(

@@ -215,6 +215,90 @@ def test_hedge_legs_are_recovered_each_on_its_own_leg(
     assert "Reconciled" not in event_names(ledger, long_leg) + event_names(ledger, short_leg)
 
 
+# execution types beyond trades
+
+
+def test_a_missed_block_trade_is_recovered_with_its_price_and_pnl(
+    fake: FakeBybit, ledger: Ledger, clock: Clock
+) -> None:
+    agi = key("AGIUSDT")
+    open_with_exit(fake, ledger, clock, "AGIUSDT", "Sell", "4160")
+    fake.add_execution(
+        "AGIUSDT", "Buy", "1000", "1.2", exec_type="BlockTrade", exec_id="block",
+        at=clock.ago(minutes=30),
+    )  # fmt: skip
+    fake.set_position("AGIUSDT", "Sell", "3160", "1.5")
+    report = synchronizer(ledger, fake, clock).run_once()
+    assert report.recovered == {agi: 1}
+    assert report.unknown_executions == ()
+    block = last_event(ledger, agi, "Filled")
+    assert (block.exec_id, block.kind, block.venue_type) == ("block", "block_trade", "BlockTrade")
+    position = ledger.position(agi)
+    assert position is not None
+    assert (position.size, position.realized_pnl) == (Decimal(3160), Decimal(300))
+    assert "Reconciled" not in event_names(ledger, agi)
+
+
+def open_long(fake: FakeBybit, ledger: Ledger, clock: Clock, symbol: str, size: str) -> None:
+    """A long both sides know, its opening fill recorded."""
+    opening = fake.add_open_order(symbol, "Buy", size, "3000", at=clock.ago(hours=3))
+    opened = fake.partial_fill(opening, size, at=clock.ago(hours=3))
+    ledger.request_open(key(symbol), order_id=opening, side="buy", qty=size, at=clock.ago(hours=3))
+    fill = fill_of(opened.exec_id, opening, "Buy", size, "3000", clock.ago(hours=3), opened.seq)
+    ledger.record_fill(key(symbol), fill)
+
+
+def test_an_unknown_exec_type_blocks_no_key_and_is_reported(
+    fake: FakeBybit, ledger: Ledger, clock: Clock
+) -> None:
+    """An execution type posledger does not know moves its key by its signed quantity (here
+    closing ETHUSDT, as the exchange confirms), is listed in the round's report, and the other
+    keys' missed fills are recovered in the same round."""
+    eth = key("ETHUSDT")
+    exit_id = open_with_exit(fake, ledger, clock, "AGIUSDT", "Sell", "4160")
+    fake.partial_fill(exit_id, "1000", at=clock.ago(minutes=40))
+    open_long(fake, ledger, clock, "ETHUSDT", "1")
+    fake.add_execution(
+        "ETHUSDT", "Sell", "1", "3100", exec_type="Novel", exec_id="novel", at=clock.ago(minutes=20)
+    )
+    fake.set_position("ETHUSDT", "", "0")
+    report = synchronizer(ledger, fake, clock).run_once()
+    assert report.recovered == {key("AGIUSDT"): 1, eth: 1}
+    (unknown,) = report.unknown_executions
+    assert (unknown.key, unknown.exec_id, unknown.venue_type) == (eth, "novel", "Novel")
+    assert {o.key: o.outcome for o in report.outcomes} == {
+        key("AGIUSDT"): Outcome.AGREES,
+        eth: Outcome.AGREES,
+    }
+    assert ledger.position(key("AGIUSDT")).size == Decimal(3160)  # type: ignore[union-attr]
+    assert ledger.position(eth).size == 0  # type: ignore[union-attr]
+    assert last_event(ledger, eth, "Filled").kind == "unknown"
+    assert event_names(ledger, eth)[-2:] == ["Filled", "Closed"]
+
+
+def test_an_unknown_exec_type_the_exchange_refutes_is_corrected(
+    fake: FakeBybit, ledger: Ledger, clock: Clock
+) -> None:
+    """An unknown execution that did not move the position on the exchange (the position's seq
+    stays below its own) is refuted by the snapshots: they are not stale."""
+    eth = key("ETHUSDT")
+    open_long(fake, ledger, clock, "ETHUSDT", "1")
+    novel = fake.add_execution(
+        "ETHUSDT", "Sell", "1", "3100", exec_type="Novel", at=clock.ago(minutes=20)
+    )  # the exchange's position stays long 1: the execution moved nothing
+    streamed = Fill(
+        exec_id=novel.exec_id, order_id=novel.order_id, side="sell", qty="1", price="3100",
+        exec_time=novel.exec_time, seq=novel.seq, kind="unknown", venue_type="Novel",
+    )  # fmt: skip
+    ledger.record_fill(eth, streamed)  # as the stream would
+    sync = synchronizer(ledger, fake, clock)
+    assert [o.outcome for o in sync.run_once().outcomes] == [Outcome.SUSPECT]
+    clock.advance(minutes=1)
+    report = sync.run_once()
+    assert {o.key: o.correction for o in report.reconcile.corrections} == {eth: Correction.ADOPTED}
+    assert ledger.position(eth).size == 1  # type: ignore[union-attr]
+
+
 # seed 000: failed reads and phantoms
 
 

@@ -103,6 +103,48 @@ def test_a_missed_partial_exit_is_recovered_as_a_real_fill(rig: Rig, fake: FakeO
     assert rig.run_once(NOW + timedelta(minutes=1)).reconcile.events_written == 0
 
 
+# execution types beyond trades
+
+
+def test_a_move_and_an_unknown_sub_type_are_recovered_beside_other_keys(
+    rig: Rig, fake: FakeOkx
+) -> None:
+    """A position moved in (subType 326) and a fill of a subType posledger does not know are
+    recovered as fills that move size; the unknown one is in the round's report, and the other
+    key's missed fill is recovered in the same round."""
+    btc, eth = key("BTC-USDT-SWAP"), key("ETH-USDT-SWAP")
+    opened(rig, fake, btc, "sell", "3", "0.03", ago(hours=3))
+    exit_id = fake.add_open_order(
+        "BTC-USDT-SWAP", "buy", "3", "2900", reduce_only=True, at=ago(hours=2)
+    )
+    rig.request_exit(btc, order_id=exit_id, qty="0.03", at=ago(hours=2))
+    fake.partial_fill(exit_id, "1", at=ago(hours=1))
+    opened(rig, fake, eth, "buy", "5", "0.5", ago(hours=3))
+    fake.add_fill(
+        "ETH-USDT-SWAP",
+        "buy",
+        "2",
+        "3100",
+        sub_type="326",
+        trade_id="moved",
+        ord_id="",
+        at=ago(minutes=30),
+    )
+    fake.add_fill(
+        "ETH-USDT-SWAP", "sell", "1", "3200", sub_type="999", trade_id="odd", at=ago(minutes=20)
+    )
+    fake.set_position("ETH-USDT-SWAP", "6", "3000")
+    report = rig.run_once(NOW)
+    assert report.recovered == {btc: 1, eth: 2}
+    assert [(u.key, u.exec_id, u.venue_type) for u in report.unknown_executions] == [
+        (eth, "odd", "999")
+    ]
+    assert {o.key: o.outcome for o in report.outcomes} == {btc: Outcome.AGREES, eth: Outcome.AGREES}
+    assert (rig.position(btc).size, rig.position(eth).size) == (Decimal("0.02"), Decimal("0.6"))
+    kinds = [e.kind for e in rig.history(eth) if hasattr(e, "kind")][-2:]
+    assert kinds == ["move_position", "unknown"]
+
+
 # phantoms
 
 

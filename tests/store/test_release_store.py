@@ -13,7 +13,7 @@ import pytest
 
 from posledger import Ledger
 from posledger.audit import verify
-from posledger.core.events import EVENT_TYPES, ExecutionSeen
+from posledger.core.events import EVENT_TYPES, ExecutionEvent, ExecutionSeen
 from posledger.store.application import LedgerApplication
 from posledger.store.decoding import StoredEventDecoder
 from posledger.store.encoding import StoredEventEncoder
@@ -69,3 +69,16 @@ def test_the_release_store_verifies_clean(release_url: str) -> None:
     report = verify(release_url)
     assert report.ok, report.problems
     assert report.events_checked > 0
+
+
+def test_old_execution_events_read_without_a_venue_type(release_url: str) -> None:
+    """``venue_type`` came later, with a default: events stored before it read as None."""
+    with Ledger.open(release_url, create_tables=False) as ledger:
+        executions = [
+            event
+            for state in ledger.positions()
+            for event in ledger.history(state.key)
+            if isinstance(event, ExecutionEvent)
+        ]
+    assert executions
+    assert {event.venue_type for event in executions} == {None}

@@ -444,10 +444,40 @@ def test_executions_are_normalised_for_every_kind(fake: FakeBybit) -> None:
     assert first.seq is not None
 
 
-def test_an_unknown_exec_type_is_refused_by_name(fake: FakeBybit) -> None:
-    fake.add_execution("BTCUSDT", "Buy", "1", "100", exec_type="MovePosition", at=ago(minutes=1))
-    with pytest.raises(ExchangeUnavailable, match="MovePosition"):
-        venue_for(fake).fetch_executions(ago(hours=1))
+POSITION_MOVING_EXEC_TYPES = (
+    ("BlockTrade", "block_trade"),
+    ("MovePosition", "move_position"),
+    ("FutureSpread", "spread_trade"),
+    ("CorporateAction", "corporate_action"),
+    ("ForwardSplitSettle", "corporate_action"),
+    ("ReverseSplitSettle", "corporate_action"),
+)
+
+
+def test_every_position_moving_exec_type_is_a_fill_of_its_kind(fake: FakeBybit) -> None:
+    for minute, (exec_type, _) in enumerate(POSITION_MOVING_EXEC_TYPES):
+        at = ago(minutes=10 - minute)
+        fake.add_execution(
+            "BTCUSDT", "Buy", "0.5", "43000", exec_type=exec_type, exec_id=exec_type, at=at
+        )
+    fills = venue_for(fake).fetch_executions(ago(hours=1))
+    assert [(f.exec_id, f.kind.value) for f in fills] == list(POSITION_MOVING_EXEC_TYPES)
+    assert all(f.kind.changes_size and f.venue_type == f.exec_id for f in fills)
+    assert {(f.side, f.qty, f.price) for f in fills} == {(Side.BUY, Decimal("0.5"), Decimal(43000))}
+
+
+@pytest.mark.parametrize("exec_type", ["UNKNOWN", "Dividend", "SomeFutureType"])
+def test_an_unknown_exec_type_is_an_unknown_fill_with_its_raw_type(
+    fake: FakeBybit, exec_type: str
+) -> None:
+    fake.add_execution(
+        "BTCUSDT", "Sell", "1", "100", exec_type=exec_type, exec_id="odd", at=ago(minutes=2)
+    )
+    fake.add_execution("BTCUSDT", "Buy", "2", "101", exec_id="trade", at=ago(minutes=1))
+    odd, trade = venue_for(fake).fetch_executions(ago(hours=1))
+    assert (odd.exec_id, odd.kind, odd.venue_type) == ("odd", ExecKind.UNKNOWN, exec_type)
+    assert (odd.side, odd.qty, odd.price) == (Side.SELL, Decimal(1), Decimal(100))
+    assert (trade.kind, trade.venue_type) == (ExecKind.TRADE, "Trade")
 
 
 def test_funding_is_normalised_with_the_position_size(fake: FakeBybit) -> None:

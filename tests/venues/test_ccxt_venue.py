@@ -313,10 +313,21 @@ def test_seed_002_partial_exits_come_back_as_fills(harness: CcxtHarness, fake: F
     }
 
 
-def test_an_unknown_exec_type_is_refused(harness: CcxtHarness, fake: FakeBybit) -> None:
-    fake.add_execution("BTCUSDT", "Buy", "1", "100", exec_type="MovePosition", at=ago(minutes=1))
-    with pytest.raises(ExchangeUnavailable, match="MovePosition"):
-        harness.call(venue(harness), "fetch_executions", ago(hours=1))
+def test_new_and_unknown_exec_types_come_back_as_fills_of_their_kind(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    for minute, exec_type in enumerate(("BlockTrade", "MovePosition", "FutureSpread", "Novel")):
+        at = ago(minutes=10 - minute)
+        fake.add_execution(
+            "BTCUSDT", "Buy", "1", "100", exec_type=exec_type, exec_id=exec_type, at=at
+        )
+    fills = harness.call(venue(harness), "fetch_executions", ago(hours=1))
+    assert [(f.exec_id, f.kind.value, f.venue_type) for f in fills] == [
+        ("BlockTrade", "block_trade", "BlockTrade"),
+        ("MovePosition", "move_position", "MovePosition"),
+        ("FutureSpread", "spread_trade", "FutureSpread"),
+        ("Novel", "unknown", "Novel"),
+    ]
 
 
 # failures

@@ -260,10 +260,55 @@ def test_fill_kinds_follow_the_sub_type(harness: CcxtHarness, fake: FakeOkx) -> 
     assert kinds == [ExecKind.LIQUIDATION, ExecKind.ADL, ExecKind.DELIVERY, ExecKind.TRADE]
 
 
-def test_an_unknown_sub_type_is_refused_by_name(harness: CcxtHarness, fake: FakeOkx) -> None:
-    fake.add_fill("BTC-USDT-SWAP", "buy", "1", "43000", sub_type="270", at=ago(minutes=1))
-    with pytest.raises(ExchangeUnavailable, match="270"):
-        fills_of(harness, ago(hours=1))
+POSITION_MOVING_SUB_TYPES = {
+    **dict.fromkeys(("204", "205", "206", "207", "208", "209"), ExecKind.BLOCK_TRADE),
+    **dict.fromkeys(("270", "271", "272", "273", "274", "275"), ExecKind.SPREAD_TRADE),
+    **dict.fromkeys(("324", "325", "326", "327", "328", "329"), ExecKind.MOVE_POSITION),
+}
+
+
+def test_block_spread_and_move_fills_move_positions(harness: CcxtHarness, fake: FakeOkx) -> None:
+    for n, sub_type in enumerate(POSITION_MOVING_SUB_TYPES):
+        ord_id = "" if sub_type.startswith("20") else None  # block trades have no order
+        fake.add_fill(
+            "BTC-USDT-SWAP", "buy", "2", "43000", sub_type=sub_type, trade_id=sub_type,
+            ord_id=ord_id, at=ago(minutes=30 - n),
+        )  # fmt: skip
+    fills = fills_of(harness, ago(hours=1))
+    assert {f.exec_id: f.kind for f in fills} == POSITION_MOVING_SUB_TYPES
+    assert {(f.side, f.qty, f.venue_type == f.exec_id) for f in fills} == {
+        (Side.BUY, Decimal("0.02"), True)
+    }
+    assert {f.order_id for f in fills if f.kind is ExecKind.BLOCK_TRADE} == {""}
+
+
+def test_an_unknown_sub_type_is_an_unknown_fill_with_its_raw_type(
+    harness: CcxtHarness, fake: FakeOkx
+) -> None:
+    fake.add_fill("BTC-USDT-SWAP", "sell", "1", "43000", sub_type="999", at=ago(minutes=2))
+    fake.add_fill("BTC-USDT-SWAP", "buy", "1", "43000", sub_type="3", at=ago(minutes=1))
+    odd, trade = fills_of(harness, ago(hours=1))
+    assert (odd.kind, odd.venue_type, odd.side, odd.qty) == (
+        ExecKind.UNKNOWN,
+        "999",
+        Side.SELL,
+        Decimal("0.01"),
+    )
+    assert (trade.kind, trade.venue_type) == (ExecKind.TRADE, "3")
+
+
+NOT_POSITION_FILLS = ("110", "111", "118", "119", "212", "213", "236", "237", "376", "377", "410")
+
+
+def test_documented_sub_types_that_move_no_position_are_not_fills(
+    harness: CcxtHarness, fake: FakeOkx
+) -> None:
+    for n, sub_type in enumerate(NOT_POSITION_FILLS):
+        fake.add_fill(
+            "BTC-USDT-SWAP", "buy", "1", "43000", sub_type=sub_type, at=ago(minutes=30 - n)
+        )
+    fake.add_fill("BTC-USDT-SWAP", "buy", "1", "43000", trade_id="real", at=ago(minutes=1))
+    assert [f.exec_id for f in fills_of(harness, ago(hours=1))] == ["real"]
 
 
 def test_a_trade_id_is_unique_per_instrument_only(harness: CcxtHarness, fake: FakeOkx) -> None:

@@ -23,7 +23,7 @@ checks in ``stream_checks``, ``execution_checks``, ``ledger_check`` and ``readmo
 ``frames``, ``plot``, ``html`` and ``format`` (text shared with the CLI and the demo).
 """
 
-from posledger.audit.findings import Check, Problem
+from posledger.audit.findings import Check, Flag, Problem
 from posledger.audit.frames import (
     HISTORY_COLUMNS,
     PROBLEM_COLUMNS,
@@ -64,6 +64,7 @@ __all__ = [  # noqa: RUF022
     "history_stream",
     "Check",
     "Problem",
+    "Flag",
     "VerifyReport",
     "verify",
     "READ_MODEL_TABLE",

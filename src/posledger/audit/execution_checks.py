@@ -1,7 +1,8 @@
 """Check ``executions`` of :func:`~posledger.audit.verify`: no exec_id applied twice (per venue
 and account, the ledger's dedup scope), every applied execution matched with its
 ``ExecutionSeen`` marker (pointing at its key, with the same payload), and no marker without its
-execution. Executions and markers are matched in whichever order the log holds them."""
+execution. Executions and markers are matched in whichever order the log holds them. Executions
+of an unknown type are flagged on the way (:class:`~posledger.audit.findings.Flag`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import uuid
 
 import attrs
 
-from posledger.audit.findings import Check, Findings, Problem, StreamAudit
+from posledger.audit.findings import Check, Findings, Flag, Problem, StreamAudit
 from posledger.core.errors import PosledgerError
 from posledger.core.events import ExecutionEvent, ExecutionSeen, marker_id
-from posledger.core.model import Fill, PositionKey
+from posledger.core.model import ExecKind, Fill, PositionKey
 
 
 @attrs.frozen
@@ -70,6 +71,8 @@ class ExecutionChecks:
         seen_id = marker_id(key.venue, key.account, event.exec_id)
         first = self.applied.get(seen_id)
         version = event.originator_version
+        if event.kind == ExecKind.UNKNOWN:
+            self.findings.flags.append(Flag(key, version, event.exec_id, event.venue_type))
         if first is not None:
             where = self.findings.key_of_stream(first)
             self.findings.problem(

@@ -49,6 +49,29 @@ class Problem:
         return f"{where}{at} [{self.check}] {self.detail}"
 
 
+@attrs.frozen
+class Flag:
+    """An execution of a type posledger does not know (``kind`` ``unknown``): recorded as moving
+    the size by its signed quantity, which the exchange's position confirms or corrects. Not a
+    broken invariant, so not a :class:`Problem`: a human should look at it once
+    (docs/design.md#exec-types)."""
+
+    key: PositionKey
+    version: int
+    exec_id: str
+    venue_type: str | None
+
+    @property
+    def detail(self) -> str:
+        return (
+            f"exec_id {self.exec_id!r} has an execution type posledger does not know "
+            f"({self.venue_type!r}); it was recorded as moving the size by its signed quantity"
+        )
+
+    def __str__(self) -> str:
+        return f"{self.key} v{self.version} [unknown execution] {self.detail}"
+
+
 @attrs.define
 class StreamAudit:
     """Running audit of one stream while the log is read."""
@@ -73,6 +96,7 @@ class Findings:
     def __init__(self) -> None:
         self.streams: dict[uuid.UUID, StreamAudit] = {}
         self.problems: list[Problem] = []
+        self.flags: list[Flag] = []
 
     def problem(
         self, stream: StreamAudit | None, check: Check, detail: str, version: int | None = None

@@ -17,7 +17,7 @@ import attrs
 from eventsourcing.persistence import Notification
 
 from posledger.audit.execution_checks import ExecutionChecks
-from posledger.audit.findings import Check, Findings, Problem
+from posledger.audit.findings import Check, Findings, Flag, Problem
 from posledger.audit.html import cell, html_table
 from posledger.audit.ledger_check import check_ledger_loads
 from posledger.audit.readmodel_check import compare_read_model, read_model_rows
@@ -41,6 +41,9 @@ class VerifyReport:
     snapshot_loads_checked: int
     """Keys loaded through their latest snapshot (check 4); keys without one are skipped."""
     seconds: float
+    flags: tuple[Flag, ...] = ()
+    """Executions of a type posledger does not know: reported, but not problems (``ok`` stays
+    True): nothing is broken, a human should check them once."""
 
     @property
     def ok(self) -> bool:
@@ -70,15 +73,17 @@ class VerifyReport:
         if self.read_model_checked:
             extra.append(f"read model {TABLE}")
         also = f" (+ {', '.join(extra)})" if extra else ""
+        flagged = f"; {len(self.flags)} execution(s) of an unknown type" if self.flags else ""
         if self.ok:
-            return f"OK: {checked}{also} in {self.seconds:.2f}s"
+            return f"OK: {checked}{also} in {self.seconds:.2f}s{flagged}"
         return (
             f"{len(self.problems)} problem(s) in {len(self.keys_with_problems)} key(s); "
-            f"checked {checked}{also} in {self.seconds:.2f}s"
+            f"checked {checked}{also} in {self.seconds:.2f}s{flagged}"
         )
 
     def __str__(self) -> str:
-        return "\n".join([self.summary(), *(f"  {p}" for p in self.problems)])
+        lines = [f"  {p}" for p in self.problems] + [f"  {f}" for f in self.flags]
+        return "\n".join([self.summary(), *lines])
 
     def _repr_html_(self) -> str:
         return verify_html(self)
@@ -88,15 +93,14 @@ def verify_html(report: VerifyReport) -> str:
     """An HTML rendering of a :class:`VerifyReport`: its summary, then one row per problem."""
     colour = "#2e7d32" if report.ok else "#c62828"
     summary = f'<p style="color:{colour};font-weight:bold">{cell(report.summary())}</p>'
-    if report.ok:
+    if report.ok and not report.flags:
         return summary
-    return summary + html_table(
-        ("key", "v", "check", "detail"),
-        (
-            (None, (p.key if p.key is not None else "(no key)", p.version, p.check.value, p.detail))
-            for p in report.problems
-        ),
+    problems = (
+        (None, (p.key if p.key is not None else "(no key)", p.version, p.check.value, p.detail))
+        for p in report.problems
     )
+    flags = ((None, (f.key, f.version, "unknown execution", f.detail)) for f in report.flags)
+    return summary + html_table(("key", "v", "check", "detail"), (*problems, *flags))
 
 
 class _LogChecks:
@@ -193,4 +197,5 @@ def verify(
         read_model_checked=read_model,
         snapshot_loads_checked=loads,
         seconds=time.perf_counter() - started,
+        flags=tuple(sorted(findings.flags, key=lambda f: (str(f.key), f.version))),
     )

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from posledger.audit import (
+    Flag,
     HistoryRow,
     Problem,
     VerifyReport,
@@ -322,6 +323,9 @@ Replay the whole store and check its invariants, reporting every problem by key:
   read_model   the posledger_positions table, where it exists, equals the replay
   decode       every stored event can be read
 
+Executions of a type posledger does not know (kind unknown) are listed too; they are
+not problems (the exit status stays 0): check each once against the exchange.
+
 Exit status: 0 clean, 1 problems found, 2 the ledger could not be opened.""",
     epilog=f"""\
 examples:
@@ -344,6 +348,9 @@ def verify_command(args: argparse.Namespace, console: Console) -> int:
 
     colour = "bold green" if report.ok else "bold red"
     console.print(Text(f"{where}: {report.summary()}", style=colour), soft_wrap=True)
+    if report.flags:
+        console.print()
+        section(console, "executions of an unknown type", _flags_table(report.flags))
     if report.ok:
         return status
     console.print()
@@ -352,6 +359,13 @@ def verify_command(args: argparse.Namespace, console: Console) -> int:
         title = str(key) if key is not None else "(no key: a stream without KeyRegistered)"
         section(console, f"{title}: {len(problems)} problem(s)", _problems_table(problems))
     return status
+
+
+def _flags_table(flags: Sequence[Flag]) -> object:
+    made = table("key", "v", "exec_id", "venue type")
+    for flag in flags:
+        made.add_row(str(flag.key), str(flag.version), flag.exec_id, str(flag.venue_type))
+    return made
 
 
 def _problems_table(problems: Sequence[Problem]) -> object:
@@ -381,5 +395,14 @@ def _verify_document(where: str, report: VerifyReport) -> dict[str, object]:
                 "detail": p.detail,
             }
             for p in report.problems
+        ],
+        "unknown_executions": [
+            {
+                "key": str(f.key),
+                "version": f.version,
+                "exec_id": f.exec_id,
+                "venue_type": f.venue_type,
+            }
+            for f in report.flags
         ],
     }

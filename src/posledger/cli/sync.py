@@ -182,6 +182,13 @@ def _print_report(console: Console, report: SyncReport) -> None:
         f"{counted(len(report.conflicts), 'conflict')}.",
         soft_wrap=True,
     )
+    for unknown in report.unknown_executions:
+        console.print(
+            f"Unknown execution type {unknown.venue_type!r}: {unknown.key} {unknown.exec_id} "
+            f"({unknown.side.value} {unknown.qty}) recorded as moving size; the next snapshots "
+            "confirm or correct it.",
+            soft_wrap=True,
+        )
     if not report.outcomes:
         return
     made = table("symbol", "idx", "recovered", "outcome", "correction", "events", "detail")
@@ -211,6 +218,10 @@ def _report_document(report: SyncReport) -> dict[str, object]:
         "open_orders": None if snapshot.open_order_ids is None else len(snapshot.open_order_ids),
         "fills_recovered": report.fills_recovered,
         "recovered": {str(k): n for k, n in report.recovered.items()},
+        "unknown_executions": [
+            {"key": str(u.key), "exec_id": u.exec_id, "venue_type": u.venue_type}
+            for u in report.unknown_executions
+        ],
         "outcomes": [
             {
                 "key": str(o.key),

@@ -40,7 +40,13 @@ CLOSE_REASON_BY_KIND = {
     ExecKind.ADL: "adl",
     ExecKind.DELIVERY: "delivered",
     ExecKind.SETTLE: "settled",
+    ExecKind.BLOCK_TRADE: "block_trade",
+    ExecKind.MOVE_POSITION: "position_moved",
+    ExecKind.SPREAD_TRADE: "spread_trade",
+    ExecKind.CORPORATE_ACTION: "corporate_action",
+    ExecKind.UNKNOWN: "unknown_execution",
 }
+"""``Closed.reason`` of a lifecycle ended by an execution of each size-changing kind."""
 
 
 class Emitter:
@@ -172,6 +178,7 @@ def _emit_fill(emitter: Emitter, fill: Fill) -> None:
         "seq": fill.seq,
         "kind": fill.kind.value,
         "leaves_qty": fill.leaves_qty,
+        "venue_type": fill.venue_type,
     }
     if not fill.kind.changes_size:
         emitter.emit(

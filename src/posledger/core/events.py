@@ -74,7 +74,9 @@ class ExecutionEvent(PositionEvent):
     what the order had left, or beyond the position for a reduce-only fill: recorded, never
     silently dropped. ``absorbed`` marks a late execution that the snapshot behind the last
     correction already reflected (its seq, else its time, is not later): it is recorded and its
-    fee counted, but it does not change the size a second time.
+    fee counted, but it does not change the size a second time. ``venue_type`` is the venue's
+    own name for the execution's type (Bybit ``execType``, OKX ``subType``) when the fill came
+    from a venue adapter; events stored before it existed read as None.
     """
 
     TOPIC: ClassVar[str] = "posledger:ExecutionEvent"
@@ -92,6 +94,7 @@ class ExecutionEvent(PositionEvent):
     reduce_only: bool
     overfill: Decimal
     absorbed: bool
+    venue_type: str | None = None
 
 
 @dataclass(frozen=True)

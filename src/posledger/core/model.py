@@ -63,7 +63,9 @@ class Side(StrEnum):
 
 
 class ExecKind(StrEnum):
-    """What an execution was. All but FUNDING change the position's size."""
+    """What an execution was. All but FUNDING change the position's size; UNKNOWN is a venue's
+    execution type posledger does not know, recorded as moving size by its signed quantity and
+    flagged (docs/design.md#exec-types)."""
 
     TRADE = "trade"
     ADL = "adl"
@@ -71,6 +73,11 @@ class ExecKind(StrEnum):
     DELIVERY = "delivery"
     SETTLE = "settle"
     FUNDING = "funding"
+    BLOCK_TRADE = "block_trade"
+    MOVE_POSITION = "move_position"
+    SPREAD_TRADE = "spread_trade"
+    CORPORATE_ACTION = "corporate_action"
+    UNKNOWN = "unknown"
 
     @classmethod
     def parse(cls, value: object) -> ExecKind:
@@ -224,6 +231,10 @@ def _to_optional_symbol(value: object) -> str | None:
     return None if value is None else text(value, "symbol")
 
 
+def _to_optional_venue_type(value: object) -> str | None:
+    return None if value is None else text(value, "venue_type")
+
+
 def _to_optional_updated_at(value: object) -> datetime | None:
     return None if value is None else aware_utc(value, "updated_at")
 
@@ -329,7 +340,9 @@ class Fill:
 
     ``leaves_qty`` (what the order still has open after this execution, when the venue says) decides
     between ``PartiallyFilled`` and ``Filled``; ``symbol``/``idx``, when given, must match the key
-    the fill is recorded for.
+    the fill is recorded for. ``venue_type`` is the venue's own name for the execution's type
+    (Bybit ``execType``, OKX ``subType``), kept so an ``unknown`` kind can be audited; it is not
+    part of the payload an ``exec_id`` must repeat.
     """
 
     exec_id: str = attrs.field(converter=_to_exec_id)
@@ -344,6 +357,7 @@ class Fill:
     leaves_qty: Decimal | None = attrs.field(default=None, converter=_to_optional_leaves_qty)
     symbol: str | None = attrs.field(default=None, converter=_to_optional_symbol)
     idx: int | None = attrs.field(default=None, converter=_to_optional_idx)
+    venue_type: str | None = attrs.field(default=None, converter=_to_optional_venue_type)
 
     def payload(self) -> str:
         """The fields that must agree whenever this exec_id is seen again (values normalised)."""

@@ -31,11 +31,12 @@ from posledger.core.events import (
     PositionEvent,
     Reconciled,
 )
-from posledger.core.model import SIZES, PositionKey, Side, Status, cached_key
+from posledger.core.model import SIZES, ExecKind, PositionKey, Side, Status, cached_key
 
 ZERO = Decimal(0)
 T = TypeVar("T", int, datetime)
 _SIDES = {side.value: side for side in Side}
+_UNKNOWN = ExecKind.UNKNOWN.value
 """Side by stored value, looked up without the enum's call (replays do it per execution)."""
 
 
@@ -227,7 +228,10 @@ def _apply_execution(
     state: PositionState, event: ExecutionEvent, stamp: dict[str, Any]
 ) -> PositionState:
     """Split the execution into the part that reduces the position and the part that opens
-    (or adds); a zero crossing ends the lifecycle between the two parts."""
+    (or adds); a zero crossing ends the lifecycle between the two parts. An execution of an
+    unknown type leaves ``last_fill_seq`` alone: if it did not move the position on the
+    exchange, the position's ``seq`` never reaches its own, and every later snapshot would look
+    stale instead of refuting it (docs/design.md#exec-types)."""
     try:
         side = _SIDES[event.side]
     except (KeyError, TypeError):
@@ -242,7 +246,11 @@ def _apply_execution(
         **stamp,
         "pending_orders": _orders_after_execution(state.pending_orders, event),
         "fees": state.fees + event.fee,
-        "last_fill_seq": _latest(state.last_fill_seq, event.seq),
+        "last_fill_seq": (
+            state.last_fill_seq
+            if event.kind == _UNKNOWN
+            else _latest(state.last_fill_seq, event.seq)
+        ),
         "last_fill_time": _latest(state.last_fill_time, event.exec_time),
         "overfills": state.overfills + (1 if event.overfill > 0 else 0),
         "lifecycle_fees": state.lifecycle_fees + fee_closing,

@@ -44,7 +44,7 @@ from posledger.drivers.pybit_socket import MessageHandler as MessageHandler
 from posledger.drivers.pybit_socket import WebSocketFactory as WebSocketFactory
 from posledger.drivers.pybit_socket import is_connected, pong_token, shut
 from posledger.drivers.pybit_socket import pybit_websocket as pybit_websocket
-from posledger.drivers.sync import RECOVERY_MARGIN, record_recovered
+from posledger.drivers.sync import RECOVERY_MARGIN, record_recovered, unknown_executions
 from posledger.ledger import Ledger
 from posledger.venues.bybit import (
     BybitVenue,
@@ -89,6 +89,8 @@ class StreamHealth:
     callback_errors: int
     conflicts: int
     restarts: int
+    unknown_executions: int
+    """Executions recorded with a type posledger does not know (kind ``unknown``, logged)."""
 
 
 class BybitStream:
@@ -213,6 +215,7 @@ class BybitStream:
                 callback_errors=self._counts["callback_errors"],
                 conflicts=self._counts["conflicts"],
                 restarts=self._counts["restarts"],
+                unknown_executions=self._counts["unknown_executions"],
             )
 
     def wait_for(self, predicate: Callable[[StreamHealth], bool], timeout: float = 10) -> bool:
@@ -289,7 +292,7 @@ class BybitStream:
                 if self._covers(str(fill.symbol)):
                     groups[self._key(str(fill.symbol), fill.idx or 0)].append(fill)
             ordered = sorted(groups.items(), key=lambda item: str(item[0]))
-            recovered, conflicts = record_recovered(self.ledger, ordered)
+            recovered = record_recovered(self.ledger, ordered)
         except Exception as error:
             with self._state:
                 self._counts["resync_failures"] += 1
@@ -304,8 +307,9 @@ class BybitStream:
             for fill in fills:
                 self._remember_seq(fill)
             self._counts["resyncs"] += 1
-            self._counts["fills_recovered"] += sum(recovered.values())
-            self._counts["conflicts"] += len(conflicts)
+            self._counts["fills_recovered"] += sum(recovered.counts.values())
+            self._counts["conflicts"] += len(recovered.conflicts)
+            self._counts["unknown_executions"] += len(recovered.unknown)
             for suspect, seen_at in list(self._suspects.items()):
                 if seen_at < checks:
                     del self._suspects[suspect]
@@ -319,8 +323,8 @@ class BybitStream:
                 "since": since.isoformat(),
                 "until": now.isoformat(),
                 "fills_read": len(fills),
-                "fills_recovered": sum(recovered.values()),
-                "conflicts": len(conflicts),
+                "fills_recovered": sum(recovered.counts.values()),
+                "conflicts": len(recovered.conflicts),
             },
         )
 
@@ -448,6 +452,8 @@ class BybitStream:
                 continue
             with self._state:
                 self._counts["fills_streamed"] += not result.duplicate
+                if not result.duplicate:
+                    self._counts["unknown_executions"] += len(unknown_executions(key, [fill]))
                 self._remember_seq(fill)
 
     def _on_orders(self, rows: list[Mapping[str, Any]], now: datetime) -> None:

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -35,7 +36,7 @@ from posledger.core.errors import (
     PosledgerError,
     StorageUnavailable,
 )
-from posledger.core.model import Fill, PositionKey, Snapshot, aware_utc
+from posledger.core.model import ExecKind, Fill, PositionKey, Side, Snapshot, aware_utc
 from posledger.core.position import PositionState
 from posledger.core.reconcile import (
     KeyOutcome,
@@ -64,13 +65,28 @@ VenueT = TypeVar("VenueT", bound=Venue | AsyncVenue)
 
 
 @attrs.frozen
+class UnknownExecution:
+    """A newly recorded execution of a type posledger does not know (kind ``unknown``): it moved
+    the key's size by its signed quantity, and the exchange's position row will confirm or
+    refute that (docs/design.md#exec-types). ``venue_type`` is the venue's raw type."""
+
+    key: PositionKey
+    exec_id: str
+    venue_type: str | None
+    side: Side
+    qty: Decimal
+
+
+@attrs.frozen
 class SyncReport:
-    """One round: the snapshot used, the fills recovered per key, and every key's outcome."""
+    """One round: the snapshot used, the fills recovered per key, every key's outcome, and the
+    recovered executions of an unknown type (flagged for a human)."""
 
     snapshot: Snapshot
     recovered: dict[PositionKey, int]
     conflicts: tuple[KeyOutcome, ...]
     reconcile: ReconcileReport
+    unknown_executions: tuple[UnknownExecution, ...] = ()
 
     @property
     def outcomes(self) -> tuple[KeyOutcome, ...]:
@@ -132,33 +148,67 @@ def conflict_outcome(key: PositionKey, conflict: ExecutionConflict) -> KeyOutcom
     return KeyOutcome(key, Outcome.CONFLICT, detail=str(conflict))
 
 
-def record_recovered(
-    ledger: Ledger, groups: Iterable[tuple[PositionKey, list[Fill]]]
-) -> tuple[dict[PositionKey, int], list[KeyOutcome]]:
-    """Apply fetched executions key by key, each key in one atomic save: how many were new per
-    key, and a conflict outcome for each key whose batch hit an ``ExecutionConflict`` (that key
-    gets nothing, the others go on)."""
-    recovered: dict[PositionKey, int] = {}
-    conflicts: list[KeyOutcome] = []
+@attrs.frozen
+class Recovered:
+    """What applying fetched executions did: how many were new per key, a conflict outcome per
+    key whose batch hit an ``ExecutionConflict``, and the new executions of an unknown type."""
+
+    counts: dict[PositionKey, int]
+    conflicts: list[KeyOutcome]
+    unknown: list[UnknownExecution]
+
+
+def record_recovered(ledger: Ledger, groups: Iterable[tuple[PositionKey, list[Fill]]]) -> Recovered:
+    """Apply fetched executions key by key, each key in one atomic save; a key whose batch
+    conflicts gets nothing, the others go on."""
+    recovered = Recovered({}, [], [])
     for key, key_fills in groups:
         try:
-            applied = ledger.record_fills(key, key_fills).applied
+            result = ledger.record_fills(key, key_fills)
         except ExecutionConflict as conflict:
-            conflicts.append(conflict_outcome(key, conflict))
+            recovered.conflicts.append(conflict_outcome(key, conflict))
             continue
-        if applied:
-            recovered[key] = applied
-    return recovered, conflicts
+        if result.applied:
+            recovered.counts[key] = result.applied
+        new = {r.exec_id for r in result.fills if not r.duplicate}
+        recovered.unknown.extend(
+            unknown_executions(key, [f for f in key_fills if f.exec_id in new])
+        )
+    return recovered
+
+
+def unknown_executions(key: PositionKey, fills: Iterable[Fill]) -> list[UnknownExecution]:
+    """The fills of kind ``unknown`` among ``fills`` (each exec_id once), each logged."""
+    flagged: dict[str, UnknownExecution] = {}
+    for fill in fills:
+        if fill.kind is ExecKind.UNKNOWN and fill.exec_id not in flagged:
+            log.warning(
+                "%s: execution %s has a type posledger does not know (%s): recorded as moving "
+                "size by its signed quantity; the next snapshots confirm or correct it",
+                key,
+                fill.exec_id,
+                fill.venue_type,
+                extra={"key": str(key), "exec_id": fill.exec_id, "venue_type": fill.venue_type},
+            )
+            flagged[fill.exec_id] = UnknownExecution(
+                key, fill.exec_id, fill.venue_type, fill.side, fill.qty
+            )
+    return list(flagged.values())
 
 
 def finish_round(
     venue: Venue | AsyncVenue,
     snapshot: Snapshot,
-    recovered: dict[PositionKey, int],
-    conflicts: list[KeyOutcome],
+    recovered: Recovered,
     report: ReconcileReport,
 ) -> SyncReport:
-    result = SyncReport(snapshot, recovered, tuple(conflicts), report)
+    result = SyncReport(
+        snapshot,
+        recovered.counts,
+        tuple(recovered.conflicts),
+        report,
+        tuple(recovered.unknown),
+    )
     log.info(
         "sync round",
         extra={
@@ -169,7 +219,8 @@ def finish_round(
             "fills_recovered": result.fills_recovered,
             "corrections": len(report.corrections),
             "suspects": len(report.suspects),
-            "conflicts": len(conflicts),
+            "conflicts": len(recovered.conflicts),
+            "unknown_executions": len(recovered.unknown),
         },
     )
     return result
@@ -321,12 +372,10 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         )
         fills: list[Fill] = [] if plan.since is None else (yield FetchExecutions(plan.since, when))
         self.last_good_snapshot_at = snapshot.taken_at
-        outcome: tuple[dict[PositionKey, int], list[KeyOutcome]]
-        outcome = yield RecordRecovered(plan.assign(snapshot, fills))
-        recovered, conflicts = outcome
-        skip = [c.key for c in conflicts]
+        recovered: Recovered = yield RecordRecovered(plan.assign(snapshot, fills))
+        skip = [c.key for c in recovered.conflicts]
         report: ReconcileReport = yield Reconcile(snapshot, when, self.policy, skip)
-        return finish_round(self.venue, snapshot, recovered, conflicts, report)
+        return finish_round(self.venue, snapshot, recovered, report)
 
 
 class Synchronizer(SyncRounds[Ledger, Venue]):

@@ -23,7 +23,15 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from posledger.core.errors import ExchangeUnavailable, InvalidInput
-from posledger.core.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
+from posledger.core.model import (
+    ExchangePosition,
+    ExecKind,
+    Fill,
+    Side,
+    Snapshot,
+    aware_utc,
+    text,
+)
 from posledger.venues.base import complete_snapshot
 from posledger.venues.common import (
     INSTRUMENTS_TTL,
@@ -45,8 +53,17 @@ EXEC_KINDS: Mapping[str, ExecKind] = {
     "Delivery": ExecKind.DELIVERY,
     "Settle": ExecKind.SETTLE,
     "Funding": ExecKind.FUNDING,
+    "BlockTrade": ExecKind.BLOCK_TRADE,
+    "MovePosition": ExecKind.MOVE_POSITION,
+    "FutureSpread": ExecKind.SPREAD_TRADE,
+    "CorporateAction": ExecKind.CORPORATE_ACTION,
+    "ForwardSplitSettle": ExecKind.CORPORATE_ACTION,
+    "ReverseSplitSettle": ExecKind.CORPORATE_ACTION,
 }
-"""Bybit's ``execType`` values this adapter understands; any other is refused, never guessed."""
+"""Bybit's ``execType`` values and what each is (docs/design.md#exec-types). Any other value
+(``UNKNOWN``, ``Dividend``, a type Bybit adds later) is read as :attr:`ExecKind.UNKNOWN`: it
+moves size by its signed quantity, keeps its raw ``execType`` and is flagged, so one execution
+posledger does not know blocks no read."""
 
 WINDOW_MS = 7 * 24 * 3600 * 1000
 """Bybit serves executions and order history at most seven days per request."""
@@ -465,15 +482,9 @@ def order_leg_from_row(row: Row) -> tuple[str, int]:
 
 
 def fill_from_row(row: Row) -> Fill:
-    """A V5 execution row (REST or stream) as a Fill without its leg; an unknown execType is
-    refused by name rather than guessed."""
-    exec_type = row["execType"]
-    kind = EXEC_KINDS.get(exec_type)
-    if kind is None:
-        raise ExchangeUnavailable(
-            f"Bybit execution {row.get('execId')!r} has execType {exec_type!r}, which posledger "
-            f"does not know; refusing to guess what it did to the position"
-        )
+    """A V5 execution row (REST or stream) as a Fill without its leg; an ``execType`` not in
+    :data:`EXEC_KINDS` is of kind ``unknown``, its raw value kept in ``venue_type``."""
+    exec_type = text(row["execType"], "execType")
     leaves = row.get("leavesQty")
     return Fill(
         exec_id=row["execId"],
@@ -484,9 +495,10 @@ def fill_from_row(row: Row) -> Fill:
         fee=row["execFee"],
         exec_time=time_from_ms(row["execTime"]),
         seq=_seq(row.get("seq")),
-        kind=kind,
+        kind=EXEC_KINDS.get(exec_type, ExecKind.UNKNOWN),
         leaves_qty=leaves if leaves not in (None, "") else None,
         symbol=row["symbol"],
+        venue_type=exec_type,
     )
 
 

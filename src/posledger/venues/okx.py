@@ -104,9 +104,22 @@ SUB_TYPES: Mapping[str, ExecKind] = {
     **dict.fromkeys(("100", "101", "102", "103", "104", "105", "106", "107"), ExecKind.LIQUIDATION),
     **dict.fromkeys(("125", "126", "127", "128"), ExecKind.ADL),
     **dict.fromkeys(("112", "113"), ExecKind.DELIVERY),
+    **dict.fromkeys(("204", "205", "206", "207", "208", "209"), ExecKind.BLOCK_TRADE),
+    **dict.fromkeys(("270", "271", "272", "273", "274", "275"), ExecKind.SPREAD_TRADE),
+    **dict.fromkeys(("324", "325", "326", "327", "328", "329"), ExecKind.MOVE_POSITION),
 }
-"""Fill ``subType`` values this reader understands (buy/sell/open/close, liquidation, ADL,
-delivery); any other is refused by name, never guessed."""
+"""Fill ``subType`` values that move a derivatives position, and what each is
+(docs/design.md#exec-types)."""
+
+NOT_POSITION_FILLS = frozenset(
+    {"110", "111", "118", "119", "212", "213", "236", "237", "376", "377"}
+    | {"410", "411", "412", "413", "414", "415"}
+)
+"""Documented ``subType`` values that move no swap or futures position: currency conversions
+in a liquidation (110/111), system token conversions (118/119), quick-margin borrowing and
+repayment (212/213), easy convert (236/237), collateralized-borrowing conversions (376/377) and
+event contracts (410-415). A fills read skips them. Any other value is of kind ``unknown``: it
+moves size by its signed quantity, keeps its raw ``subType`` and is flagged."""
 
 T = TypeVar("T")
 
@@ -201,6 +214,7 @@ class OkxReads:
         for scope in self._fill_scopes():
             listed = yield from self._read_all("fills", FILLS_HISTORY, {**scope, **window})
             rows.extend(listed)
+        rows = [row for row in rows if row.get("subType") not in NOT_POSITION_FILLS]
         instruments = yield from self._known(now, {_inst_id(row) for row in rows})
         fills = [
             parsed("fill", row, lambda r: fill_from_row(r, instruments[_inst_id(r)].face))
@@ -330,14 +344,9 @@ def position_from_row(row: Row, instrument: Instrument) -> ExchangePosition:
 
 def fill_from_row(row: Row, face: Decimal) -> Fill:
     """A fills-history row as a Fill: ``fillSz`` contracts × face value, the fee's sign flipped
-    (OKX: negative = paid), the leg from ``posSide``; an unknown ``subType`` is refused."""
-    sub_type = row["subType"]
-    kind = SUB_TYPES.get(sub_type)
-    if kind is None:
-        raise ExchangeUnavailable(
-            f"OKX fill {row.get('tradeId')!r} has subType {sub_type!r}, which posledger does "
-            f"not know; refusing to guess what it did to the position"
-        )
+    (OKX: negative = paid), the leg from ``posSide``; a ``subType`` not in :data:`SUB_TYPES` is
+    of kind ``unknown``, its raw value kept in ``venue_type``. ``ordId`` is "" for block trades."""
+    sub_type = _text(row, "subType")
     return Fill(
         exec_id=row["tradeId"],
         order_id=row["ordId"],
@@ -346,9 +355,10 @@ def fill_from_row(row: Row, face: Decimal) -> Fill:
         price=row["fillPx"],
         fee=-to_decimal(row["fee"], "fee"),
         exec_time=time_from_ms(row["ts"]),
-        kind=kind,
+        kind=SUB_TYPES.get(sub_type, ExecKind.UNKNOWN),
         symbol=row["instId"],
         idx=_leg(row),
+        venue_type=sub_type,
     )
 
 

@@ -224,9 +224,10 @@ class BybitAccount:
         category: str = "linear",
         at: datetime | None = None,
     ) -> FakeExecution:
-        """Record an execution only (positions are untouched). Its order, if new, is put in the
-        order history with ``idx`` as its positionIdx, so hedge legs can be looked up; a funding
-        execution has no real order."""
+        """Record an execution only (positions are untouched), of any ``exec_type``: the ones
+        posledger knows (``Trade``, ``BlockTrade``, ``MovePosition`` ...) or any other string.
+        Its order, if new, is put in the order history with ``idx`` as its positionIdx, so
+        hedge legs can be looked up; a funding execution has no real order."""
         with self._lock:
             when = to_ms(at or self._clock())
             oid = f"order-{next(self._ids)}" if order_id is None else order_id

@@ -168,12 +168,15 @@ class OkxAccount:
         trade_id: str | None = None,
         at: datetime | None = None,
     ) -> FakeFill:
-        """Record a fill without moving any position (history a test scripts directly)."""
+        """Record a fill without moving any position (history a test scripts directly), of any
+        ``sub_type`` (default: a plain buy or sell); ``ord_id`` "" is a fill without an order,
+        as OKX reports block trades (None: a new order id)."""
         with self._lock:
             self._instrument(inst_id)
+            order = str(next(self._ids)) if ord_id is None else ord_id
             return self._record_fill(
                 inst_id, side, pos_side, to_decimal(sz), to_decimal(px), fee,
-                to_ms(at or self._clock()), ord_id=ord_id or str(next(self._ids)),
+                to_ms(at or self._clock()), ord_id=order,
                 trade_id=trade_id, sub_type=sub_type or ("1" if side == "buy" else "2"),
             )  # fmt: skip
 
