@@ -819,3 +819,27 @@ def test_event_topics_cover_every_position_event() -> None:
         if isinstance(obj, type) and issubclass(obj, PositionEvent) and obj.__subclasses__() == []
     }
     assert {cls.TOPIC for cls in classes} <= set(POSITION_TOPICS)
+
+
+def test_ddl_that_lost_a_creation_race_is_tried_again_and_other_errors_are_not() -> None:
+    """Two processes creating the open-positions view at once: the loser's "already exists"
+    (seen once in CI) is a lost race, tried again; any other programming error is raised."""
+    from eventsourcing.persistence import ProgrammingError
+
+    from posledger.store.readmodel.runner import _creating
+
+    calls: list[int] = []
+
+    def lost_once() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ProgrammingError('relation "posledger_open_positions" already exists')
+        return "created"
+
+    assert _creating(lost_once) == "created" and len(calls) == 2
+
+    def broken() -> str:
+        raise ProgrammingError("syntax error at or near SELEC")
+
+    with pytest.raises(ProgrammingError, match="syntax"):
+        _creating(broken)

@@ -19,6 +19,7 @@ from eventsourcing.persistence import (
     InternalError,
     Notification,
     OperationalError,
+    ProgrammingError,
     Tracking,
 )
 from eventsourcing.popo import POPOApplicationRecorder, POPOFactory
@@ -362,14 +363,16 @@ def _view_for(app: LedgerApplication, *, create: bool, settings: StorageSettings
 def _creating(call: Callable[[], R]) -> R:
     """Run DDL that other processes may be running at the same moment. PostgreSQL refuses the
     loser of such a race ("tuple concurrently updated" on ``CREATE OR REPLACE FUNCTION``, a
-    unique violation in its catalog, the tracking table's first row): it tries again, and the
-    second time finds everything in place."""
+    unique violation in its catalog, the tracking table's first row, or "relation already
+    exists" for the view both created): it tries again, and the second time finds everything in
+    place."""
     attempts = 5
     for attempt in range(attempts):
         try:
             return call()
-        except (IntegrityError, InternalError):
-            if attempt == attempts - 1:
+        except (IntegrityError, InternalError, ProgrammingError) as error:
+            lost_race = not isinstance(error, ProgrammingError) or "already exists" in str(error)
+            if attempt == attempts - 1 or not lost_race:
                 raise
             time.sleep(random.uniform(0.02, 0.1) * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
