@@ -4,6 +4,7 @@ Positions are rebuilt from events; every disagreement with the exchange becomes 
 auditable reconciliation event instead of a mutated row.
 """
 
+from posledger.core.approval import ApprovalResult
 from posledger.core.errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -25,17 +26,19 @@ from posledger.core.model import (
     Snapshot,
     Status,
 )
-from posledger.core.position import PendingOrder, PositionState
+from posledger.core.position import PendingOrder, PositionState, Proposal
 from posledger.core.reconcile import (
     Correction,
     KeyOutcome,
     Outcome,
+    ProposalDecision,
     ReconcilePolicy,
     ReconcileReport,
 )
 from posledger.ledger import FillBatchResult, FillResult, Ledger
 
 __all__ = [
+    "ApprovalResult",
     "ConcurrencyError",
     "ConfigurationError",
     "Correction",
@@ -56,6 +59,8 @@ __all__ = [
     "PositionKey",
     "PositionState",
     "PosledgerError",
+    "Proposal",
+    "ProposalDecision",
     "ReconcilePolicy",
     "ReconcileReport",
     "Side",

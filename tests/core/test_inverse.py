@@ -216,6 +216,7 @@ def test_fees_add_up_in_coin_whatever_the_history(
         ("bybit", "linear", "FOOBAR"),
         ("bybit", "inverse", "USDBTC"),
         ("okx", "swap", "BTCUSDT"),
+        ("okx", "swap", "BTC-USD_UM-SWAP"),
         ("binance", "linear", "BTCUSDT"),
     ],
 )

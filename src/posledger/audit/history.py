@@ -17,13 +17,15 @@ from posledger.audit.replays import replay_events
 from posledger.audit.source import PAGE_SIZE, Progress, Source, key_events
 from posledger.core.events import (
     Closed,
+    CorrectionEvent,
+    CorrectionProposed,
     ExchangeSnapshot,
     ExecutionEvent,
     ExitRequested,
     OpenRequested,
     OrderEnded,
     PositionEvent,
-    Reconciled,
+    ProposalDecided,
 )
 from posledger.core.model import PositionKey
 from posledger.core.position import PositionState, evolve
@@ -31,7 +33,8 @@ from posledger.core.position import PositionState, evolve
 
 @attrs.frozen
 class Evidence:
-    """The exchange snapshot behind an ``ExchangeSnapshot`` or a ``Reconciled``."""
+    """The exchange snapshot behind an ``ExchangeSnapshot``, a ``Reconciled`` or a
+    ``CorrectionProposed``."""
 
     taken_at: datetime
     side: str | None
@@ -137,7 +140,7 @@ def _event_fields(event: PositionEvent) -> dict[str, Any]:
             confirmations=event.confirmations,
         )
         return {"reason": "suspect" if event.suspect else "agrees", "evidence": evidence}
-    if isinstance(event, Reconciled):
+    if isinstance(event, CorrectionEvent):
         evidence = Evidence(
             taken_at=event.snapshot_taken_at,
             side=event.after_side or None,
@@ -146,7 +149,13 @@ def _event_fields(event: PositionEvent) -> dict[str, Any]:
             avg_price=event.snapshot_avg_price,
             confirmations=event.confirmations,
         )
+        if isinstance(event, CorrectionProposed):
+            return {"reason": f"{event.kind} proposed {event.proposal_id}", "evidence": evidence}
         return {"reason": event.kind, "evidence": evidence}
+    if isinstance(event, ProposalDecided):
+        return {
+            "reason": f"{event.proposal_id} {event.decision} by {event.operator}: {event.reason}"
+        }
     if isinstance(event, Closed):
         return {"reason": event.reason}
     return {}

@@ -3,9 +3,9 @@
 Each subcommand is one function decorated with :func:`~posledger.cli.base.subcommand`, which
 declares its name, help, examples and arguments, in a module per command group: ``demo`` and
 ``init-db`` (:mod:`posledger.cli.demo`), the audit queries ``positions``, ``history``,
-``verify`` and ``export`` (:mod:`posledger.cli.audit`), and ``sync``
-(:mod:`posledger.cli.sync`). ``main`` builds the parser from the registry and runs the chosen
-one with a rich ``Console``.
+``verify`` and ``export`` (:mod:`posledger.cli.audit`), ``sync`` (:mod:`posledger.cli.sync`),
+and ``corrections``, ``approve`` and ``reject`` (:mod:`posledger.cli.corrections`). ``main``
+builds the parser from the registry and runs the chosen one with a rich ``Console``.
 
 rich is an optional dependency (``pip install -e '.[cli]'``); it is imported only when a
 subcommand runs, so a missing rich costs a one-line hint, not a traceback. Output degrades to
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import NoReturn
 
-from posledger.cli import audit, demo, export, sync
+from posledger.cli import audit, corrections, demo, export, sync
 from posledger.cli.base import (
     EXCHANGE_UNAVAILABLE,
     PROG,
@@ -44,9 +44,20 @@ __all__ = ["EXCHANGE_UNAVAILABLE", "build_parser", "main"]
 
 INSTALL_HINT = "posledger: the command line needs rich: pip install -e '.[cli]'"
 
-_COMMAND_MODULES = (demo, audit, export, sync)
+_COMMAND_MODULES = (demo, audit, export, sync, corrections)
 """Imported for their ``@subcommand`` registrations."""
-ORDER = ("demo", "init-db", "positions", "history", "verify", "export", "sync")
+ORDER = (
+    "demo",
+    "init-db",
+    "positions",
+    "history",
+    "verify",
+    "export",
+    "sync",
+    "corrections",
+    "approve",
+    "reject",
+)
 """The order ``--help`` lists the commands in (any other after them)."""
 
 MAIN_EPILOG = f"""\

@@ -132,7 +132,7 @@ def _positions_table(states: Sequence[PositionState]) -> object:
             key.account,
             Text(key.symbol, style="bold"),
             str(key.idx),
-            state.status.value,
+            f"{state.status.value} held" if state.held else state.status.value,
             _side_text(state.side),
             quantity(state.size),
             quantity(state.avg_entry_price),

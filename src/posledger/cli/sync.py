@@ -91,9 +91,10 @@ environment:
         argument("--category", default="linear", help="Bybit category (default: linear)"),
         argument(
             "--settle-coin",
-            default="USDT",
+            default=None,
             metavar="COIN",
-            help="settle coin whose positions to read (default: USDT)",
+            help="settle coin whose positions to read (default: USDT on linear, every coin on "
+            "inverse)",
         ),
         argument(
             "--interval",
@@ -162,8 +163,16 @@ def _venue(args: argparse.Namespace, api_key: str, api_secret: str) -> Any:
     if endpoint:
         http.endpoint = endpoint.rstrip("/")
     return BybitVenue(
-        http, account=args.account, category=args.category, settle_coin=args.settle_coin
+        http, account=args.account, category=args.category, settle_coin=settle_coin(args)
     )
+
+
+def settle_coin(args: argparse.Namespace) -> str | None:
+    """``--settle-coin``, else USDT on linear (Bybit needs one there) and every coin on inverse
+    (where a coin would narrow the read to one: docs/bybit.md)."""
+    if args.settle_coin is not None:
+        return str(args.settle_coin)
+    return None if args.category == "inverse" else "USDT"
 
 
 # --- one round ---------------------------------------------------------------------------------
@@ -246,7 +255,8 @@ def _run_forever(
     secrets: SecretMask,
 ) -> int:
     console.print(
-        f"Syncing bybit/{args.account}/{args.category} ({args.settle_coin}) into {where} every "
+        f"Syncing bybit/{args.account}/{args.category} ({settle_coin(args) or 'every coin'}) "
+        f"into {where} every "
         f"{args.interval:g}s; Ctrl-C stops after the round in progress.",
         soft_wrap=True,
     )

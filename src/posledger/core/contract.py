@@ -105,7 +105,9 @@ def settle_coin(venue: str, category: str, symbol: str) -> str | None:
     inverse = category == INVERSE
     if venue == "okx":
         parts = symbol.split("-")
-        return parts[0] if inverse else parts[1] if len(parts) > 2 else None
+        if inverse:
+            return parts[0]
+        return parts[1] if len(parts) > 2 and parts[1].isalnum() else None
     if venue != "bybit":
         return None
     if inverse:

@@ -147,10 +147,12 @@ class ExchangeSnapshot(PositionEvent):
 
 
 @dataclass(frozen=True)
-class Reconciled(PositionEvent):
-    """The ledger corrected itself to the exchange, with the before/after and the evidence."""
+class CorrectionEvent(PositionEvent):
+    """A correction's fields: what it fixes (``kind``), the ledger's side and size before, the
+    exchange's after, and the snapshot that proved it. Applied (:class:`Reconciled`) or
+    proposed (:class:`CorrectionProposed`); never stored itself."""
 
-    TOPIC: ClassVar[str] = "posledger:Reconciled"
+    TOPIC: ClassVar[str] = "posledger:CorrectionEvent"
 
     kind: str
     before_side: str | None
@@ -163,6 +165,39 @@ class Reconciled(PositionEvent):
     snapshot_avg_price: Decimal | None
     confirmations: int
     cleared_orders: list[str]
+
+
+@dataclass(frozen=True)
+class Reconciled(CorrectionEvent):
+    """The ledger corrected itself to the exchange, with the before/after and the evidence."""
+
+    TOPIC: ClassVar[str] = "posledger:Reconciled"
+
+
+@dataclass(frozen=True)
+class CorrectionProposed(CorrectionEvent):
+    """A confirmed disagreement the policy holds for a person (docs/design.md#approval): the
+    correction that approving ``proposal_id`` would apply, and ``reason``, why it was held. The
+    key is held until it is decided."""
+
+    TOPIC: ClassVar[str] = "posledger:CorrectionProposed"
+
+    proposal_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProposalDecided(PositionEvent):
+    """A proposal's end: ``approved`` (the ``Reconciled`` it proposed follows in the same save),
+    ``rejected`` by ``operator``, or ``withdrawn`` when its evidence no longer stands (operator
+    ``posledger``); ``reason`` says why."""
+
+    TOPIC: ClassVar[str] = "posledger:ProposalDecided"
+
+    proposal_id: str
+    decision: str
+    operator: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -192,6 +227,8 @@ EVENT_TYPES: tuple[type[PositionEvent], ...] = (
     ExchangeSnapshot,
     Reconciled,
     Closed,
+    CorrectionProposed,
+    ProposalDecided,
 )
 POSITION_TOPICS: tuple[str, ...] = tuple(cls.TOPIC for cls in EVENT_TYPES)
 
@@ -207,6 +244,16 @@ def marker_id(venue: str, account: str, exec_id: str) -> UUID:
     """The stream id of an execution's :class:`ExecutionSeen` marker (stored data: never change
     it)."""
     return uuid5(EXEC_NAMESPACE, "\x1f".join((venue, account, exec_id)))
+
+
+PROPOSAL_NAMESPACE = UUID("7d0b3c1e-2f4a-5e8b-9c6d-70726f706f73")
+"""uuid5 namespace of proposal ids (stored data: never change it)."""
+
+
+def proposal_id(stream_id: UUID, version: int) -> str:
+    """The id a person approves or rejects: short, and unique because no two proposals share a
+    stream and version."""
+    return uuid5(PROPOSAL_NAMESPACE, f"{stream_id}:{version}").hex[:12]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import attrs
 from posledger.core.contract import arithmetic
 from posledger.core.events import (
     Closed,
+    CorrectionProposed,
     ExchangeSnapshot,
     ExecutionEvent,
     ExitRequested,
@@ -29,6 +30,7 @@ from posledger.core.events import (
     OrderEnded,
     PartiallyFilled,
     PositionEvent,
+    ProposalDecided,
     Reconciled,
 )
 from posledger.core.model import SIZES, ExecKind, PositionKey, Side, Status, cached_key
@@ -65,6 +67,27 @@ class SuspectRun:
     size: Decimal
     count: int
     taken_at: datetime
+
+
+@attrs.frozen
+class Proposal:
+    """An open proposal (``CorrectionProposed``): the correction approving it would apply, and
+    the latest evidence for it. While one is open the key is held (docs/design.md#approval)."""
+
+    proposal_id: str
+    kind: str
+    proposed_at: datetime
+    reason: str
+    before_side: str | None
+    before_size: Decimal
+    after_side: str | None
+    after_size: Decimal
+    after_avg_price: Decimal | None
+    cleared_orders: tuple[str, ...]
+    evidence_taken_at: datetime
+    evidence_seq: int | None
+    evidence_avg_price: Decimal | None
+    confirmations: int
 
 
 @attrs.frozen
@@ -116,6 +139,12 @@ class PositionState:
     suspect: SuspectRun | None = None
     overfills: int = 0
     last_closed: LifecycleSummary | None = None
+    proposal: Proposal | None = None
+
+    @property
+    def held(self) -> bool:
+        """A correction waits for a person's decision: a bot should not trade the key."""
+        return self.proposal is not None
 
     @property
     def status(self) -> Status:
@@ -181,6 +210,23 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
         return _apply_reconciled(state, event, stamp)
     if isinstance(event, Closed):
         return _replace(state, **stamp)
+    if isinstance(event, CorrectionProposed):
+        run = SuspectRun(
+            side=Side(event.after_side) if event.after_side else None,
+            size=event.after_size,
+            count=event.confirmations,
+            taken_at=event.snapshot_taken_at,
+        )
+        return _replace(
+            state,
+            proposal=_proposal(event),
+            suspect=run,
+            last_snapshot_at=event.snapshot_taken_at,
+            **stamp,
+        )
+    if isinstance(event, ProposalDecided):
+        rejected = event.decision == "rejected"  # fresh confirmations before the next one
+        return _replace(state, proposal=None, **({"suspect": None} if rejected else {}), **stamp)
     raise ValueError(f"unknown event {type(event).__name__}")
 
 
@@ -339,9 +385,42 @@ def _orders_after_execution(
     )
 
 
+def _proposal(event: CorrectionProposed) -> Proposal:
+    return Proposal(
+        proposal_id=event.proposal_id,
+        kind=event.kind,
+        proposed_at=event.timestamp,
+        reason=event.reason,
+        before_side=event.before_side,
+        before_size=event.before_size,
+        after_side=event.after_side,
+        after_size=event.after_size,
+        after_avg_price=event.after_avg_price,
+        cleared_orders=tuple(event.cleared_orders),
+        evidence_taken_at=event.snapshot_taken_at,
+        evidence_seq=event.snapshot_seq,
+        evidence_avg_price=event.snapshot_avg_price,
+        confirmations=event.confirmations,
+    )
+
+
 def _apply_snapshot(
     state: PositionState, event: ExchangeSnapshot, stamp: dict[str, Any]
 ) -> PositionState:
+    proposal = state.proposal
+    # A later snapshot showing what the proposal would set is fresh evidence for it.
+    if (
+        proposal is not None
+        and event.suspect
+        and (event.side, event.size) == (proposal.after_side, proposal.after_size)
+    ):
+        stamp["proposal"] = attrs.evolve(
+            proposal,
+            evidence_taken_at=event.taken_at,
+            evidence_seq=event.seq,
+            evidence_avg_price=event.avg_price,
+            confirmations=event.confirmations,
+        )
     suspect = (
         SuspectRun(
             side=Side(event.side) if event.side else None,
@@ -370,6 +449,7 @@ def _apply_reconciled(
             else None
         ),
         suspect=None,
+        proposal=None,
         last_snapshot_at=event.snapshot_taken_at,
         corrected_seq=event.snapshot_seq,
         corrected_at=event.snapshot_taken_at,

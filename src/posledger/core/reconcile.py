@@ -13,18 +13,25 @@ with the ledger writes nothing (unless a suspect run must be reset, or a heartbe
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum, StrEnum
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import attrs
 
 from posledger.core.decide import Emitter
 from posledger.core.errors import InvalidInput
-from posledger.core.events import ExchangeSnapshot, PositionEvent, Reconciled
+from posledger.core.events import (
+    CorrectionProposed,
+    ExchangeSnapshot,
+    PositionEvent,
+    ProposalDecided,
+    Reconciled,
+    proposal_id,
+)
 from posledger.core.model import (
     SIZES,
     ExchangePosition,
@@ -33,7 +40,13 @@ from posledger.core.model import (
     Snapshot,
     non_negative_decimal,
 )
-from posledger.core.position import ZERO, PendingOrder, PositionState, SuspectRun
+from posledger.core.position import (
+    ZERO,
+    PendingOrder,
+    PositionState,
+    Proposal,
+    SuspectRun,
+)
 
 
 def _non_negative_delta(value: object) -> timedelta:
@@ -48,6 +61,16 @@ def _optional_delta(value: object) -> timedelta | None:
 
 def _tolerance(value: object) -> Decimal:
     return non_negative_decimal(value, "tolerance")
+
+
+def _held_kinds(value: object) -> frozenset[Correction]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidInput(f"hold_for_approval must be a set of corrections, got {value!r}")
+    return frozenset(Correction.parse(kind) for kind in value)
+
+
+def _optional_notional(value: object) -> Decimal | None:
+    return None if value is None else non_negative_decimal(value, "hold_above_notional")
 
 
 def _confirmations(value: object) -> int:
@@ -66,6 +89,16 @@ class ReconcilePolicy:
     tolerance: Decimal = attrs.field(default=ZERO, converter=_tolerance)
     order_ttl: timedelta = attrs.field(default=timedelta(minutes=15), converter=_non_negative_delta)
     heartbeat: timedelta | None = attrs.field(default=None, converter=_optional_delta)
+    hold_for_approval: frozenset[Correction] = attrs.field(factory=frozenset, converter=_held_kinds)
+    hold_above_notional: Decimal | None = attrs.field(default=None, converter=_optional_notional)
+
+    def holds(self, correction: Correction, notional: Decimal | None) -> bool:
+        """Whether a confirmed correction waits for a person (docs/design.md#approval): its kind
+        is held, or it moves more than ``hold_above_notional`` (an unknown notional too)."""
+        if correction in self.hold_for_approval:
+            return True
+        limit = self.hold_above_notional
+        return limit is not None and (notional is None or notional > limit)
 
 
 class Correction(StrEnum):
@@ -77,6 +110,28 @@ class Correction(StrEnum):
     SIDE_MISMATCH = "side_mismatch"
     ADOPTED = "adopted"
     UNFILLED_OPEN = "unfilled_open"
+
+    @classmethod
+    def parse(cls, value: object) -> Correction:
+        try:
+            return cls(value if isinstance(value, str) else "")
+        except ValueError:
+            names = ", ".join(c.value for c in cls)
+            raise InvalidInput(f"unknown correction {value!r}; one of {names}") from None
+
+
+class ProposalDecision(StrEnum):
+    """How a proposal ended (``ProposalDecided.decision``)."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    WITHDRAWN = "withdrawn"
+    """Its evidence no longer stands: the exchange agrees now, shows something else, or the
+    ledger changed before the approval."""
+
+
+SYSTEM_OPERATOR = "posledger"
+"""The operator of a withdrawal: posledger itself, never a person."""
 
 
 class AverageAfter(Enum):
@@ -130,6 +185,10 @@ class Outcome(StrEnum):
     SUSPECT = "suspect"
     """A disagreement recorded, waiting for more confirmations."""
     CORRECTED = "corrected"
+    PROPOSED = "proposed"
+    """A confirmed correction the policy holds for a person: proposed, not applied."""
+    HELD = "held"
+    """The open proposal for this disagreement still awaits a decision; fresh evidence added."""
     CONFLICT = "conflict"
     """A recovered execution conflicted with a recorded one; this key was not corrected."""
 
@@ -156,6 +215,11 @@ class ReconcileReport:
     @property
     def corrections(self) -> tuple[KeyOutcome, ...]:
         return tuple(o for o in self.outcomes if o.outcome is Outcome.CORRECTED)
+
+    @property
+    def proposals(self) -> tuple[KeyOutcome, ...]:
+        """Corrections proposed in this round (held for a person)."""
+        return tuple(o for o in self.outcomes if o.outcome is Outcome.PROPOSED)
 
     @property
     def suspects(self) -> tuple[KeyOutcome, ...]:
@@ -248,9 +312,13 @@ def decide_reconcile(
     # 6. Confirmations.
     count = _confirmations_so_far(state.suspect, side, size)
     if count < policy.confirmations:
-        events = _snapshot_events(case, suspect=True, confirmations=count)
-        return Judgement(Outcome.SUSPECT, correction, events, f"{count}/{policy.confirmations}")
-    # 7. Correction.
+        emitter = _withdrawing(case, "the exchange no longer shows what it proposed")
+        _snapshot_events(case, suspect=True, confirmations=count, emitter=emitter)
+        detail = f"{count}/{policy.confirmations}"
+        return Judgement(Outcome.SUSPECT, correction, emitter.events, detail)
+    # 7. Correction, or a proposal where the policy holds it for a person.
+    if policy.holds(correction, _notional(case)):
+        return _propose(case, correction, count)
     return _correct(case, correction, count)
 
 
@@ -290,9 +358,11 @@ def _agreement(case: _Case) -> Judgement:
         and state.version > 1
         and (last is None or case.snapshot.taken_at - last >= heartbeat)
     )
-    if state.suspect is None and not heartbeat_due:
+    if state.suspect is None and not heartbeat_due and state.proposal is None:
         return Judgement(Outcome.AGREES, None, [])
-    return Judgement(Outcome.AGREES, None, _snapshot_events(case, suspect=False, confirmations=0))
+    emitter = _withdrawing(case, "the exchange agrees with the ledger")
+    _snapshot_events(case, suspect=False, confirmations=0, emitter=emitter)
+    return Judgement(Outcome.AGREES, None, emitter.events)
 
 
 def _is_stale(case: _Case) -> bool:
@@ -331,10 +401,12 @@ def _confirmations_so_far(suspect: SuspectRun | None, side: Side | None, size: D
     return 1
 
 
-def _snapshot_events(case: _Case, *, suspect: bool, confirmations: int) -> list[PositionEvent]:
+def _snapshot_events(
+    case: _Case, *, suspect: bool, confirmations: int, emitter: Emitter | None = None
+) -> list[PositionEvent]:
     """The snapshot recorded as evidence: a suspect disagreement, a reset or a heartbeat."""
     exchange, taken_at = case.exchange, case.snapshot.taken_at
-    emitter = Emitter(case.state)
+    emitter = emitter or Emitter(case.state)
     emitter.emit(
         ExchangeSnapshot,
         taken_at,
@@ -350,26 +422,98 @@ def _snapshot_events(case: _Case, *, suspect: bool, confirmations: int) -> list[
     return emitter.events
 
 
+def _withdrawing(case: _Case, reason: str) -> Emitter:
+    """An emitter whose first event withdraws the key's open proposal, if it has one."""
+    emitter = Emitter(case.state)
+    proposal = case.state.proposal
+    if proposal is not None:
+        emitter.emit(
+            ProposalDecided,
+            case.snapshot.taken_at,
+            proposal_id=proposal.proposal_id,
+            decision=ProposalDecision.WITHDRAWN.value,
+            operator=SYSTEM_OPERATOR,
+            reason=reason,
+        )
+    return emitter
+
+
+def _notional(case: _Case) -> Decimal | None:
+    """How much a correction would move: |size change| × price on a linear key (the exchange's
+    average, else the ledger's; None when neither is known), |size change| in USD contracts on
+    an inverse one."""
+    state, exchange = case.state, case.exchange
+    after = case.size * case.side.sign if case.side is not None else ZERO
+    moved = abs(SIZES.subtract(after, state.signed_size))
+    if state.key.inverse:
+        return moved
+    price = (exchange.avg_price if exchange is not None else None) or state.avg_entry_price
+    return None if price is None else moved * price
+
+
+def _propose(case: _Case, correction: Correction, confirmations: int) -> Judgement:
+    """``CorrectionProposed`` for the correction ``_correct`` would apply, or, while the same
+    proposal is open, the snapshot as fresh evidence for it."""
+    state, taken_at, proposal = case.state, case.snapshot.taken_at, case.state.proposal
+    fields = _correction_fields(case, correction, confirmations)
+    if proposal is not None and _proposes(proposal, fields):
+        events = _snapshot_events(case, suspect=True, confirmations=confirmations)
+        detail = f"proposal {proposal.proposal_id} awaits a decision"
+        return Judgement(Outcome.HELD, correction, events, detail)
+    emitter = _withdrawing(case, "superseded by a new proposal")
+    new_id = proposal_id(state.key.stream_id, emitter.preview.version + 1)
+    emitter.emit(
+        CorrectionProposed,
+        taken_at,
+        proposal_id=new_id,
+        reason=_hold_reason(case.policy, correction, _notional(case)),
+        **fields,
+    )
+    return Judgement(Outcome.PROPOSED, correction, emitter.events, f"proposal {new_id}")
+
+
+def _proposes(proposal: Proposal, fields: dict[str, object]) -> bool:
+    """Whether an open proposal is the correction ``fields`` describe (from the same state)."""
+    return (proposal.kind, proposal.before_side, proposal.before_size) == (
+        fields["kind"],
+        fields["before_side"],
+        fields["before_size"],
+    ) and (proposal.after_side, proposal.after_size) == (fields["after_side"], fields["after_size"])
+
+
+def _hold_reason(policy: ReconcilePolicy, correction: Correction, notional: Decimal | None) -> str:
+    if correction in policy.hold_for_approval:
+        return f"policy holds {correction.value} corrections for approval"
+    if notional is None:
+        return "its notional is unknown (no average price) and the policy holds large ones"
+    return f"notional {notional} is above {policy.hold_above_notional}"
+
+
+def _correction_fields(case: _Case, correction: Correction, confirmations: int) -> dict[str, Any]:
+    """The fields a ``Reconciled`` (or the ``CorrectionProposed`` of it) records."""
+    rule = CORRECTIONS[correction]
+    state, exchange = case.state, case.exchange
+    return {
+        "kind": correction.value,
+        "before_side": state.side.value if state.side else None,
+        "before_size": state.size,
+        "after_side": case.side.value if case.side else None,
+        "after_size": case.size,
+        "after_avg_price": _average_after(rule.average, state, exchange),
+        "snapshot_taken_at": case.snapshot.taken_at,
+        "snapshot_seq": exchange.seq if exchange is not None else None,
+        "snapshot_avg_price": exchange.avg_price if exchange is not None else None,
+        "confirmations": confirmations,
+        "cleared_orders": _cleared_orders(rule, case),
+    }
+
+
 def _correct(case: _Case, correction: Correction, confirmations: int) -> Judgement:
     """``Reconciled`` as :data:`CORRECTIONS` says, then ``Closed`` if it ended a lifecycle."""
     rule = CORRECTIONS[correction]
-    state, exchange, taken_at = case.state, case.exchange, case.snapshot.taken_at
-    emitter = Emitter(state)
-    emitter.emit(
-        Reconciled,
-        taken_at,
-        kind=correction.value,
-        before_side=state.side.value if state.side else None,
-        before_size=state.size,
-        after_side=case.side.value if case.side else None,
-        after_size=case.size,
-        after_avg_price=_average_after(rule.average, state, exchange),
-        snapshot_taken_at=taken_at,
-        snapshot_seq=exchange.seq if exchange is not None else None,
-        snapshot_avg_price=exchange.avg_price if exchange is not None else None,
-        confirmations=confirmations,
-        cleared_orders=_cleared_orders(rule, case),
-    )
+    state, taken_at = case.state, case.snapshot.taken_at
+    emitter = _withdrawing(case, "the policy corrects it without approval now")
+    emitter.emit(Reconciled, taken_at, **_correction_fields(case, correction, confirmations))
     if rule.closes:
         emitter.close_if_ended(correction.value, taken_at, state)
     return Judgement(Outcome.CORRECTED, correction, emitter.events)

@@ -15,6 +15,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import TypeVar
 
+from posledger.core.approval import (
+    ApprovalResult,
+    decide_approval,
+    decide_rejection,
+    operator_name,
+)
 from posledger.core.decide import (
     FillBatchResult,
     FillResult,
@@ -327,6 +333,67 @@ class Ledger:
                 )
             )
         return ReconcileReport(taken_at=snapshot.taken_at, outcomes=tuple(outcomes))
+
+    # --- approval of corrections (docs/design.md#approval) ------------------------------
+
+    def proposals(self) -> list[PositionState]:
+        """The keys an open proposal holds, oldest proposal first (``state.proposal`` says what
+        approving it would correct, from what, to what, on which evidence)."""
+        held = [state for state in self.positions() if state.proposal is not None]
+        return sorted(held, key=lambda s: (s.proposal.proposed_at, str(s.key)))  # type: ignore[union-attr]
+
+    def can_trade(self, key: PositionKey) -> bool:
+        """False while a proposed correction of the key waits for a person's decision."""
+        self._check_key(key)
+        state = self.position(key)
+        return state is None or not state.held
+
+    def approve(
+        self, proposal_id: str, *, operator: str, at: datetime | None = None
+    ) -> ApprovalResult:
+        """Apply exactly the proposed correction, recorded as ``operator``'s decision; refused
+        (the proposal withdrawn, ``applied`` False) when its evidence no longer stands."""
+        name = operator_name(operator)
+        key, when = self._proposal_key(proposal_id), self._time(at, "at")
+
+        def decide(state: PositionState) -> Decision[ApprovalResult]:
+            events, result = decide_approval(state, proposal_id, operator=name, at=when)
+            return Decision(events, result)
+
+        result = self._execute(key, when, decide)[1]
+        log.log(
+            logging.WARNING if result.applied else logging.INFO,
+            "%s: proposal %s %s by %s%s",
+            key,
+            proposal_id,
+            "approved and applied" if result.applied else "refused",
+            name,
+            f" ({result.detail})" if result.detail else "",
+        )
+        return result
+
+    def reject(
+        self, proposal_id: str, *, operator: str, reason: str, at: datetime | None = None
+    ) -> None:
+        """Close the proposal without correcting, recorded as ``operator``'s decision."""
+        name, why = operator_name(operator), text(reason, "reason")
+        key, when = self._proposal_key(proposal_id), self._time(at, "at")
+
+        def decide(state: PositionState) -> Decision[None]:
+            events = decide_rejection(state, proposal_id, operator=name, reason=why, at=when)
+            return Decision(events, None)
+
+        self._execute(key, when, decide)
+
+    def _proposal_key(self, proposal_id: object) -> PositionKey:
+        wanted = text(proposal_id, "proposal_id")
+        for state in self.positions():
+            if state.proposal is not None and state.proposal.proposal_id == wanted:
+                return state.key
+        raise InvalidInput(
+            f"no open proposal {wanted!r} (decided already, or never made): "
+            "posledger corrections lists the open ones"
+        )
 
     # --- queries -------------------------------------------------------------------------
 
