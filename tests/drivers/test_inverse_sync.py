@@ -152,6 +152,27 @@ def long_200(rig: Rig, book: Book) -> PositionKey:
     return key_of(book)
 
 
+def sold_unheard(rig: Rig, book: Book, key: PositionKey, usd: str, *, as_exit: bool) -> None:
+    """A sell @ 25000 the bot requested (an exit, or an open that may flip) and the exchange
+    filled an hour ago without the bot hearing of it."""
+    order_id = book.order("sell", usd, "25000", ago(hours=2), reduce_only=as_exit)
+    if as_exit:
+        rig.request_exit(key, order_id=order_id, qty=usd, price="25000", at=ago(hours=2))
+    else:
+        rig.request_open(
+            key, order_id=order_id, side="sell", qty=usd, price="25000", at=ago(hours=2)
+        )
+    book.fill(order_id, usd, FEE, ago(hours=1))
+
+
+def recovered(rig: Rig, key: PositionKey, fills: int) -> SyncReport:
+    """A round at NOW that recovers ``fills`` executions of ``key`` and then agrees."""
+    report = rig.run_once(NOW)
+    assert report.recovered == {key: fills}
+    assert agreed(report, key)
+    return report
+
+
 def agreed(report: SyncReport, key: PositionKey) -> bool:
     outcome = report.reconcile.outcome(key)
     return outcome is not None and outcome.outcome is Outcome.AGREES
@@ -183,12 +204,8 @@ def test_a_missed_close_is_recovered_and_realizes_exact_coin_pnl(
 ) -> None:
     rig, book = scripted
     key = long_200(rig, book)
-    take_profit = book.order("sell", "200", "25000", ago(hours=2), reduce_only=True)
-    rig.request_exit(key, order_id=take_profit, qty="200", price="25000", at=ago(hours=2))
-    book.fill(take_profit, "200", FEE, ago(hours=1))  # the bot never hears of it
-    report = rig.run_once(NOW)
-    assert report.recovered == {key: 1}
-    assert agreed(report, key)
+    sold_unheard(rig, book, key, "200", as_exit=True)
+    recovered(rig, key, 1)
     position = rig.position(key)
     assert (position.size, position.realized_pnl, position.fees) == (0, WORKED_PNL, 3 * FEE)
     assert position.last_closed.realized_pnl == WORKED_PNL
@@ -202,12 +219,8 @@ def test_a_missed_flip_closes_in_coin_and_opens_the_other_side(
 ) -> None:
     rig, book = scripted
     key = long_200(rig, book)
-    flip = book.order("sell", "300", "25000", ago(hours=2), reduce_only=False)
-    rig.request_open(key, order_id=flip, side="sell", qty="300", price="25000", at=ago(hours=2))
-    book.fill(flip, "300", FEE, ago(hours=1))
-    report = rig.run_once(NOW)
-    assert report.recovered == {key: 1}
-    assert agreed(report, key)
+    sold_unheard(rig, book, key, "300", as_exit=False)
+    report = recovered(rig, key, 1)
     position = rig.position(key)
     assert (position.side, position.size, position.avg_entry_price) == (
         Side.SELL,
@@ -230,11 +243,8 @@ def test_bybit_funding_in_coin_is_recovered_beside_the_close(
         "BTCUSD", fee="0.00000125", price="24500", category="inverse", at=ago(hours=2)
     )
     assert funding.exec_qty == 200  # the whole position, in USD contracts
-    take_profit = book.order("sell", "200", "25000", ago(hours=2), reduce_only=True)
-    rig.request_exit(key, order_id=take_profit, qty="200", at=ago(hours=2))
-    book.fill(take_profit, "200", FEE, ago(hours=1))
-    report = rig.run_once(NOW)
-    assert report.recovered == {key: 2}
+    sold_unheard(rig, book, key, "200", as_exit=True)
+    recovered(rig, key, 2)
     position = rig.position(key)
     assert (position.size, position.funding) == (0, Decimal("0.00000125"))
     assert position.realized_pnl == WORKED_PNL - Decimal("0.00000125")
