@@ -252,6 +252,7 @@ class OkxReads:
 
     @property
     def inverse(self) -> bool:
+        """Whether this read is of the coin-margined instruments (category ``inverse``)."""
         return self.category == INVERSE
 
     def _owns(self, instrument: Instrument) -> bool:
