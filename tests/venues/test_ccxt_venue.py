@@ -284,6 +284,66 @@ def test_ccxt_and_pybit_read_the_same_account_the_same_way(
     }
 
 
+def inverse_book(fake: FakeBybit) -> None:
+    """A coin-margined account: BTCUSD bought at 20000 and 30000 (100 USD contracts each), a
+    BTC quarterly, an ETH perpetual (settling in ETH), and open orders on both coins."""
+    for price in ("20000", "30000"):
+        order = fake.add_open_order("BTCUSD", "Buy", "100", price, category="inverse")
+        fake.partial_fill(order, "100", fee="0.00000375", at=ago(hours=2))
+    fake.set_position("BTCUSDH26", "Sell", "300", "31000", category="inverse")
+    fake.set_position("ETHUSD", "Buy", "50", "3000", category="inverse")
+    fake.add_open_order("BTCUSD", "Sell", "200", "25000", category="inverse", order_id="tp-btc")
+    fake.add_open_order("ETHUSD", "Sell", "50", "3500", category="inverse", order_id="tp-eth")
+
+
+def test_ccxt_and_pybit_read_an_inverse_account_the_same_way(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    """Category inverse is read by category alone and kept to the settle coin's symbols (the
+    base coin, BTC for BTCUSD and BTCUSDH26); sizes stay USD contracts, the average is
+    harmonic."""
+    inverse_book(fake)
+    pybit = BybitVenue(
+        fake.session(), account="main", category="inverse", settle_coin="BTC", clock=lambda: NOW
+    )
+    ours = venue(harness, category="inverse", settle_coin="BTC")
+    snapshot = harness.call(ours, "fetch_snapshot")
+    assert snapshot == pybit.fetch_snapshot()
+    assert snapshot.symbols == {"BTCUSD", "BTCUSDH26"}
+    held = {p.symbol: (p.side, p.size, p.avg_price) for p in snapshot.positions}
+    assert held == {
+        "BTCUSD": (Side.BUY, Decimal(200), Decimal(24000)),
+        "BTCUSDH26": (Side.SELL, Decimal(300), Decimal(31000)),
+    }
+    assert snapshot.open_order_ids == {"tp-btc"}
+    assert all("settleCoin" not in r.params for r in fake.requests(POSITIONS))
+    assert all("settleCoin" not in r.params for r in fake.requests(OPEN_ORDERS))
+    fills = harness.call(ours, "fetch_executions", ago(days=1))
+    assert fills == pybit.fetch_executions(ago(days=1))
+    assert [(f.qty, f.price, f.fee) for f in fills] == [
+        (Decimal(100), Decimal(20000), Decimal("0.00000375")),
+        (Decimal(100), Decimal(30000), Decimal("0.00000375")),
+    ]
+
+
+def test_inverse_symbols_map_both_ways_and_read_flat_legs(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    inverse_book(fake)
+    fake.add_instrument("XRPUSD", category="inverse")
+    inverse = venue(harness, category="inverse", settle_coin=None)
+    assert harness.call(inverse, "venue_symbol", "BTC/USD:BTC-260327") == "BTCUSDH26"
+    assert harness.call(inverse, "unified_symbol", "ETHUSD") == "ETH/USD:ETH"
+    with pytest.raises(InvalidInput):
+        harness.call(venue(harness), "venue_symbol", "BTC/USD:BTC")  # not a linear market
+    listed = venue(harness, category="inverse", symbols=["BTC/USD:BTC", "XRP/USD:XRP"])
+    snapshot = harness.call(listed, "fetch_snapshot")
+    legs = {p.symbol: (p.side, p.size) for p in snapshot.positions}
+    assert legs == {"BTCUSD": (Side.BUY, Decimal(200)), "XRPUSD": (None, Decimal(0))}
+    everything = harness.call(inverse, "fetch_snapshot")
+    assert everything.symbols is None and len(everything.positions) == 3
+
+
 # executions
 
 

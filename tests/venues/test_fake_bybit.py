@@ -8,7 +8,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -362,3 +362,58 @@ def test_the_url_exists_only_while_the_server_runs() -> None:
         assert fake.url.startswith("http://127.0.0.1:")
     with pytest.raises(RuntimeError):
         _ = fake.url
+
+
+# an inverse book
+
+
+def test_an_inverse_book_is_in_usd_contracts_with_coin_values_and_a_harmonic_average(
+    fake: FakeBybit, http: Any
+) -> None:
+    """Bybit's BTCUSD: 100 contracts are 100 USD, a value is in BTC (qty / price), and the
+    average entry is contracts over their BTC value (Bybit's help centre, "Profit & Loss
+    calculations (Inverse Contracts)")."""
+    for price in ("20000", "30000"):
+        order = fake.add_open_order("BTCUSD", "Buy", "100", price, category="inverse")
+        fake.partial_fill(order, "100", fee="0.00000375")
+    (held,) = http.get_positions(category="inverse")["result"]["list"]
+    assert (held["size"], held["avgPrice"], held["positionValue"]) == ("200", "24000", "0.00833333")
+    executions = http.get_executions(category="inverse")["result"]["list"]
+    assert [e["execValue"] for e in executions] == ["0.00333333", "0.00500000"]
+    (flat,) = http.get_positions(category="inverse", symbol="ETHUSD")["result"]["list"]
+    assert (flat["side"], flat["size"]) == ("None", "0")  # inverse flat legs read "None"
+
+
+def test_inverse_instruments_settle_in_their_base_coin_and_quarterlies_deliver(
+    fake: FakeBybit, http: Any
+) -> None:
+    fake.add_instrument("BTCUSD", category="inverse")
+    fake.add_instrument("BTCUSDH26", category="inverse")
+    listed = http.get_instruments_info(category="inverse")["result"]["list"]
+    rows = {i["symbol"]: i for i in listed}
+    assert {s: (i["baseCoin"], i["settleCoin"]) for s, i in rows.items()} == {
+        "BTCUSD": ("BTC", "BTC"),
+        "BTCUSDH26": ("BTC", "BTC"),
+    }
+    assert (rows["BTCUSD"]["contractType"], rows["BTCUSD"]["deliveryTime"]) == (
+        "InversePerpetual",
+        "0",
+    )
+    delivery = datetime(2026, 3, 27, 8, tzinfo=UTC)  # the last Friday of March 2026
+    assert rows["BTCUSDH26"]["contractType"] == "InverseFutures"
+    assert rows["BTCUSDH26"]["deliveryTime"] == str(to_ms(delivery))
+    assert rows["BTCUSD"]["lotSizeFilter"]["qtyStep"] == "1"  # one USD contract
+
+
+def test_settle_coin_filters_linear_reads_and_not_inverse_ones(fake: FakeBybit, http: Any) -> None:
+    """Bybit documents settleCoin as a filter of linear reads; inverse reads are documented by
+    category alone, so the fake ignores the filter there and a venue must not rely on it."""
+    fake.set_position("BTCUSD", "Buy", "100", "20000", category="inverse")
+    fake.set_position("ETHUSD", "Sell", "50", "3000", category="inverse")
+    fake.add_open_order("ETHUSD", "Buy", "50", "2900", category="inverse")
+    fake.set_position("BTCPERP", "Buy", "0.1", "43000")
+    listed = http.get_positions(category="inverse", settleCoin="BTC")["result"]["list"]
+    assert sorted(p["symbol"] for p in listed) == ["BTCUSD", "ETHUSD"]
+    orders = http.get_open_orders(category="inverse", settleCoin="BTC")["result"]["list"]
+    assert [o["symbol"] for o in orders] == ["ETHUSD"]
+    assert http.get_positions(category="linear", settleCoin="USDT")["result"]["list"] == []

@@ -140,7 +140,8 @@ def test_a_snapshot_is_contracts_times_face_value_with_every_order_page(
     assert snapshot.open_order_ids == set(orders)
     assert len(fake.requests(OPEN_ORDERS)) == 4  # 2 + 2 + 1, then the empty page
     assert len(fake.requests(POSITIONS)) == 1  # one reply holds every position
-    assert (snapshot.venue, snapshot.category, snapshot.symbols) == ("okx", "swap", None)
+    assert (snapshot.venue, snapshot.category) == ("okx", "swap")
+    assert snapshot.symbols == {"BTC-USDT-SWAP", "ETH-USDT-SWAP"}  # the swaps listed, explicitly
     assert snapshot.taken_at == NOW
 
 
@@ -203,9 +204,10 @@ def test_a_settle_coin_covers_only_its_instruments(harness: CcxtHarness, fake: F
     usdt = snapshot_of(harness, settle_coin="USDT")
     assert usdt.symbols == {"BTC-USDT-SWAP", "ETH-USDT-SWAP"}
     assert [(p.symbol, p.size) for p in usdt.positions] == [("ETH-USDT-SWAP", Decimal("0.3"))]
-    inverse = snapshot_of(harness, settle_coin="BTC")
+    inverse = snapshot_of(harness, category="inverse", settle_coin="BTC")
     assert inverse.symbols == {"BTC-USD-SWAP"}
     assert [(p.side, p.size) for p in inverse.positions] == [(Side.SELL, Decimal(200))]  # USD
+    assert snapshot_of(harness, settle_coin="BTC").symbols == set()  # no linear swap settles in BTC
 
 
 def test_listed_unified_symbols_become_inst_ids(harness: CcxtHarness, fake: FakeOkx) -> None:
@@ -220,13 +222,111 @@ def test_listed_unified_symbols_become_inst_ids(harness: CcxtHarness, fake: Fake
 
 def test_unified_symbols_map_both_ways_per_category(harness: CcxtHarness, fake: FakeOkx) -> None:
     fake.add_instrument("BTC-USD-251226", ct_val="100")
+    fake.add_instrument("BTC-USDT-251226", ct_val="0.01")
     swap, futures = venue(harness), venue(harness, category="futures")
+    inverse = venue(harness, category="inverse")
     assert harness.call(swap, "venue_symbol", "BTC/USDT:USDT") == "BTC-USDT-SWAP"
     assert harness.call(swap, "unified_symbol", "ETH-USDT-SWAP") == "ETH/USDT:USDT"
-    assert harness.call(futures, "venue_symbol", "BTC/USD:BTC-251226") == "BTC-USD-251226"
-    assert harness.call(futures, "unified_symbol", "BTC-USD-251226") == "BTC/USD:BTC-251226"
+    assert harness.call(futures, "venue_symbol", "BTC/USDT:USDT-251226") == "BTC-USDT-251226"
+    assert harness.call(inverse, "venue_symbol", "BTC/USD:BTC-251226") == "BTC-USD-251226"
+    assert harness.call(inverse, "unified_symbol", "BTC-USD-251226") == "BTC/USD:BTC-251226"
     with pytest.raises(InvalidInput):
         harness.call(futures, "venue_symbol", "BTC/USDT:USDT")
+    with pytest.raises(InvalidInput):  # coin-margined: category inverse's
+        harness.call(futures, "venue_symbol", "BTC/USD:BTC-251226")
+
+
+# coin-margined instruments: category inverse
+
+
+def coin_margined_book(fake: FakeOkx) -> dict[str, str]:
+    """Linear and coin-margined swaps and futures side by side (BTC-USD-* contracts are 100
+    USD), each held, with an open order and a fill; returns the open orders by instrument.
+    BTC-USD-SWAP is bought at 20000 and 30000, one contract each."""
+    fake.add_instrument("BTC-USD-SWAP", ct_val="100")
+    fake.add_instrument("BTC-USD-251226", ct_val="100")
+    fake.add_instrument("BTC-USDT-251226", ct_val="0.01")
+    for price in ("20000", "30000"):
+        order = fake.add_open_order("BTC-USD-SWAP", "buy", "1", price, at=ago(hours=2))
+        fake.partial_fill(order, "1", fee="-0.00000375", at=ago(hours=2))
+    fake.set_position("BTC-USD-251226", "-3", "31000")
+    fake.set_position("BTC-USDT-251226", "2", "43000")
+    fake.set_position("BTC-USDT-SWAP", "-1", "43000")
+    fake.add_fill("BTC-USDT-SWAP", "sell", "1", "43000", at=ago(hours=1))
+    fake.add_fill("BTC-USD-251226", "sell", "3", "31000", at=ago(hours=1))
+    return {
+        inst_id: fake.add_open_order(inst_id, "buy", "1", "1000")
+        for inst_id in ("BTC-USD-SWAP", "BTC-USD-251226", "BTC-USDT-SWAP", "BTC-USDT-251226")
+    }
+
+
+def test_inverse_reads_the_coin_margined_swaps_and_futures_in_usd(
+    harness: CcxtHarness, fake: FakeOkx
+) -> None:
+    orders = coin_margined_book(fake)
+    inverse = snapshot_of(harness, category="inverse")
+    assert inverse.symbols == {"BTC-USD-SWAP", "BTC-USD-251226"}
+    held = {p.symbol: (p.side, p.size, p.avg_price) for p in inverse.positions}
+    assert held == {
+        "BTC-USD-SWAP": (Side.BUY, Decimal(200), Decimal(24000)),  # harmonic: 200 / (1/200 + 1/300)
+        "BTC-USD-251226": (Side.SELL, Decimal(300), Decimal(31000)),
+    }
+    assert inverse.open_order_ids == {orders["BTC-USD-SWAP"], orders["BTC-USD-251226"]}
+    since = ago(days=1)
+    fills = harness.call(venue(harness, category="inverse"), "fetch_executions", since)
+    assert [(f.symbol, f.qty, f.fee) for f in fills] == [
+        ("BTC-USD-SWAP", Decimal(100), Decimal("0.00000375")),
+        ("BTC-USD-SWAP", Decimal(100), Decimal("0.00000375")),
+        ("BTC-USD-251226", Decimal(300), Decimal(0)),
+    ]
+    reply = harness.run(harness.exchange.private_get_account_positions({"instId": "BTC-USD-SWAP"}))
+    (row,) = reply["data"]
+    assert (row["ccy"], row["avgPx"]) == ("BTC", "24000")  # margin, PnL and fees in the coin
+
+
+def test_swap_and_futures_keep_only_the_linear_instruments(
+    harness: CcxtHarness, fake: FakeOkx
+) -> None:
+    orders = coin_margined_book(fake)
+    swap = snapshot_of(harness)
+    assert swap.symbols == {"BTC-USDT-SWAP", "ETH-USDT-SWAP"}
+    assert [p.symbol for p in swap.positions] == ["BTC-USDT-SWAP"]
+    assert swap.open_order_ids == {orders["BTC-USDT-SWAP"]}
+    assert [f.symbol for f in fills_of(harness, ago(days=1))] == ["BTC-USDT-SWAP"]
+    futures = snapshot_of(harness, category="futures")
+    assert futures.symbols == {"BTC-USDT-251226"}
+    assert [(p.symbol, p.size) for p in futures.positions] == [("BTC-USDT-251226", Decimal("0.02"))]
+
+
+def test_listed_coin_margined_symbols_are_read_per_instrument_type(
+    harness: CcxtHarness, fake: FakeOkx
+) -> None:
+    coin_margined_book(fake)
+    listed = venue(harness, category="inverse", symbols=["BTC/USD:BTC", "BTC-USD-251226"])
+    snapshot = harness.call(listed, "fetch_snapshot")
+    assert {p.symbol for p in snapshot.positions} == {"BTC-USD-SWAP", "BTC-USD-251226"}
+    scopes = {(r.params["instType"], r.params["instId"]) for r in fake.requests(POSITIONS)}
+    assert scopes == {("SWAP", "BTC-USD-SWAP"), ("FUTURES", "BTC-USD-251226")}
+    harness.call(listed, "fetch_executions", ago(days=1))
+    scopes = {(r.params["instType"], r.params["instId"]) for r in fake.requests(FILLS)}
+    assert scopes == {("SWAP", "BTC-USD-SWAP"), ("FUTURES", "BTC-USD-251226")}
+
+
+def test_a_listed_symbol_of_the_other_category_is_refused(
+    harness: CcxtHarness, fake: FakeOkx
+) -> None:
+    coin_margined_book(fake)
+    with pytest.raises(InvalidInput, match="BTC-USD-SWAP"):
+        snapshot_of(harness, symbols=["BTC-USD-SWAP"])
+    with pytest.raises(InvalidInput, match="BTC-USDT-SWAP"):
+        snapshot_of(harness, category="inverse", symbols=["BTC-USDT-SWAP"])
+
+
+def test_an_unknown_contract_type_fails_the_read(harness: CcxtHarness, fake: FakeOkx) -> None:
+    fake.set_position("BTC-USDT-SWAP", "1", "43000")
+    fake.inject(INSTRUMENTS, RowField("ctType", ""))
+    with pytest.raises(ExchangeUnavailable, match="ctType"):
+        snapshot_of(harness)
 
 
 # fills

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -26,6 +26,7 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = [
+    "COIN_PLACES",
     "EPOCH",
     "NOT_FOUND",
     "DropConnection",
@@ -40,6 +41,8 @@ __all__ = [
     "Row",
     "Slow",
     "TruncatedJson",
+    "coin_value",
+    "inverse_average",
     "json_reply",
     "to_decimal",
     "to_ms",
@@ -69,6 +72,24 @@ def to_decimal(value: Number) -> Decimal:
 def to_text(value: Decimal) -> str:
     """A number as exchanges send it: a plain decimal string, never an exponent."""
     return format(value, "f")
+
+
+_WIDE = Context(prec=60)
+COIN_PLACES = Decimal("1E-8")
+"""Coin amounts and inverse averages as the fakes write them: 8 decimal places."""
+
+
+def coin_value(qty: Decimal, price: Decimal) -> Decimal:
+    """What ``qty`` USD contracts at ``price`` are worth in the coin, to 8 places."""
+    return _WIDE.divide(qty, price).quantize(COIN_PLACES) if price else Decimal(0)
+
+
+def inverse_average(held: Decimal, avg: Decimal, qty: Decimal, price: Decimal) -> Decimal:
+    """The average entry of an inverse (coin-margined) position of ``held`` contracts at ``avg``
+    after ``qty`` more at ``price``: contracts over their coin value, a harmonic mean, as both
+    exchanges compute it (Bybit's help centre: total contracts / total contract value in BTC)."""
+    coin = _WIDE.add(_WIDE.divide(held, avg) if held else 0, _WIDE.divide(qty, price))
+    return _WIDE.divide(held + qty, coin).quantize(COIN_PLACES).normalize()
 
 
 @dataclass(frozen=True)

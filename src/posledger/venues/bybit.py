@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from posledger.core.contract import INVERSE
 from posledger.core.errors import ExchangeUnavailable, InvalidInput
 from posledger.core.model import (
     ExchangePosition,
@@ -136,6 +137,11 @@ class BybitReads:
     it (read from instruments-info, every status, cached for ``instruments_ttl``); a list covers
     only those symbols, read one by one so flat legs come back as explicit flat rows.
     ``hedge_mode`` None asks the exchange per symbol; True/False skips the question.
+
+    Bybit filters linear reads by ``settleCoin`` itself. Inverse reads are documented by
+    category alone (``/v5/position/list?category=inverse`` lists every held position), so an
+    inverse venue with a settle coin (the base coin: ``BTC`` for BTCUSD and BTCUSDH26) reads the
+    whole category and keeps the rows of the symbols settling in it.
     """
 
     def __init__(
@@ -157,7 +163,7 @@ class BybitReads:
         self.hedge_mode = hedge_mode
         self.instruments_ttl = instruments_ttl
         self._order_legs: dict[str, int] = {}
-        self._settling: tuple[datetime, frozenset[str]] | None = None
+        self._coins: tuple[datetime, Mapping[str, str]] | None = None
 
     def snapshot(self, taken_at: datetime) -> Plan[Snapshot]:
         """Every position and open order, every page, as a snapshot taken at ``taken_at``."""
@@ -168,16 +174,18 @@ class BybitReads:
         for scope in self._scopes():
             orders.extend((yield from self._read_all("open orders", OPEN_ORDERS, scope)))
         positions = [parsed("position", row, position_from_row) for row in rows]
-        order_ids = [parsed("open order", row, _order_id) for row in orders]
         coverage = yield from self._coverage(taken_at, {p.symbol for p in positions})
         self._remember_legs(orders)
+        if coverage is not None:  # an inverse read by category lists other coins too
+            positions = [p for p in positions if p.symbol in coverage]
+            orders = [row for row in orders if parsed("open order", row, _symbol) in coverage]
         return complete_snapshot(
             "Bybit",
             self,
             taken_at=taken_at,
             positions=positions,
             symbols=coverage,
-            open_order_ids=order_ids,
+            open_order_ids=[parsed("open order", row, _order_id) for row in orders],
         )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
@@ -197,40 +205,51 @@ class BybitReads:
     def _coverage(self, now: datetime, listed: set[str]) -> Plan[frozenset[str] | None]:
         """The symbols the snapshot speaks for. With a settle coin, the symbols settling in it:
         a key settling in another coin is never judged (and so never closed) by this read. A
-        listed position on a symbol the cache does not know makes it read the list again."""
+        listed position on a symbol the cache does not know makes it read the list again; one
+        instruments-info still does not know, or (where Bybit filtered by settle coin itself)
+        one settling in another coin, fails the read."""
         if self.symbols is not None:
             return frozenset(self.symbols)
         if self.settle_coin is None:
             return None
-        cached = self._settling
-        if cached is None or now - cached[0] >= self.instruments_ttl or listed - cached[1]:
-            settling: set[str] = set()
+        coins = yield from self._settle_coins(now, listed)
+        settling = frozenset(symbol for symbol, coin in coins.items() if coin == self.settle_coin)
+        filtered = bool(self._settle_filter())
+        unknown = listed - (settling if filtered else coins.keys())
+        if unknown:
+            told = f"as settling in {self.settle_coin}" if filtered else "at all"
+            raise ExchangeUnavailable(
+                f"Bybit lists {self.category} positions on {sorted(unknown)}, which "
+                f"instruments-info does not list {told}: their settle coin is unknown"
+            )
+        return settling
+
+    def _settle_coins(self, now: datetime, listed: set[str]) -> Plan[Mapping[str, str]]:
+        """Each symbol of the category (every status) and its settle coin, read again when
+        stale or when a listed position names a symbol it does not know."""
+        cached = self._coins
+        if cached is None or now - cached[0] >= self.instruments_ttl or listed - cached[1].keys():
+            coins: dict[str, str] = {}
             for status in INSTRUMENT_STATUSES:
                 query = {"category": self.category, "status": status}
                 instruments = yield from self._read_all(
                     "instruments", INSTRUMENTS_INFO, query, INSTRUMENTS_PAGE
                 )
-                settling.update(
-                    symbol
-                    for symbol, coin in (parsed("instrument", i, _settles) for i in instruments)
-                    if coin == self.settle_coin
-                )
-            cached = self._settling = (now, frozenset(settling))
-        unlisted = listed - cached[1]
-        if unlisted:
-            raise ExchangeUnavailable(
-                f"Bybit lists {self.settle_coin}-settled positions on {sorted(unlisted)}, which "
-                f"instruments-info does not list as settling in {self.settle_coin}"
-            )
+                coins.update(parsed("instrument", i, _settles) for i in instruments)
+            cached = self._coins = (now, coins)
         return cached[1]
+
+    def _settle_filter(self) -> dict[str, str]:
+        """The ``settleCoin`` filter Bybit applies itself: linear reads only (see the class)."""
+        if self.settle_coin is None or self.category == INVERSE:
+            return {}
+        return {"settleCoin": self.settle_coin}
 
     def _scopes(self) -> list[dict[str, Any]]:
         """The queries that together cover this venue's positions and open orders."""
         if self.symbols is not None:
             return [{"category": self.category, "symbol": symbol} for symbol in self.symbols]
-        if self.settle_coin is not None:
-            return [{"category": self.category, "settleCoin": self.settle_coin}]
-        return [{"category": self.category}]
+        return [{"category": self.category, **self._settle_filter()}]
 
     def _execution_scopes(self) -> list[dict[str, Any]]:
         """Execution history has no settle-coin filter: per symbol, or the whole category."""
@@ -289,9 +308,7 @@ class BybitReads:
         missing = {oid for oid in order_ids if oid and oid not in self._order_legs}
         if not missing:
             return
-        scope: dict[str, Any] = {"category": self.category}
-        if self.settle_coin:
-            scope["settleCoin"] = self.settle_coin
+        scope = {"category": self.category, **self._settle_filter()}
         for window_start, window_end in windows:
             query = {**scope, "startTime": window_start, "endTime": window_end}
             self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, query)))
@@ -464,6 +481,13 @@ def _settles(row: Row) -> tuple[str, str]:
     if not isinstance(symbol, str) or not symbol or not isinstance(coin, str) or not coin:
         raise InvalidInput(f"symbol and settleCoin must be non-empty strings: {symbol!r} {coin!r}")
     return symbol, coin
+
+
+def _symbol(row: Row) -> str:
+    symbol = row["symbol"]
+    if not isinstance(symbol, str) or not symbol:
+        raise InvalidInput(f"symbol must be a non-empty string, got {symbol!r}")
+    return symbol
 
 
 def _order_id(row: Row) -> str:

@@ -18,9 +18,9 @@ OKX is read the same way, with its own plans (:class:`~posledger.venues.okx.OkxR
 ``account/positions``, ``trade/orders-pending``, ``trade/fills-history`` and
 ``public/instruments`` through ``private_get_account_positions`` ...): keys hold OKX's
 ``instId`` (``BTC-USDT-SWAP``), ``venue`` is ``"okx"``, the category is ``swap`` or ``futures``
-and sizes are contracts × face value. Every other exchange is refused: they report positions
-and trades in other shapes (see docs/ccxt.md), and a venue that guessed at them could mistake
-an unread page for a flat account.
+(linear) or ``inverse`` (coin-margined swaps and futures) and sizes are contracts × face
+value. Every other exchange is refused: they report positions and trades in other shapes (see
+docs/ccxt.md), and a venue that guessed at them could mistake an unread page for a flat account.
 Requires the ``ccxt`` extra (``pip install -e '.[ccxt]'``).
 """
 
@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from posledger.core.contract import INVERSE
 from posledger.core.errors import ExchangeAuthFailed, ExchangeUnavailable, InvalidInput
 from posledger.core.model import Fill, Snapshot, aware_utc
 from posledger.venues.bybit import AUTH_CODES as BYBIT_AUTH_CODES
@@ -122,13 +123,18 @@ def _utc_now() -> datetime:
 
 def _in_category(market: Mapping[str, Any], category: str) -> bool:
     """ccxt lists Bybit's spot and derivative markets under one id (AGIUSDT): tell them apart.
-    OKX ids differ per market type (``BTC-USDT``, ``BTC-USDT-SWAP``); the check holds as well."""
+    OKX ids differ per market type (``BTC-USDT``, ``BTC-USDT-SWAP``); the check holds as well.
+    Category ``inverse`` holds the coin-margined swaps and futures (ccxt's ``inverse`` flag), so
+    OKX's ``swap`` and ``futures`` hold only the others (docs/design.md#inverse)."""
     if category == "spot":
         return bool(market.get("spot"))
     if category == "option":
         return bool(market.get("option"))
-    flag = _MARKET_FLAGS.get(category, category)
-    return bool(market.get("contract")) and bool(market.get(flag))
+    if not market.get("contract") or market.get("option"):
+        return False
+    if category == INVERSE:
+        return bool(market.get("inverse"))
+    return bool(market.get(_MARKET_FLAGS.get(category, category))) and not market.get("inverse")
 
 
 def venue_symbol(exchange: Any, unified: str, category: str) -> str:
@@ -299,7 +305,7 @@ class _CcxtExchange:
 
 class CcxtVenue(_CcxtExchange):
     """One Bybit or OKX account and category through an injected blocking ``ccxt.bybit`` or
-    ``ccxt.okx`` (OKX categories: ``swap``, ``futures``).
+    ``ccxt.okx`` (OKX categories: ``swap``, ``futures``, ``inverse``).
 
     ``symbols`` None covers the category (with ``settle_coin``: the symbols settling in it); a
     list, in unified (``BTC/USDT:USDT``) or the exchange's spelling (``BTCUSDT``,

@@ -1,5 +1,7 @@
 """OKX V5 account reads as plans (see :mod:`posledger.venues.common`): complete snapshots and
-normalised fills of one instrument type (``swap`` or ``futures``), or an exception.
+normalised fills of one category, or an exception. The categories are ``swap`` and ``futures``
+(USDT- and USDC-margined perpetual swaps and futures) and ``inverse`` (the coin-margined ones,
+``ctType`` inverse in public/instruments, swaps and futures together: docs/design.md#inverse).
 
 The ccxt venues (:mod:`posledger.venues.ccxt`) send these requests through ccxt's implicit API
 (``private_get_account_positions`` ...) and hand the raw replies back, so every number is read
@@ -11,6 +13,9 @@ from Bybit, and how it is read:
   ``ctValCcy``: base coin for USDT/USDC-margined contracts (0.01 BTC per ``BTC-USDT-SWAP``
   contract), USD for coin-margined ones. Positions and fills are converted alike, so they add
   up. ccxt's order ``amount`` on OKX is contracts: a bot records ``amount × contractSize``.
+- **Contract types** come from public/instruments: a row of an instrument another category owns
+  (a coin-margined swap read as ``swap``) is left to that category, and a snapshot covers
+  exactly the listed instruments its category owns, so no snapshot judges another's key.
 - **Hedge legs** come from ``posSide`` on positions and on fills: ``net`` → idx 0 (``pos``
   signed), ``long`` → 1, ``short`` → 2 (``pos`` positive).
 - **No sequence number.** Rows carry ``uTime`` (kept as ``updated_at``) but nothing like
@@ -34,6 +39,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from posledger.core.contract import INVERSE
 from posledger.core.errors import ExchangeUnavailable, InvalidInput
 from posledger.core.model import (
     ExchangePosition,
@@ -62,8 +68,17 @@ PENDING_ORDERS = "/api/v5/trade/orders-pending"
 FILLS_HISTORY = "/api/v5/trade/fills-history"
 INSTRUMENTS = "/api/v5/public/instruments"
 
-INST_TYPES: Mapping[str, str] = {"swap": "SWAP", "futures": "FUTURES"}
-"""posledger category → OKX ``instType``: the derivatives whose positions OKX reports."""
+INST_TYPES: Mapping[str, tuple[str, ...]] = {
+    "swap": ("SWAP",),
+    "futures": ("FUTURES",),
+    INVERSE: ("SWAP", "FUTURES"),
+}
+"""posledger category → the OKX ``instType`` s it reads: the derivatives whose positions OKX
+reports. ``swap`` and ``futures`` keep their linear instruments, ``inverse`` the coin-margined
+ones of both types (``ctType`` in :data:`CONTRACT_TYPES`)."""
+
+CONTRACT_TYPES = ("linear", "inverse")
+"""public/instruments ``ctType`` of swaps and futures; any other is refused, never guessed."""
 
 AUTH_CODES = frozenset(
     {
@@ -126,11 +141,13 @@ T = TypeVar("T")
 
 @attrs.frozen
 class Instrument:
-    """What a read needs of one instrument: contract face value and settle currency."""
+    """What a read needs of one instrument: contract face value, settle currency, and whether it
+    is coin-margined (``ctType`` inverse)."""
 
     inst_id: str
     face: Decimal
     settle: str
+    inverse: bool = False
 
 
 class OkxReads:
@@ -138,8 +155,9 @@ class OkxReads:
     the instruments (face values, settle currencies) for ``instruments_ttl``, and reads them
     again when a row names an instrument it does not know.
 
-    ``symbols`` None covers the whole instrument type, or with ``settle_coin`` the instruments
-    settling in it; a list of ``instId`` covers only those.
+    ``symbols`` None covers the category's listed instruments, or with ``settle_coin`` those
+    settling in it; a list of ``instId`` covers only those (an instrument of another category is
+    refused).
     """
 
     def __init__(
@@ -162,7 +180,7 @@ class OkxReads:
         self.venue = venue
         self.account = account
         self.category = category
-        self.inst_type = INST_TYPES[category]
+        self.inst_types = INST_TYPES[category]
         self.settle_coin = settle_coin
         self.instruments_ttl = instruments_ttl
         self._clock = clock
@@ -174,19 +192,21 @@ class OkxReads:
         rows: list[Row] = []
         for scope in self._position_scopes():
             rows.extend((yield Call(POSITIONS, "positions", scope))["data"])
-        orders = yield from self._read_all("open orders", PENDING_ORDERS, self._inst_type_scope())
+        orders: list[Row] = []
+        for inst_type in self.inst_types:
+            scope = {"instType": inst_type}
+            orders.extend((yield from self._read_all("open orders", PENDING_ORDERS, scope)))
         instruments = yield from self._known(taken_at, {_inst_id(row) for row in rows})
+        coverage = self._coverage(instruments)
         positions = _one_per_leg(
             parsed("position", row, lambda r: position_from_row(r, instruments[_inst_id(r)]))
             for row in rows
+            if _inst_id(row) in coverage
         )
-        coverage = self._coverage(instruments)
-        if coverage is not None:
-            positions = [p for p in positions if p.symbol in coverage]
         order_ids = [
             order_id
             for order_id, inst_id in (parsed("open order", row, _order) for row in orders)
-            if coverage is None or inst_id in coverage
+            if inst_id in coverage
         ]
         return complete_snapshot(
             "OKX",
@@ -219,35 +239,64 @@ class OkxReads:
         fills = [
             parsed("fill", row, lambda r: fill_from_row(r, instruments[_inst_id(r)].face))
             for row in rows
+            if self._owns(instruments[_inst_id(row)])
         ]
         inside = [f for f in fills if start_ms <= to_ms(f.exec_time) <= end_ms]
         return sorted(_deduplicated(inside), key=lambda fill: fill.exec_time)
 
-    def _coverage(self, instruments: Mapping[str, Instrument]) -> frozenset[str] | None:
-        """The instruments the snapshot speaks for: the listed ones, the ones settling in
-        ``settle_coin``, or (None) the whole instrument type."""
+    def _coverage(self, instruments: Mapping[str, Instrument]) -> frozenset[str]:
+        """The instruments the snapshot speaks for: the listed ones, or the category's own
+        (those settling in ``settle_coin`` if given). Never None: the instrument types hold the
+        other categories' instruments too, whose keys this read must not judge."""
         if self.symbols is not None:
+            foreign = [
+                s for s in self.symbols if s in instruments and not self._owns(instruments[s])
+            ]
+            if foreign:
+                raise InvalidInput(
+                    f"OKX lists {foreign} as {'linear' if self.inverse else 'coin-margined'} "
+                    f"instruments, which category {self.category!r} does not read"
+                )
             return frozenset(self.symbols)
-        if self.settle_coin is None:
-            return None
-        return frozenset(i.inst_id for i in instruments.values() if i.settle == self.settle_coin)
+        return frozenset(
+            i.inst_id
+            for i in instruments.values()
+            if self._owns(i) and self.settle_coin in (None, i.settle)
+        )
 
-    def _inst_type_scope(self) -> dict[str, Any]:
-        return {"instType": self.inst_type}
+    @property
+    def inverse(self) -> bool:
+        """Whether this read is of the coin-margined instruments (category ``inverse``)."""
+        return self.category == INVERSE
+
+    def _owns(self, instrument: Instrument) -> bool:
+        """Whether the instrument is of this category: coin-margined ones are ``inverse``'s."""
+        return instrument.inverse == self.inverse
+
+    def _inst_type_of(self, inst_id: str) -> str:
+        """The ``instType`` of one of the category's instruments, by OKX's naming where the
+        category reads two (``BTC-USD-SWAP`` a swap, ``BTC-USD-251226`` a future)."""
+        if len(self.inst_types) == 1:
+            return self.inst_types[0]
+        return "SWAP" if inst_id.endswith("-SWAP") else "FUTURES"
 
     def _position_scopes(self) -> list[dict[str, Any]]:
         if self.symbols is None:
-            return [self._inst_type_scope()]
+            return [{"instType": inst_type} for inst_type in self.inst_types]
         step = POSITION_IDS_PER_REQUEST
-        return [
-            {**self._inst_type_scope(), "instId": ",".join(self.symbols[i : i + step])}
-            for i in range(0, len(self.symbols), step)
-        ]
+        scopes: list[dict[str, Any]] = []
+        for inst_type in self.inst_types:
+            ids = [s for s in self.symbols if self._inst_type_of(s) == inst_type]
+            scopes.extend(
+                {"instType": inst_type, "instId": ",".join(ids[i : i + step])}
+                for i in range(0, len(ids), step)
+            )
+        return scopes
 
     def _fill_scopes(self) -> list[dict[str, Any]]:
         if self.symbols is None:
-            return [self._inst_type_scope()]
-        return [{**self._inst_type_scope(), "instId": symbol} for symbol in self.symbols]
+            return [{"instType": inst_type} for inst_type in self.inst_types]
+        return [{"instType": self._inst_type_of(s), "instId": s} for s in self.symbols]
 
     def _read_all(self, what: str, endpoint: str, query: Mapping[str, Any]) -> Plan[list[Row]]:
         """Every page of a listing paged by ``after`` (the last row's id), newest first, up to
@@ -274,15 +323,18 @@ class OkxReads:
         instrument OKX does not list has no face value, so the read fails."""
         cached = self._instruments
         if cached is None or now - cached[0] >= self.instruments_ttl or named - cached[1].keys():
-            query = self._inst_type_scope()
-            listed = (yield Call(INSTRUMENTS, "instruments", query))["data"]
+            listed: list[Row] = []
+            for inst_type in self.inst_types:
+                listed.extend(
+                    (yield Call(INSTRUMENTS, "instruments", {"instType": inst_type}))["data"]
+                )
             by_id = {i.inst_id: i for i in (parsed("instrument", r, instrument) for r in listed)}
             cached = self._instruments = (now, by_id)
         unknown = named - cached[1].keys()
         if unknown:
             raise ExchangeUnavailable(
-                f"OKX lists {self.inst_type} rows on {sorted(unknown)}, which public/instruments "
-                f"does not list: their contract value is unknown"
+                f"OKX lists {'/'.join(self.inst_types)} rows on {sorted(unknown)}, which "
+                f"public/instruments does not list: their contract value is unknown"
             )
         return cached[1]
 
@@ -315,6 +367,7 @@ def instrument(row: Row) -> Instrument:
     """A public/instruments row: face value ``ctVal`` × ``ctMult`` (in ``ctValCcy``)."""
     multiplier = row.get("ctMult") or "1"
     return Instrument(
+        inverse=_contract_type(row) == INVERSE,
         inst_id=_text(row, "instId"),
         face=positive_decimal(row["ctVal"], "ctVal") * positive_decimal(multiplier, "ctMult"),
         settle=_text(row, "settleCcy"),
@@ -360,6 +413,13 @@ def fill_from_row(row: Row, face: Decimal) -> Fill:
         idx=_leg(row),
         venue_type=sub_type,
     )
+
+
+def _contract_type(row: Row) -> str:
+    contract_type = row["ctType"]
+    if contract_type not in CONTRACT_TYPES:
+        raise InvalidInput(f"ctType must be one of {CONTRACT_TYPES}, got {contract_type!r}")
+    return str(contract_type)
 
 
 def _leg(row: Row) -> int:

@@ -17,6 +17,7 @@ from posledger.testing.fake_bybit.records import (
     FakeInstrument,
     FakeOrder,
     FakePosition,
+    average_of,
     coins_of,
     settle_coin_of,
 )
@@ -312,11 +313,12 @@ class BybitAccount:
         quote: str | None = None,
         settle_coin: str | None = None,
         status: str = "Trading",
-        qty_step: Number = "0.001",
+        qty_step: Number | None = None,
     ) -> FakeInstrument:
         """List a symbol in instruments-info. Every symbol a position, order or execution names
         is listed anyway (coins read from its name); this adds others, spot twins, or a symbol
-        whose coins its name does not tell (``base``/``quote``/``settle_coin``)."""
+        whose coins its name does not tell (``base``/``quote``/``settle_coin``). ``qty_step``
+        defaults to 0.001, or 1 USD contract on an inverse symbol."""
         if category not in CATEGORIES:
             raise ValueError(f"unknown category {category!r}")
         named_base, named_quote = (base, quote) if base and quote else coins_of(category, symbol)
@@ -328,7 +330,7 @@ class BybitAccount:
             quote=named_quote,
             settle_coin=settle,
             status=status,
-            qty_step=to_decimal(qty_step),
+            qty_step=None if qty_step is None else to_decimal(qty_step),
         )
         with self._lock:
             self._book.instruments[(category, symbol)] = instrument
@@ -405,7 +407,7 @@ class BybitAccount:
             raise ValueError(f"{order.order_id}: would push hedge leg {order.idx} past zero")
         closed = min(abs(held), qty) if held * delta < 0 else Decimal(0)
         if held * delta >= 0:
-            avg = (abs(held) * leg.avg_price + qty * price) / (abs(held) + qty)
+            avg = average_of(order.category, abs(held), leg.avg_price, qty, price)
         elif held * after > 0:
             avg = leg.avg_price
         else:

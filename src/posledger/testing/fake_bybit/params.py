@@ -35,8 +35,15 @@ def category_of(params: dict[str, str]) -> str:
     return category
 
 
+def settle_filter(category: str, params: dict[str, str]) -> str | None:
+    """The ``settleCoin`` a read is filtered by. Bybit documents the filter for linear reads;
+    inverse reads are documented by category alone (``position/list?category=inverse`` lists
+    every held position), so the fake ignores it there: a venue must filter inverse rows itself."""
+    return None if category == "inverse" else params.get("settleCoin")
+
+
 def order_matches(order: FakeOrder, params: dict[str, str]) -> bool:
-    symbol, settle = params.get("symbol"), params.get("settleCoin")
+    symbol, settle = params.get("symbol"), settle_filter(order.category, params)
     return symbol in (None, order.symbol) and settle in (None, order.settle_coin)
 
 

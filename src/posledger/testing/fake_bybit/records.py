@@ -3,29 +3,70 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from posledger.testing.fake_http import EPOCH, Row, to_text
+from posledger.testing.fake_http import (
+    EPOCH,
+    Row,
+    coin_value,
+    inverse_average,
+    to_ms,
+    to_text,
+)
 
 OPEN_STATUSES = ("New", "PartiallyFilled")
 CATEGORIES = ("linear", "inverse", "option", "spot")
 
+INVERSE = "inverse"
+"""Bybit's coin-margined contracts (BTCUSD, the quarterly BTCUSDH26): sizes in USD contracts, the
+value of a position or execution, its fees and PnL in the base coin, which is also the settle
+coin (https://www.bybit.com/en/help-center/article/Profit-Loss-calculations-Inverse-Contracts)."""
+
+_MONTHS = "FGHJKMNQUVXZ"
+"""The futures month codes of Bybit's inverse quarterlies (BTCUSDH26: March 2026)."""
+
 
 def settle_coin_of(category: str, symbol: str) -> str:
-    if category == "inverse":
-        return symbol.removesuffix("USD")
+    if category == INVERSE:
+        return symbol.partition("USD")[0]
     return "USDT" if symbol.endswith("USDT") else "USDC"
 
 
 def coins_of(category: str, symbol: str) -> tuple[str, str]:
-    """Base and quote coin of a symbol named the way Bybit names them (BTCUSDT, BTCPERP, BTCUSD)."""
-    if category == "inverse":
-        return symbol.removesuffix("USD"), "USD"
+    """Base and quote coin of a symbol named the way Bybit names them (BTCUSDT, BTCPERP, BTCUSD,
+    BTCUSDH26)."""
+    if category == INVERSE:
+        return symbol.partition("USD")[0], "USD"
     for quote, suffix in (("USDT", "USDT"), ("USDC", "USDC"), ("USDC", "PERP")):
         if symbol.endswith(suffix) and len(symbol) > len(suffix):
             return symbol.removesuffix(suffix), quote
     raise ValueError(f"{symbol}: cannot tell its base and quote coin; use add_instrument")
+
+
+def value_of(category: str, qty: Decimal, price: Decimal) -> Decimal:
+    """What ``qty`` at ``price`` is worth, as Bybit's ``positionValue`` and ``execValue`` write
+    it: the quote coin on linear contracts, the coin on inverse ones."""
+    return coin_value(qty, price) if category == INVERSE else qty * price
+
+
+def average_of(category: str, held: Decimal, avg: Decimal, qty: Decimal, price: Decimal) -> Decimal:
+    """The average entry of ``held`` at ``avg`` plus ``qty`` at ``price``: contract-weighted on
+    linear contracts, harmonic on inverse ones."""
+    if category == INVERSE:
+        return inverse_average(held, avg, qty, price)
+    return (held * avg + qty * price) / (held + qty)
+
+
+def delivery_ms(category: str, symbol: str) -> int:
+    """A quarterly inverse future's delivery (08:00 UTC on the last Friday of its month); 0 for a
+    perpetual, as instruments-info writes ``deliveryTime``."""
+    suffix = symbol.partition("USD")[2] if category == INVERSE else ""
+    if not suffix:
+        return 0
+    month, year = _MONTHS.index(suffix[0]) + 1, 2000 + int(suffix[1:])
+    last = datetime(year + month // 12, month % 12 + 1, 1, 8, tzinfo=UTC) - timedelta(days=1)
+    return to_ms(last - timedelta(days=(last.weekday() - 4) % 7))
 
 
 @dataclass(frozen=True)
@@ -38,14 +79,21 @@ class FakeInstrument:
     quote: str
     settle_coin: str
     status: str = "Trading"
-    qty_step: Decimal = Decimal("0.001")
+    qty_step: Decimal | None = None
     tick_size: Decimal = Decimal("0.01")
+
+    @property
+    def lot(self) -> Decimal:
+        """The quantity step: 1 USD contract on inverse contracts, else ``qty_step`` (0.001)."""
+        if self.qty_step is not None:
+            return self.qty_step
+        return Decimal(1) if self.category == INVERSE else Decimal("0.001")
 
     def row(self) -> Row:
         lot = {
             "maxOrderQty": "1000000",
-            "minOrderQty": to_text(self.qty_step),
-            "qtyStep": to_text(self.qty_step),
+            "minOrderQty": to_text(self.lot),
+            "qtyStep": to_text(self.lot),
             "postOnlyMaxOrderQty": "1000000",
             "maxMktOrderQty": "100000",
             "minNotionalValue": "5",
@@ -59,24 +107,25 @@ class FakeInstrument:
                 "status": self.status,
                 "marginTrading": "both",
                 "lotSizeFilter": {
-                    "basePrecision": to_text(self.qty_step),
+                    "basePrecision": to_text(self.lot),
                     "quotePrecision": "0.00000001",
-                    "minOrderQty": to_text(self.qty_step),
+                    "minOrderQty": to_text(self.lot),
                     "maxOrderQty": "1000000",
                     "minOrderAmt": "1",
                     "maxOrderAmt": "2000000",
                 },
                 "priceFilter": {"tickSize": to_text(self.tick_size)},
             }
-        perpetual = "InversePerpetual" if self.category == "inverse" else "LinearPerpetual"
+        delivery = delivery_ms(self.category, self.symbol)
+        kind = "Futures" if delivery else "Perpetual"
         return {
             "symbol": self.symbol,
-            "contractType": perpetual,
+            "contractType": ("Inverse" if self.category == INVERSE else "Linear") + kind,
             "status": self.status,
             "baseCoin": self.base,
             "quoteCoin": self.quote,
             "launchTime": "1585526400000",
-            "deliveryTime": "0",
+            "deliveryTime": str(delivery),
             "deliveryFeeRate": "",
             "priceScale": "2",
             "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
@@ -99,7 +148,8 @@ class FakeInstrument:
 
 @dataclass(frozen=True)
 class FakePosition:
-    """One leg as the exchange holds it; ``side`` is "" when the leg is flat."""
+    """One leg as the exchange holds it; ``side`` is "" when the leg is flat (listed as "None" on
+    an inverse contract, as Bybit's position list documents for them)."""
 
     category: str
     symbol: str
@@ -117,10 +167,10 @@ class FakePosition:
             "riskId": 1,
             "riskLimitValue": "2000000",
             "symbol": self.symbol,
-            "side": self.side,
+            "side": self.side or ("None" if self.category == INVERSE else ""),
             "size": to_text(self.size),
             "avgPrice": to_text(self.avg_price),
-            "positionValue": to_text(self.size * self.avg_price),
+            "positionValue": to_text(value_of(self.category, self.size, self.avg_price)),
             "tradeMode": 0,
             "positionStatus": "Normal",
             "autoAddMargin": 0,
@@ -193,9 +243,9 @@ class FakeOrder:
             "rejectReason": "EC_NoError",
             "avgPrice": to_text(self.price) if self.cum_exec_qty else "",
             "leavesQty": to_text(self.leaves_qty),
-            "leavesValue": to_text(self.leaves_qty * self.price),
+            "leavesValue": to_text(value_of(self.category, self.leaves_qty, self.price)),
             "cumExecQty": to_text(self.cum_exec_qty),
-            "cumExecValue": to_text(self.cum_exec_qty * self.price),
+            "cumExecValue": to_text(value_of(self.category, self.cum_exec_qty, self.price)),
             "cumExecFee": "0",
             "timeInForce": "GTC",
             "orderType": self.order_type,
@@ -265,7 +315,7 @@ class FakeExecution:
             "execPrice": to_text(self.exec_price),
             "execQty": to_text(self.exec_qty),
             "execType": self.exec_type,
-            "execValue": to_text(self.exec_qty * self.exec_price),
+            "execValue": to_text(value_of(self.category, self.exec_qty, self.exec_price)),
             "execTime": str(self.exec_ms),
             "feeCurrency": "",
             "isMaker": self.is_maker,

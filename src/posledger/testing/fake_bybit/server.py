@@ -17,6 +17,7 @@ from posledger.testing.fake_bybit.params import (
     category_of,
     order_matches,
     page,
+    settle_filter,
     window,
 )
 from posledger.testing.fake_bybit.records import (
@@ -187,7 +188,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
 
     def _positions(self, params: dict[str, str]) -> Row:
         category = category_of(params)
-        symbol, settle = params.get("symbol"), params.get("settleCoin")
+        symbol, settle = params.get("symbol"), settle_filter(category, params)
         if category == "linear" and not (symbol or settle):
             raise ApiError(
                 10001, "Missing some parameters that must be filled in, symbol or settleCoin"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from posledger.testing.fake_http import EPOCH, Number, to_decimal, to_ms
+from posledger.testing.fake_http import EPOCH, Number, inverse_average, to_decimal, to_ms
 from posledger.testing.fake_okx.records import FakeFill, FakeInstrument, FakeOrder, FakePosition
 
 
@@ -92,6 +92,7 @@ class OkxAccount:
                 pos_id=held.pos_id if held is not None else str(next(self._ids)),
                 c_ms=held.c_ms if held is not None else when,
                 u_ms=when,
+                ccy=instrument.settle,
             )
             self._book.positions[(inst_id, pos_side, mgn_mode)] = position
             return position
@@ -201,9 +202,10 @@ class OkxAccount:
         sub_type: str,
     ) -> FakeFill:
         bill_id = str(next(self._ids))
+        listed = self._book.instruments[inst_id]
         recorded = FakeFill(
             inst_id=inst_id,
-            inst_type=self._book.instruments[inst_id].inst_type,
+            inst_type=listed.inst_type,
             trade_id=trade_id or f"t{bill_id[-6:]}",
             ord_id=ord_id,
             bill_id=bill_id,
@@ -214,6 +216,7 @@ class OkxAccount:
             fee=to_decimal(fee),
             ts=ts,
             sub_type=sub_type,
+            fee_ccy=listed.settle,
         )
         self._book.fills.append(recorded)
         return recorded
@@ -238,8 +241,18 @@ class OkxAccount:
         if held is None or pos == 0 or (after > 0) != (pos > 0):
             avg = px
         elif abs(after) > abs(pos):
-            avg = (abs(pos) * held.avg_px + sz * px) / abs(after)
+            avg = _average(self._book.instruments[inst_id], abs(pos), held.avg_px, sz, px)
         else:
             avg = held.avg_px
         moment = EPOCH + timedelta(milliseconds=ms)
         self.set_position(inst_id, after, avg, pos_side=pos_side, at=moment)
+
+
+def _average(
+    listed: FakeInstrument, held: Decimal, avg: Decimal, sz: Decimal, px: Decimal
+) -> Decimal:
+    """The ``avgPx`` of ``held`` contracts at ``avg`` plus ``sz`` at ``px``: contract-weighted,
+    harmonic on a coin-margined instrument."""
+    if listed.inverse:
+        return inverse_average(held, avg, sz, px)
+    return (held * avg + sz * px) / (held + sz)

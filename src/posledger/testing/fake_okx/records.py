@@ -30,6 +30,12 @@ class FakeInstrument:
         return "-".join(self.inst_id.split("-")[:2])
 
     @property
+    def inverse(self) -> bool:
+        """Coin-margined (``ctType`` inverse): settled in the base coin, ``ctVal`` in USD; its
+        PnL, fees and funding are in the coin, its average entry a harmonic mean."""
+        return self.settle != self.underlying.split("-")[1]
+
+    @property
     def expiry_ms(self) -> str:
         """A future's delivery time (08:00 UTC of the date in its id); "" for a swap."""
         if self.inst_type != "FUTURES":
@@ -49,8 +55,8 @@ class FakeInstrument:
             "settleCcy": self.settle,
             "ctVal": to_text(self.ct_val),
             "ctMult": to_text(self.ct_mult),
-            "ctValCcy": base if self.settle == quote else quote,
-            "ctType": "linear" if self.settle == quote else "inverse",
+            "ctValCcy": quote if self.inverse else base,
+            "ctType": "inverse" if self.inverse else "linear",
             "optType": "",
             "stk": "",
             "listTime": "1606468572000",
@@ -68,7 +74,8 @@ class FakeInstrument:
 
 @dataclass(frozen=True)
 class FakePosition:
-    """One position row: ``pos`` contracts, signed in net mode."""
+    """One position row: ``pos`` contracts, signed in net mode; ``ccy`` the margin currency (the
+    coin of a coin-margined instrument, in which its PnL and fees are)."""
 
     inst_id: str
     inst_type: str
@@ -79,6 +86,7 @@ class FakePosition:
     pos_id: str
     c_ms: int
     u_ms: int
+    ccy: str = "USDT"
 
     def row(self) -> Row:
         return {
@@ -101,7 +109,7 @@ class FakePosition:
             "mgnRatio": "",
             "mmr": "0",
             "notionalUsd": "0",
-            "ccy": "USDT",
+            "ccy": self.ccy,
             "adl": "1",
             "realizedPnl": "0",
             "cTime": str(self.c_ms),
@@ -159,7 +167,8 @@ class FakeOrder:
 
 @dataclass(frozen=True)
 class FakeFill:
-    """One fills-history row (``fillSz`` in contracts, ``fee`` negative when paid)."""
+    """One fills-history row (``fillSz`` in contracts, ``fee`` negative when paid, in
+    ``fee_ccy``: the settle currency)."""
 
     inst_id: str
     inst_type: str
@@ -173,6 +182,7 @@ class FakeFill:
     fee: Decimal
     ts: int
     sub_type: str
+    fee_ccy: str = "USDT"
 
     @property
     def exec_time(self) -> datetime:
@@ -195,7 +205,7 @@ class FakeFill:
             "side": self.side,
             "posSide": self.pos_side,
             "execType": "M",
-            "feeCcy": "USDT",
+            "feeCcy": self.fee_ccy,
             "fee": to_text(self.fee),
             "ts": str(self.ts),
             "fillTime": str(self.ts),
