@@ -126,6 +126,23 @@ def test_once_recovers_the_missed_exit_fill_of_seed_002(fake: FakeBybit, url: st
     assert [(o["key"], o["outcome"]) for o in document["outcomes"]] == [(str(AGI), "agrees")]
 
 
+def test_an_inverse_category_reads_every_coin_unless_one_is_named(
+    fake: FakeBybit, url: str
+) -> None:
+    """Without --settle-coin an inverse sync covers BTCUSD and ETHUSD (not linear's USDT, which
+    would cover nothing); --settle-coin BTC narrows it to BTC-settled symbols."""
+    fake.set_position("BTCUSD", "Buy", "100", "20000", category="inverse")
+    fake.set_position("ETHUSD", "Sell", "500", "3000", category="inverse")
+    Ledger.open(url).close()
+    every = sync(fake, url, "--once", "--json", "--category", "inverse")
+    assert every.returncode == 0, every.stderr
+    held = json.loads(every.stdout)["exchange_positions"]
+    assert {(p["symbol"], p["size"]) for p in held} == {("BTCUSD", "100"), ("ETHUSD", "500")}
+    btc = sync(fake, url, "--once", "--json", "--category", "inverse", "--settle-coin", "BTC")
+    assert btc.returncode == 0, btc.stderr
+    assert [p["symbol"] for p in json.loads(btc.stdout)["exchange_positions"]] == ["BTCUSD"]
+
+
 @pytest.mark.parametrize("endpoint", [POSITIONS, EXECUTIONS])
 def test_an_exchange_fault_exits_3_and_writes_nothing(
     fake: FakeBybit, url: str, endpoint: str
