@@ -215,6 +215,38 @@ def test_hedge_legs_are_recovered_each_on_its_own_leg(
     assert "Reconciled" not in event_names(ledger, long_leg) + event_names(ledger, short_leg)
 
 
+def test_same_millisecond_fills_crossing_zero_replay_in_seq_order(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """A sell of 2 against a long of 1 fills twice in one millisecond: 1 at 102 closes the long
+    (seq n), 1 at 98 opens a short (seq n+1). Bybit lists them out of order (its docs warn of
+    it); replayed in seq order, the lifecycles split as the exchange split them."""
+    with FakeBybit(clock=clock, page_size=2, unsorted_ties=True) as fake:
+        k = key("ETHUSDT")
+        opening = fake.add_open_order("ETHUSDT", "Buy", "1", "100", at=clock.ago(hours=1))
+        opened = fake.partial_fill(opening, "1", at=clock.ago(hours=1))
+        ledger.request_open(k, order_id=opening, side="buy", qty="1", at=clock.ago(hours=1))
+        ledger.record_fill(
+            k, fill_of(opened.exec_id, opening, "Buy", "1", "100", clock.ago(hours=1), opened.seq)
+        )
+        flip = fake.add_open_order("ETHUSDT", "Sell", "2", "98", at=clock.ago(minutes=5))
+        closing = fake.partial_fill(flip, "1", price="102", at=clock.ago(minutes=5))
+        opening_short = fake.partial_fill(flip, "1", price="98", at=clock.ago(minutes=5))
+        report = synchronizer(ledger, fake, clock).run_once()
+    assert report.recovered == {k: 2}
+    fills = [e.exec_id for e in ledger.history(k) if hasattr(e, "exec_id")]
+    assert fills[-2:] == [closing.exec_id, opening_short.exec_id]
+    position = ledger.position(k)
+    assert position is not None and position.last_closed is not None
+    assert (position.side, position.size, position.avg_entry_price) == (
+        Side.SELL,
+        Decimal(1),
+        Decimal(98),
+    )
+    assert position.last_closed.realized_pnl == Decimal(2)
+    assert "Reconciled" not in event_names(ledger, k)
+
+
 # seed 000: failed reads and phantoms
 
 

@@ -409,6 +409,15 @@ def test_a_twenty_day_range_is_read_in_week_windows(fake: FakeBybit) -> None:
     assert len(fake.requests(EXECUTIONS)) > len(windows)  # several pages per window too
 
 
+def test_executions_of_one_millisecond_come_back_in_seq_order() -> None:
+    with FakeBybit(clock=lambda: NOW, page_size=2, unsorted_ties=True) as fake:
+        for seq in (7, 5, 6):
+            fake.add_execution("BTCUSDT", "Sell", "1", "43000", exec_id=f"s{seq}", seq=seq)
+        fake.add_execution("BTCUSDT", "Buy", "1", "43000", exec_id="early", at=ago(seconds=1))
+        fills = venue_for(fake, hedge_mode=False).fetch_executions(ago(hours=1))
+    assert [f.exec_id for f in fills] == ["early", "s5", "s6", "s7"]
+
+
 def test_executions_are_normalised_for_every_kind(fake: FakeBybit) -> None:
     kinds = {
         "Trade": ExecKind.TRADE,

@@ -330,6 +330,17 @@ class Fill:
     symbol: str | None = attrs.field(default=None, converter=_to_optional_symbol)
     idx: int | None = attrs.field(default=None, converter=_to_optional_idx)
 
+    def exchange_order(self) -> tuple[datetime, int, Decimal, int, str]:
+        """Sort key: the order the exchange applied its executions in. ``exec_time`` first, and
+        within one millisecond Bybit's ``seq`` (its matching sequence; Bybit warns that its lists
+        are not in order when ``execTime`` is equal), then, within one match (Bybit gives all its
+        fills one ``seq``), the fill that left more of its order first, then ``exec_id``
+        (shorter first, so numeric ids such as OKX's ``tradeId`` sort as numbers).
+        docs/design.md#executions."""
+        seq = -1 if self.seq is None else self.seq
+        left = -self.leaves_qty if self.leaves_qty is not None else Decimal(0)
+        return (self.exec_time, seq, left, len(self.exec_id), self.exec_id)
+
     def payload(self) -> str:
         """The fields that must agree whenever this exec_id is seen again (values normalised)."""
         return "|".join(

@@ -112,8 +112,10 @@ class RecoveryPlan:
         return cls(since, knowledge, covered)
 
     def assign(self, snapshot: Snapshot, fills: list[Fill]) -> list[tuple[PositionKey, list[Fill]]]:
-        """Fetched fills grouped by the recovering key they belong to, in key order. A fill
-        older than the key's last known event is offered only if it is of a pending order."""
+        """Fetched fills grouped by the recovering key they belong to, in key order, each key's
+        in the order the exchange applied them (:meth:`Fill.exchange_order`, whatever order the
+        venue listed them in). A fill older than the key's last known event is offered only if
+        it is of a pending order."""
         by_key: dict[PositionKey, list[Fill]] = defaultdict(list)
         for fill in fills:
             if fill.symbol is None:
@@ -124,7 +126,8 @@ class RecoveryPlan:
             ours = bool(fill.order_id) and self.states[key].pending(fill.order_id) is not None
             if ours or fill.exec_time >= self.knowledge[key] - RECOVERY_MARGIN:
                 by_key[key].append(fill)
-        return sorted(by_key.items(), key=lambda item: str(item[0]))
+        groups = [(key, sorted(found, key=Fill.exchange_order)) for key, found in by_key.items()]
+        return sorted(groups, key=lambda item: str(item[0]))
 
 
 def conflict_outcome(key: PositionKey, conflict: ExecutionConflict) -> KeyOutcome:

@@ -164,8 +164,10 @@ class BybitReads:
         )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
-        """Every execution in ``[start_ms, end_ms]``, oldest first, deduplicated by ``execId``,
-        with ``symbol`` and ``idx`` set; read in windows of at most seven days."""
+        """Every execution in ``[start_ms, end_ms]`` in the order Bybit applied them
+        (:meth:`Fill.exchange_order`: its list is out of order within a millisecond),
+        deduplicated by ``execId``, with ``symbol`` and ``idx`` set; read in windows of at most
+        seven days."""
         windows = list(_windows(start_ms, end_ms))
         fills: list[Fill] = []
         for window_start, window_end in windows:
@@ -174,7 +176,7 @@ class BybitReads:
                 query = {**scope, "startTime": window_start, "endTime": window_end}
                 rows.extend((yield from self._read_all("executions", EXECUTION_LIST, query)))
             fills.extend(parsed("execution", row, fill_from_row) for row in reversed(rows))
-        unique = sorted(_deduplicated(fills), key=lambda fill: fill.exec_time)
+        unique = sorted(_deduplicated(fills), key=Fill.exchange_order)
         return (yield from self._with_legs(unique, windows))
 
     def _coverage(self, now: datetime, listed: set[str]) -> Plan[frozenset[str] | None]:

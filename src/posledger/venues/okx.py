@@ -185,7 +185,8 @@ class OkxReads:
         )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
-        """Every fill in ``[start_ms, end_ms]`` of the covered instruments, oldest first, each
+        """Every fill in ``[start_ms, end_ms]`` of the covered instruments, oldest first
+        (:meth:`Fill.exchange_order`: within a millisecond by ``tradeId``), each
         ``(instId, tradeId)`` once, with ``symbol`` and ``idx`` (from ``posSide``) set."""
         now = self._clock()
         oldest = now - FILLS_HISTORY_SPAN
@@ -207,7 +208,7 @@ class OkxReads:
             for row in rows
         ]
         inside = [f for f in fills if start_ms <= to_ms(f.exec_time) <= end_ms]
-        return sorted(_deduplicated(inside), key=lambda fill: fill.exec_time)
+        return sorted(_deduplicated(inside), key=Fill.exchange_order)
 
     def _coverage(self, instruments: Mapping[str, Instrument]) -> frozenset[str] | None:
         """The instruments the snapshot speaks for: the listed ones, the ones settling in

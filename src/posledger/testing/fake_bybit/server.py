@@ -53,7 +53,9 @@ class FakeBybit(BybitAccount, FakeHttpServer):
 
     ``clock`` (an aware UTC datetime source) stamps scripted events and the replies' ``time``;
     signatures are checked against the real wall clock, like Bybit does. ``page_size`` caps
-    every page, so paging is exercised with a handful of rows.
+    every page, so paging is exercised with a handful of rows. ``unsorted_ties`` lists the
+    executions of one millisecond against their ``seq``, as Bybit warns its list may ("Response
+    items will have sorting issues when 'execTime' is the same", Get Trade History).
     """
 
     exchange = "Bybit"
@@ -65,6 +67,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         api_secret: str = "fake-api-secret",
         clock: Callable[[], datetime] | None = None,
         page_size: int | None = None,
+        unsorted_ties: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -73,6 +76,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         self.api_key = api_key
         self.api_secret = api_secret
         self.page_size = page_size
+        self.unsorted_ties = unsorted_ties
 
     # clients
 
@@ -266,7 +270,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         )
 
     def _executions(self, params: dict[str, str]) -> Row:
-        """Newest first, within a window of at most seven days, like Bybit."""
+        """Newest first (by ``seq`` within a millisecond, unless ``unsorted_ties``), within a
+        window of at most seven days, like Bybit."""
         category = category_of(params)
         start, end = window(params, to_ms(self._clock()))
         wanted = {
@@ -281,7 +286,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
             and start <= e.exec_ms <= end
             and all(value in (None, getattr(e, name)) for name, value in wanted.items())
         ]
-        executions.sort(key=lambda e: (e.exec_ms, e.seq), reverse=True)
+        tie = -1 if self.unsorted_ties else 1
+        executions.sort(key=lambda e: (e.exec_ms, tie * e.seq), reverse=True)
         return page(
             category,
             [e.row() for e in executions],
