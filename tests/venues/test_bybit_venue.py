@@ -47,6 +47,7 @@ from posledger.testing.fake_bybit import (
 )
 from posledger.venues.base import Venue
 from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result
+from posledger.venues.common import to_ms
 from tests.conftest import T0
 
 NOW = T0 + timedelta(days=30)
@@ -553,6 +554,36 @@ def test_orders_older_than_the_window_or_still_open_are_looked_up_by_id(
     fake.clear_requests()
     venue.fetch_executions(ago(days=1))
     assert fake.requests(ORDER_HISTORY) == fake.requests(OPEN_ORDERS) == []
+
+
+def test_a_leg_is_looked_up_in_the_order_history_of_the_week_before_its_fill(
+    fake: FakeBybit,
+) -> None:
+    """A hedge order created eight days ago, filled six days ago, after a Bybit restart emptied
+    the closed orders of /v5/order/realtime: only the order history knows it, and only in a
+    window that reaches back from the fill (its default is the last seven days)."""
+    fake.set_hedge_mode("ETHUSDT")
+    fake.add_execution("ETHUSDT", "Sell", "1", "3000", idx=2, order_id="aged", at=ago(days=8))
+    fake.add_execution("ETHUSDT", "Sell", "1", "3000", order_id="aged", at=ago(days=6))
+    fake.realtime_keeps_closed = False
+    fills = venue_for(fake).fetch_executions(ago(days=7))
+    assert [(f.order_id, f.idx) for f in fills] == [("aged", 2)]
+    (lookup,) = [r for r in fake.requests(ORDER_HISTORY) if r.params.get("orderId") == "aged"]
+    end = int(lookup.params["endTime"])
+    assert end == to_ms(ago(days=6))
+    assert int(lookup.params["startTime"]) == end - WEEK_MS
+
+
+def test_an_open_order_is_looked_up_with_its_symbol(fake: FakeBybit) -> None:
+    """Bybit refuses /v5/order/realtime for linear without symbol, baseCoin or settleCoin (the
+    fake too, with retCode 10001): the lookup names the fill's symbol."""
+    fake.set_hedge_mode("ETHUSDT")
+    resting = fake.add_open_order("ETHUSDT", "Buy", "5", "2900", idx=1, at=ago(days=9))
+    fake.partial_fill(resting, "1", at=ago(minutes=5))
+    (fill,) = venue_for(fake).fetch_executions(ago(hours=1))
+    assert fill.idx == 1
+    (lookup,) = fake.requests(OPEN_ORDERS)[-1:]
+    assert lookup.params["symbol"] == "ETHUSDT"
 
 
 def test_a_hedge_trade_whose_order_cannot_be_found_is_refused(fake: FakeBybit) -> None:

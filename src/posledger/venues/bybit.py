@@ -251,7 +251,7 @@ class BybitReads:
             if (yield from self._is_hedged(symbol)):
                 hedged.add(symbol)
         traded = [f for f in fills if f.symbol in hedged and f.kind is not ExecKind.FUNDING]
-        yield from self._learn_legs([fill.order_id for fill in traded], windows)
+        yield from self._learn_legs(traded, windows)
         return [
             attrs.evolve(fill, idx=self._leg_of(fill) if fill.symbol in hedged else 0)
             for fill in fills
@@ -268,11 +268,12 @@ class BybitReads:
             raise ExchangeUnavailable(f"Bybit position list for {symbol} is empty: mode unknown")
         return legs != {0}
 
-    def _learn_legs(self, order_ids: list[str], windows: list[tuple[int, int]]) -> Plan[None]:
+    def _learn_legs(self, fills: list[Fill], windows: list[tuple[int, int]]) -> Plan[None]:
         """Find the positionIdx of unknown orders: one sweep of the order history per window,
         then one lookup per order still missing (older orders, or orders still open)."""
-        missing = {oid for oid in order_ids if oid and oid not in self._order_legs}
-        if not missing:
+        last_fills = {f.order_id: f for f in fills if f.order_id not in self._order_legs}
+        last_fills.pop("", None)
+        if not last_fills:
             return
         scope: dict[str, Any] = {"category": self.category}
         if self.settle_coin:
@@ -280,11 +281,19 @@ class BybitReads:
         for window_start, window_end in windows:
             query = {**scope, "startTime": window_start, "endTime": window_end}
             self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, query)))
-        for order_id in sorted(missing - self._order_legs.keys()):
-            query = {"category": self.category, "orderId": order_id}
-            self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, query)))
-            if order_id not in self._order_legs:
-                self._remember_legs((yield from self._read_all("open orders", OPEN_ORDERS, query)))
+        for order_id in sorted(last_fills.keys() - self._order_legs.keys()):
+            yield from self._look_up_leg(last_fills[order_id])
+
+    def _look_up_leg(self, fill: Fill) -> Plan[None]:
+        """The leg of the order of ``fill`` (its last fill read): in the order history of the
+        seven days up to that fill (without a window Bybit serves the last seven days only), else
+        among open orders, which for linear Bybit serves only with a symbol (or a coin)."""
+        query = {"category": self.category, "symbol": fill.symbol, "orderId": fill.order_id}
+        end = to_ms(fill.exec_time)
+        history = {**query, "startTime": end - WINDOW_MS, "endTime": end}
+        self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, history)))
+        if fill.order_id not in self._order_legs:
+            self._remember_legs((yield from self._read_all("open orders", OPEN_ORDERS, query)))
 
     def _remember_legs(self, orders: list[Row]) -> None:
         for row in orders:

@@ -56,6 +56,9 @@ class FakeBybit(BybitAccount, FakeHttpServer):
     every page, so paging is exercised with a handful of rows. ``unsorted_ties`` lists the
     executions of one millisecond against their ``seq``, as Bybit warns its list may ("Response
     items will have sorting issues when 'execTime' is the same", Get Trade History).
+    ``realtime_keeps_closed`` False makes ``/v5/order/realtime`` forget closed orders, as Bybit's
+    does after a server release or restart ("filled, cancelled, and rejected orders of Unified
+    account should only be queried through order history", Get Open & Closed Orders).
     """
 
     exchange = "Bybit"
@@ -77,6 +80,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         self.api_secret = api_secret
         self.page_size = page_size
         self.unsorted_ties = unsorted_ties
+        self.realtime_keeps_closed = True
 
     # clients
 
@@ -218,10 +222,13 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         )
 
     def _open_orders(self, params: dict[str, str]) -> Row:
+        """Open orders; by ``orderId`` (which takes priority over the other filters) a closed
+        one too, unless forgotten. Linear needs ``symbol``, ``baseCoin`` or ``settleCoin``, even
+        with ``orderId`` ("For linear, either symbol, baseCoin, settleCoin is required")."""
         category = category_of(params)
         order_id = params.get("orderId")
         filters = ("symbol", "baseCoin", "settleCoin")
-        if category == "linear" and not order_id and not any(params.get(f) for f in filters):
+        if category == "linear" and not any(params.get(f) for f in filters):
             raise ApiError(
                 10001,
                 "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin",
@@ -230,31 +237,29 @@ class FakeBybit(BybitAccount, FakeHttpServer):
             o
             for o in self._book.orders.values()
             if o.category == category
-            and (o.order_id == order_id if order_id else o.is_open)
-            and order_matches(o, params)
+            and (
+                o.order_id == order_id and (o.is_open or self.realtime_keeps_closed)
+                if order_id
+                else o.is_open and order_matches(o, params)
+            )
         ]
         return self._orders_page(category, orders, params)
 
     def _order_history(self, params: dict[str, str]) -> Row:
-        """Closed orders only (Bybit's unified account); ``orderId`` finds one at any age."""
+        """Closed orders only (Bybit's unified account) created in the window, by ``orderId``
+        too: without ``startTime``/``endTime`` the last seven days ("startTime and endTime are
+        not passed, return 7 days by default", Get Order History)."""
         category = category_of(params)
         order_id = params.get("orderId")
-        if order_id:
-            orders = [
-                o
-                for o in self._book.orders.values()
-                if o.order_id == order_id and o.category == category and not o.is_open
-            ]
-        else:
-            start, end = window(params, to_ms(self._clock()))
-            orders = [
-                o
-                for o in self._book.orders.values()
-                if o.category == category
-                and not o.is_open
-                and start <= o.created_ms <= end
-                and order_matches(o, params)
-            ]
+        start, end = window(params, to_ms(self._clock()))
+        orders = [
+            o
+            for o in self._book.orders.values()
+            if o.category == category
+            and not o.is_open
+            and start <= o.created_ms <= end
+            and (o.order_id == order_id if order_id else order_matches(o, params))
+        ]
         return self._orders_page(category, orders, params)
 
     def _orders_page(self, category: str, orders: list[FakeOrder], params: dict[str, str]) -> Row:
