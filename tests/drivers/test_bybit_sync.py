@@ -247,6 +247,32 @@ def test_same_millisecond_fills_crossing_zero_replay_in_seq_order(
     assert "Reconciled" not in event_names(ledger, k)
 
 
+def test_a_refused_status_filter_is_reported_and_leaves_keys_outside_coverage_alone(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Bybit refuses the status filters it does not document: the round still runs, says so,
+    corrects a phantom on a Trading symbol, and never judges the ETHUSDT key (its symbol is
+    being delivered, so no longer in the coverage)."""
+    with FakeBybit(clock=clock, refuse_undocumented_statuses=True) as fake:
+        fake.add_instrument("BTCUSDT")
+        fake.add_instrument("ETHUSDT", status="Delivering")
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            ledger.record_fill(
+                key(symbol),
+                fill_of(f"open-{symbol}", "o", "Buy", "1", "100", clock.ago(hours=3), 1),
+            )
+        sync = synchronizer(ledger, fake, clock)
+        first = sync.run_once()
+        clock.advance(minutes=1)
+        second = sync.run_once()
+    assert first.caveats == second.caveats
+    (caveat,) = first.caveats
+    assert "Delivering, Closed" in caveat
+    assert {o.key.symbol for o in first.outcomes + second.outcomes} == {"BTCUSDT"}
+    assert [o.correction for o in second.outcomes] == [Correction.PHANTOM]
+    assert [p.key.symbol for p in ledger.open_positions()] == ["ETHUSDT"]
+
+
 # seed 000: failed reads and phantoms
 
 

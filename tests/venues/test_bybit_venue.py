@@ -234,6 +234,21 @@ def test_a_failed_instrument_read_is_a_failed_snapshot(fake: FakeBybit) -> None:
         venue_for(fake).fetch_snapshot()
 
 
+@pytest.mark.parametrize(
+    ("after", "code"), [(0, 10001), (2, 10016)], ids=["Trading refused", "server error"]
+)
+def test_only_a_refused_undocumented_status_filter_is_done_without(
+    fake: FakeBybit, after: int, code: int
+) -> None:
+    """A refused Trading filter, or a rejection that is not about the parameters (here on the
+    Delivering read), still fails the snapshot."""
+    usdc_and_usdt_book(fake)
+    fake.inject(INSTRUMENTS, RetCode(code, "refused"), after=after)
+    with pytest.raises(ExchangeRejected) as refused:
+        venue_for(fake, settle_coin="BTC", category="inverse").fetch_snapshot()
+    assert refused.value.code == code
+
+
 def test_the_venue_satisfies_the_venue_protocol(fake: FakeBybit) -> None:
     assert isinstance(venue_for(fake), Venue)
 

@@ -198,6 +198,24 @@ def test_hedge_legs_are_kept_apart(harness: CcxtHarness, fake: FakeBybit) -> Non
     assert {f.exec_id: f.idx for f in fills} == {"long": 1, "short": 2, "fund": 2}
 
 
+def test_a_refused_status_filter_narrows_coverage_and_says_so(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    """instruments-info documents Trading and PreLaunch as filters, not Delivering or Closed:
+    refused (retCode 10001), the snapshot covers the other symbols and the listed positions,
+    and says so, instead of failing every round."""
+    fake.refuse_undocumented_statuses = True
+    fake.add_instrument("BTCUSDT")
+    fake.add_instrument("ETHUSDT", status="Delivering")
+    fake.add_instrument("SOLUSDT", status="Closed")
+    fake.set_position("SOLUSDT", "Buy", "1", "150")
+    snapshot = snapshot_of(harness)
+    assert snapshot.symbols == {"BTCUSDT", "SOLUSDT"}
+    assert [p.symbol for p in snapshot.positions] == ["SOLUSDT"]
+    (caveat,) = snapshot.caveats
+    assert "Delivering, Closed" in caveat and "10001" in caveat
+
+
 def test_a_settle_coin_covers_only_its_symbols(harness: CcxtHarness, fake: FakeBybit) -> None:
     fake.add_instrument("ETHUSDT")
     fake.add_instrument("ETHPERP")

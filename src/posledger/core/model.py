@@ -259,6 +259,12 @@ def _to_kind(value: object) -> ExecKind:
     return ExecKind.parse(value)
 
 
+def _to_caveats(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidInput("caveats must be a collection of strings")
+    return tuple(text(item, "caveat") for item in value)
+
+
 def _to_optional_side(value: object) -> Side | None:
     return None if value in (None, "") else Side.parse(value)
 
@@ -403,6 +409,9 @@ class Snapshot:
 
     ``symbols`` None means the read covers every symbol of the category; otherwise only the
     listed symbols are judged. ``open_order_ids`` None means open orders were not read.
+    ``caveats`` say, in words, where the read did less than asked and what that left out of
+    its coverage (a status filter the exchange refused, say); the read is still complete for
+    what it covers.
     """
 
     venue: str = attrs.field(converter=_to_venue)
@@ -412,6 +421,7 @@ class Snapshot:
     positions: tuple[ExchangePosition, ...] = attrs.field(default=(), converter=_positions)
     symbols: frozenset[str] | None = attrs.field(default=None, converter=_to_symbols)
     open_order_ids: frozenset[str] | None = attrs.field(default=None, converter=_to_open_order_ids)
+    caveats: tuple[str, ...] = attrs.field(default=(), converter=_to_caveats)
     _by_leg: dict[tuple[str, int], ExchangePosition] = attrs.field(init=False, eq=False, repr=False)
 
     @_by_leg.default

@@ -80,6 +80,12 @@ class SyncReport:
     def fills_recovered(self) -> int:
         return sum(self.recovered.values())
 
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        """Where the snapshot's read did less than asked (its keys left out of coverage were
+        not judged): :attr:`Snapshot.caveats`."""
+        return self.snapshot.caveats
+
 
 @attrs.frozen
 class RecoveryPlan:
@@ -162,6 +168,8 @@ def finish_round(
     report: ReconcileReport,
 ) -> SyncReport:
     result = SyncReport(snapshot, recovered, tuple(conflicts), report)
+    for caveat in snapshot.caveats:
+        log.warning("sync round: %s", caveat, extra={"venue": venue.venue})
     log.info(
         "sync round",
         extra={
@@ -173,6 +181,7 @@ def finish_round(
             "corrections": len(report.corrections),
             "suspects": len(report.suspects),
             "conflicts": len(conflicts),
+            "caveats": len(snapshot.caveats),
         },
     )
     return result

@@ -16,13 +16,14 @@ so tests point it at :mod:`posledger.testing.fake_bybit`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from posledger.core.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
 from posledger.core.model import ExchangePosition, ExecKind, Fill, Side, Snapshot, aware_utc
 from posledger.venues.base import complete_snapshot
 from posledger.venues.common import (
@@ -62,6 +63,8 @@ _FLAT_SIDES = ("", "None")
 
 T = TypeVar("T")
 
+log = logging.getLogger("posledger.venues.bybit")
+
 POSITION_LIST = "/v5/position/list"
 OPEN_ORDERS = "/v5/order/realtime"
 ORDER_HISTORY = "/v5/order/history"
@@ -78,6 +81,14 @@ INSTRUMENTS_PAGE = 1000
 INSTRUMENT_STATUSES = ("Trading", "PreLaunch", "Delivering", "Closed")
 """instruments-info lists only ``Trading`` symbols unless asked: a position (or a ledger key) on
 a symbol being delivered or delisted must still fall inside its settle coin's coverage."""
+
+DOCUMENTED_STATUS_FILTERS = frozenset({"Trading", "PreLaunch"})
+"""The ``status`` filters instruments-info documents for linear and inverse (the enum lists
+``Delivering`` and ``Closed`` as statuses, not as filters). A refusal of another one degrades
+the coverage instead of failing the read."""
+
+PARAMS_ERROR = 10001
+"""Bybit's ``retCode`` for a request parameter it refuses."""
 
 
 class BybitSession(Protocol):
@@ -140,7 +151,7 @@ class BybitReads:
         self.hedge_mode = hedge_mode
         self.instruments_ttl = instruments_ttl
         self._order_legs: dict[str, int] = {}
-        self._settling: tuple[datetime, frozenset[str]] | None = None
+        self._settling: Settling | None = None
 
     def snapshot(self, taken_at: datetime) -> Plan[Snapshot]:
         """Every position and open order, every page, as a snapshot taken at ``taken_at``."""
@@ -152,7 +163,7 @@ class BybitReads:
             orders.extend((yield from self._read_all("open orders", OPEN_ORDERS, scope)))
         positions = [parsed("position", row, position_from_row) for row in rows]
         order_ids = [parsed("open order", row, _order_id) for row in orders]
-        coverage = yield from self._coverage(taken_at, {p.symbol for p in positions})
+        coverage, caveats = yield from self._coverage(taken_at, {p.symbol for p in positions})
         self._remember_legs(orders)
         return complete_snapshot(
             "Bybit",
@@ -161,6 +172,7 @@ class BybitReads:
             positions=positions,
             symbols=coverage,
             open_order_ids=order_ids,
+            caveats=caveats,
         )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
@@ -179,35 +191,53 @@ class BybitReads:
         unique = sorted(_deduplicated(fills), key=Fill.exchange_order)
         return (yield from self._with_legs(unique, windows))
 
-    def _coverage(self, now: datetime, listed: set[str]) -> Plan[frozenset[str] | None]:
-        """The symbols the snapshot speaks for. With a settle coin, the symbols settling in it:
-        a key settling in another coin is never judged (and so never closed) by this read. A
-        listed position on a symbol the cache does not know makes it read the list again."""
+    def _coverage(
+        self, now: datetime, listed: set[str]
+    ) -> Plan[tuple[frozenset[str] | None, tuple[str, ...]]]:
+        """The symbols the snapshot speaks for, and its caveats. With a settle coin, the symbols
+        settling in it: a key settling in another coin is never judged (and so never closed) by
+        this read. A listed position on a symbol the cache does not know makes it read the list
+        again; if a status filter was refused, such a symbol is covered on the position list's
+        word (it was read with ``settleCoin``)."""
         if self.symbols is not None:
-            return frozenset(self.symbols)
+            return frozenset(self.symbols), ()
         if self.settle_coin is None:
-            return None
+            return None, ()
         cached = self._settling
-        if cached is None or now - cached[0] >= self.instruments_ttl or listed - cached[1]:
-            settling: set[str] = set()
-            for status in INSTRUMENT_STATUSES:
-                query = {"category": self.category, "status": status}
-                instruments = yield from self._read_all(
-                    "instruments", INSTRUMENTS_INFO, query, INSTRUMENTS_PAGE
-                )
-                settling.update(
-                    symbol
-                    for symbol, coin in (parsed("instrument", i, _settles) for i in instruments)
-                    if coin == self.settle_coin
-                )
-            cached = self._settling = (now, frozenset(settling))
-        unlisted = listed - cached[1]
-        if unlisted:
+        if cached is None or cached.stale(now, self.instruments_ttl, listed):
+            cached = self._settling = yield from self._settling_symbols(now)
+        unlisted = listed - cached.symbols
+        if unlisted and not cached.refused:
             raise ExchangeUnavailable(
                 f"Bybit lists {self.settle_coin}-settled positions on {sorted(unlisted)}, which "
                 f"instruments-info does not list as settling in {self.settle_coin}"
             )
-        return cached[1]
+        return cached.symbols | listed, cached.caveats(self.settle_coin)
+
+    def _settling_symbols(self, now: datetime) -> Plan[Settling]:
+        """The symbols settling in ``settle_coin``, of every status instruments-info serves; a
+        refused filter it does not document is left out (and said so), any other failure
+        fails the read."""
+        settling: set[str] = set()
+        refused: list[str] = []
+        for status in INSTRUMENT_STATUSES:
+            query = {"category": self.category, "status": status}
+            try:
+                instruments = yield from self._read_all(
+                    "instruments", INSTRUMENTS_INFO, query, INSTRUMENTS_PAGE
+                )
+            except ExchangeRejected as error:
+                if status in DOCUMENTED_STATUS_FILTERS or error.code != PARAMS_ERROR:
+                    raise
+                log.warning("Bybit instruments-info refused status=%s: %s", status, error)
+                refused.append(status)
+                continue
+            settling.update(
+                symbol
+                for symbol, coin in (parsed("instrument", i, _settles) for i in instruments)
+                if coin == self.settle_coin
+            )
+        return Settling(now, frozenset(settling), tuple(refused))
 
     def _scopes(self) -> list[dict[str, Any]]:
         """The queries that together cover this venue's positions and open orders."""
@@ -315,6 +345,31 @@ class BybitReads:
         raise ExchangeUnavailable(
             f"Bybit execution {fill.exec_id} of hedge-mode {fill.symbol}: order "
             f"{fill.order_id!r} is in neither order history nor open orders; its leg is unknown"
+        )
+
+
+@attrs.frozen
+class Settling:
+    """The symbols instruments-info listed as settling in a coin, when, and which status
+    filters it refused (their symbols are missing)."""
+
+    read_at: datetime
+    symbols: frozenset[str]
+    refused: tuple[str, ...]
+
+    def stale(self, now: datetime, ttl: timedelta, listed: set[str]) -> bool:
+        """Read again when older than ``ttl``, or (unless filters were refused, which leaves
+        symbols out for good) when a listed position names a symbol it lacks."""
+        return now - self.read_at >= ttl or bool(listed - self.symbols and not self.refused)
+
+    def caveats(self, coin: str) -> tuple[str, ...]:
+        if not self.refused:
+            return ()
+        return (
+            f"Bybit instruments-info refused status filter {', '.join(self.refused)} (retCode "
+            f"{PARAMS_ERROR}): coverage is the {coin} symbols of the other statuses and those "
+            f"holding a position; a key on a symbol of a refused status that holds nothing on "
+            f"the exchange is not judged",
         )
 
 

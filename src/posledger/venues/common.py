@@ -69,12 +69,18 @@ def rejection(
 
 
 def run(plan: Generator[S, A, T], answer: Callable[[S], A]) -> T:
-    """Carry out ``plan`` (a venue's read, or any plan of steps and answers) with blocking I/O;
-    an exception from ``answer`` ends the plan."""
+    """Carry out ``plan`` (a venue's read, or any plan of steps and answers) with blocking I/O.
+    An exception from ``answer`` is raised inside the plan, at the step that failed: it ends
+    the plan unless the plan handles it (a refused filter it can do without)."""
     try:
         step = next(plan)
         while True:
-            step = plan.send(answer(step))
+            try:
+                reply = answer(step)
+            except Exception as error:
+                step = plan.throw(error)
+            else:
+                step = plan.send(reply)
     except StopIteration as done:
         result: T = done.value
         return result
@@ -83,11 +89,17 @@ def run(plan: Generator[S, A, T], answer: Callable[[S], A]) -> T:
 
 
 async def run_async(plan: Generator[S, A, T], answer: Callable[[S], Awaitable[A]]) -> T:
-    """Carry out ``plan`` with asyncio I/O; cancellation simply abandons the plan."""
+    """Carry out ``plan`` with asyncio I/O, failures raised inside it as :func:`run` does;
+    cancellation simply abandons the plan."""
     try:
         step = next(plan)
         while True:
-            step = plan.send(await answer(step))
+            try:
+                reply = await answer(step)
+            except Exception as error:
+                step = plan.throw(error)
+            else:
+                step = plan.send(reply)
     except StopIteration as done:
         result: T = done.value
         return result

@@ -44,6 +44,8 @@ EXECUTIONS = "/v5/execution/list"
 SERVER_TIME = "/v5/market/time"
 INSTRUMENTS = "/v5/market/instruments-info"
 COIN_INFO = "/v5/asset/coin/query-info"
+DOCUMENTED_STATUS_FILTERS = ("Trading", "PreLaunch")
+"""The ``status`` filters instruments-info documents for linear and inverse."""
 PUBLIC_ENDPOINTS = (SERVER_TIME, INSTRUMENTS)
 """Answered without a signature, like Bybit's market endpoints."""
 
@@ -59,6 +61,9 @@ class FakeBybit(BybitAccount, FakeHttpServer):
     ``realtime_keeps_closed`` False makes ``/v5/order/realtime`` forget closed orders, as Bybit's
     does after a server release or restart ("filled, cancelled, and rejected orders of Unified
     account should only be queried through order history", Get Open & Closed Orders).
+    ``refuse_undocumented_statuses`` answers instruments-info with retCode 10001 for a
+    ``status`` filter it does not document (``Delivering``, ``Closed``; Bybit's own answer to
+    them is not known).
     """
 
     exchange = "Bybit"
@@ -71,6 +76,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         clock: Callable[[], datetime] | None = None,
         page_size: int | None = None,
         unsorted_ties: bool = False,
+        refuse_undocumented_statuses: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -81,6 +87,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         self.page_size = page_size
         self.unsorted_ties = unsorted_ties
         self.realtime_keeps_closed = True
+        self.refuse_undocumented_statuses = refuse_undocumented_statuses
 
     # clients
 
@@ -319,6 +326,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
                 leg_category, symbol, base, quote, settle
             )
         status = params.get("status") or "Trading"
+        if self.refuse_undocumented_statuses and status not in DOCUMENTED_STATUS_FILTERS:
+            raise ApiError(10001, f"params error: status {status!r} invalid")
         listed = sorted(
             (
                 i
