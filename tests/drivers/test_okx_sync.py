@@ -103,6 +103,24 @@ def test_a_missed_partial_exit_is_recovered_as_a_real_fill(rig: Rig, fake: FakeO
     assert rig.run_once(NOW + timedelta(minutes=1)).reconcile.events_written == 0
 
 
+def test_sizes_recorded_with_ccxts_contract_size_agree_whatever_ctmult(
+    harness: CcxtHarness, fake: FakeOkx, ledger_url: str
+) -> None:
+    """A bot following docs/ccxt.md records ccxt's amount × contractSize (OKX's ctVal). On an
+    instrument whose ctMult is not 1 the venue's sizes are the same, so nothing is corrected."""
+    fake.add_instrument("LTC-USDT-SWAP", ct_val="0.1", ct_mult="10")
+    ltc = key("LTC-USDT-SWAP")
+    with Rig(harness, ledger_url) as rig:
+        harness.call(harness.exchange, "load_markets")
+        market = harness.exchange.market("LTC/USDT:USDT")
+        qty = Decimal("3") * Decimal(str(market["contractSize"]))
+        opened(rig, fake, ltc, "buy", "3", str(qty), ago(hours=3))
+        for minutes in (0, 1):
+            report = rig.run_once(NOW + timedelta(minutes=minutes))
+            assert {o.key: o.outcome for o in report.outcomes} == {ltc: Outcome.AGREES}
+        assert rig.position(ltc).size == Decimal("0.3")
+
+
 # phantoms
 
 

@@ -18,9 +18,9 @@ OKX is read the same way, with its own plans (:class:`~posledger.venues.okx.OkxR
 ``account/positions``, ``trade/orders-pending``, ``trade/fills-history`` and
 ``public/instruments`` through ``private_get_account_positions`` ...): keys hold OKX's
 ``instId`` (``BTC-USDT-SWAP``), ``venue`` is ``"okx"``, the category is ``swap`` or ``futures``
-and sizes are contracts × face value. Every other exchange is refused: they report positions
-and trades in other shapes (see docs/ccxt.md), and a venue that guessed at them could mistake
-an unread page for a flat account.
+and sizes are contracts × ``ctVal`` (ccxt's ``contractSize``). Every other exchange is refused:
+they report positions and trades in other shapes (see docs/ccxt.md), and a venue that guessed at
+them could mistake an unread page for a flat account.
 Requires the ``ccxt`` extra (``pip install -e '.[ccxt]'``).
 """
 
