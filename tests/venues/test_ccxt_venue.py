@@ -132,6 +132,23 @@ def test_ccxt_fetch_positions_is_not_a_complete_read(harness: CcxtHarness, fake:
             snapshot_of(harness)
 
 
+def test_ccxt_fetch_my_trades_reads_trades_only_one_default_page(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    """docs/ccxt.md's facts about ccxt 4.5.90's bybit fetch_my_trades: it sends
+    ``execType=Trade`` (funding never comes back), no ``limit`` (Bybit's default page, 50),
+    and one page unless asked to paginate."""
+    fake.set_position("ETHUSDT", "Buy", "1", "3000")
+    for n in range(3):
+        fake.add_execution("ETHUSDT", "Buy", "1", "3000", at=ago(minutes=10 + n))
+    fake.settle_funding("ETHUSDT", fee="0.1", price="3000", at=ago(minutes=5))
+    trades = harness.run(harness.exchange.fetch_my_trades(params={"category": "linear"}))
+    (request,) = fake.requests(EXECUTIONS)
+    assert request.params["execType"] == "Trade" and "limit" not in request.params
+    assert len(trades) == 2  # the fake's page of two: one page, the third trade left unread
+    assert len(harness.call(venue(harness), "fetch_executions", ago(hours=1))) == 4
+
+
 # complete snapshots
 
 
