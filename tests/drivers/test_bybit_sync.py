@@ -273,6 +273,39 @@ def test_a_refused_status_filter_is_reported_and_leaves_keys_outside_coverage_al
     assert [p.key.symbol for p in ledger.open_positions()] == ["ETHUSDT"]
 
 
+def test_a_fast_host_clock_does_not_make_a_later_fill_look_absorbed(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """The bot's host runs 60 s fast, Bybit's clock is right. Snapshots are stamped with
+    Bybit's reply time, so a liquidation 20 s after the correcting snapshot (recorded without
+    a seq, as from ccxt's unified trades) is applied, not taken as already counted."""
+
+    def fast() -> datetime:
+        return clock() + timedelta(seconds=60)
+
+    eth = key("ETHUSDT")
+    with FakeBybit(clock=clock) as fake:
+        fake.set_position("ETHUSDT", "Buy", "1", "3000", at=clock.ago(hours=1))
+        venue = BybitVenue(
+            fake.session(timeout=2), account="main", category="linear", settle_coin="USDT",
+            clock=fast,
+        )  # fmt: skip
+        sync = Synchronizer(ledger, venue, clock=fast)
+        sync.run_once()
+        clock.advance(seconds=10)
+        corrected = sync.run_once()
+    assert [o.correction for o in corrected.reconcile.corrections] == [Correction.ADOPTED]
+    assert last_event(ledger, eth, "Reconciled").snapshot_taken_at == clock()
+    clock.advance(seconds=20)
+    liquidation = Fill(
+        exec_id="liq", order_id="", side="sell", qty="1", price="2900", exec_time=clock(),
+        kind="liquidation",
+    )  # fmt: skip
+    ledger.record_fill(eth, liquidation)
+    assert last_event(ledger, eth, "Filled").absorbed is False
+    assert ledger.open_positions() == []
+
+
 # seed 000: failed reads and phantoms
 
 

@@ -46,7 +46,7 @@ from posledger.testing.fake_bybit import (
     TruncatedJson,
 )
 from posledger.venues.base import Venue
-from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result
+from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result, reply_time
 from posledger.venues.common import to_ms
 from tests.conftest import T0
 
@@ -177,16 +177,17 @@ def test_a_settle_coin_snapshot_covers_only_the_symbols_settling_in_it(fake: Fak
     assert len(fake.requests(INSTRUMENTS)) > 8  # every page of every status, for each venue
 
 
-def test_a_usdt_snapshot_leaves_a_usdc_key_alone_and_clears_a_usdt_phantom(
-    fake: FakeBybit,
-) -> None:
-    usdc_and_usdt_book(fake)
-    fake.add_instrument("ETHUSDT")
+def test_a_usdt_snapshot_leaves_a_usdc_key_alone_and_clears_a_usdt_phantom() -> None:
     btc = PositionKey(venue="bybit", account="main", category="linear", symbol="BTCPERP")
     eth = PositionKey(venue="bybit", account="main", category="linear", symbol="ETHUSDT")
-    taken = [ago(minutes=2)]
-    venue = venue_for(fake, clock=lambda: taken[-1])
-    with Ledger.open("memory://", clock=lambda: NOW) as ledger:
+    taken = [ago(minutes=2)]  # Bybit's clock, which stamps the snapshots
+    with (
+        FakeBybit(clock=lambda: taken[-1], page_size=2) as fake,
+        Ledger.open("memory://", clock=lambda: NOW) as ledger,
+    ):
+        usdc_and_usdt_book(fake)
+        fake.add_instrument("ETHUSDT")
+        venue = venue_for(fake)
         for key in (btc, eth):
             opening = Fill(
                 exec_id=f"open-{key.symbol}",
@@ -247,6 +248,14 @@ def test_only_a_refused_undocumented_status_filter_is_done_without(
     with pytest.raises(ExchangeRejected) as refused:
         venue_for(fake, settle_coin="BTC", category="inverse").fetch_snapshot()
     assert refused.value.code == code
+
+
+def test_a_reply_time_is_bybits_milliseconds_or_nothing() -> None:
+    assert reply_time("positions", {"time": to_ms(NOW)}) == NOW
+    assert reply_time("positions", {}) is None
+    for malformed in ("1700000000000", -5, True, 1.5):
+        with pytest.raises(ExchangeUnavailable, match="reply time"):
+            reply_time("positions", {"time": malformed})
 
 
 def test_the_venue_satisfies_the_venue_protocol(fake: FakeBybit) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -213,6 +214,14 @@ def test_hedge_legs_are_kept_apart(harness: CcxtHarness, fake: FakeBybit) -> Non
     fake.settle_funding("ETHUSDT", fee="0.1", price="3015", idx=2, exec_id="fund", at=ago(hours=1))
     fills = harness.call(venue(harness), "fetch_executions", ago(days=1))
     assert {f.exec_id: f.idx for f in fills} == {"long": 1, "short": 2, "fund": 2}
+
+
+def test_a_snapshot_is_taken_at_bybits_clock_not_the_venues(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    fake.set_position("ETHUSDT", "Buy", "1", "3000")
+    fast = snapshot_of(harness, clock=lambda: NOW + timedelta(seconds=60))
+    assert fast.taken_at == NOW  # the fake's clock, which stamps its replies' ``time``
 
 
 def test_a_refused_status_filter_narrows_coverage_and_says_so(

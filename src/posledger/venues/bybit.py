@@ -30,6 +30,7 @@ from posledger.venues.common import (
     INSTRUMENTS_TTL,
     Call,
     Plan,
+    ReplyTimes,
     Row,
     covered_symbols,
     parsed_row,
@@ -426,9 +427,12 @@ class BybitVenue:
     def fetch_snapshot(self) -> Snapshot:
         """Every position and open order, every page, or ExchangeUnavailable.
 
-        ``taken_at`` is read before the first request, so the snapshot never claims to be newer
-        than its oldest page."""
-        return run(self.reads.snapshot(self._now()), self._answer)
+        ``taken_at`` is Bybit's clock: the ``time`` of the read's earliest reply (the host's
+        clock, read before the first request, only if no reply carried one), so it compares
+        with executions' ``execTime`` whatever the host's clock says."""
+        times = ReplyTimes()
+        plan = self.reads.snapshot(self._now())
+        return times.stamp(run(plan, lambda call: self._answer(call, times)))
 
     def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
         """Every execution in ``[since, until]`` (until: now), oldest first, deduplicated by
@@ -440,8 +444,9 @@ class BybitVenue:
     def _now(self) -> datetime:
         return aware_utc(self._clock(), "clock")
 
-    def _answer(self, call: Call) -> Row:
-        """One request's ``result``, from a reply with ``retCode`` 0, or an exception."""
+    def _answer(self, call: Call, times: ReplyTimes | None = None) -> Row:
+        """One request's ``result``, from a reply with ``retCode`` 0, or an exception; its
+        ``time`` told to ``times``."""
         try:
             reply = self._methods[call.endpoint](**call.query)
         except self._rejection as error:
@@ -453,7 +458,10 @@ class BybitVenue:
             ) from error
         if isinstance(reply, tuple):  # pybit's record_request_time / return_response_headers
             reply = reply[0]
-        return checked_result(call.what, reply)
+        result = checked_result(call.what, reply)
+        if times is not None:
+            times.saw(reply_time(call.what, reply))
+        return result
 
 
 def checked_result(what: str, reply: Any) -> Row:
@@ -471,6 +479,17 @@ def checked_result(what: str, reply: Any) -> Row:
     if not isinstance(result, Mapping) or not isinstance(result.get("list"), list):
         raise ExchangeUnavailable(f"Bybit {what}: reply has no result.list: {reply!r:.200}")
     return result
+
+
+def reply_time(what: str, reply: Row) -> datetime | None:
+    """When Bybit answered, by its clock: the reply's ``time`` (ms since the epoch), or None
+    when it has none; anything else is a malformed reply."""
+    stamp = reply.get("time")
+    if stamp is None:
+        return None
+    if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp <= 0:
+        raise ExchangeUnavailable(f"Bybit {what}: reply time is not milliseconds: {stamp!r:.50}")
+    return time_from_ms(str(stamp))
 
 
 def _rows(what: str, result: Row) -> list[Row]:

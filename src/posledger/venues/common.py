@@ -20,6 +20,7 @@ from posledger.core.errors import (
     ExchangeUnavailable,
     InvalidInput,
 )
+from posledger.core.model import Snapshot
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -44,6 +45,27 @@ class Call:
 
 Plan = Generator[Call, Row, T]
 """Yields calls, is sent each call's checked ``result``, returns the read's value."""
+
+
+class ReplyTimes:
+    """The exchange's clock as the replies of one read tell it (Bybit's ``time``): a snapshot
+    is stamped with the earliest, so ``taken_at`` is on the clock of the executions it is
+    compared with, whatever the host's clock says (docs/design.md#absorbed)."""
+
+    def __init__(self) -> None:
+        self.earliest: datetime | None = None
+
+    def saw(self, moment: datetime | None) -> None:
+        """One reply's time (None: the reply did not say)."""
+        if moment is not None and (self.earliest is None or moment < self.earliest):
+            self.earliest = moment
+
+    def stamp(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` taken at the earliest reply time; as it was (the host's clock, read
+        before the first request) when no reply told the time."""
+        if self.earliest is None:
+            return snapshot
+        return attrs.evolve(snapshot, taken_at=self.earliest)
 
 
 def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
