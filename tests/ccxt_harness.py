@@ -129,22 +129,36 @@ def assert_unavailable_because_of(
                 fake.clear_faults()
 
 
+class Clock:
+    """One time that a fake exchange and a Rig's venue, ledger and synchronizer read; each
+    round of the Rig moves it."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
 class Rig:
     """A ledger and a synchronizer over a ccxt venue, blocking or asyncio, driven step by step
-    with a clock the test moves; a context manager."""
+    with a clock the test moves (give the fake exchange the same ``clock``: Bybit stamps
+    snapshots with its replies' time); a context manager."""
 
-    def __init__(self, harness: CcxtHarness, url: str, **venue_options: Any) -> None:
+    def __init__(
+        self, harness: CcxtHarness, url: str, *, clock: Clock | None = None, **venue_options: Any
+    ) -> None:
         self.harness = harness
-        self.now = NOW
-        venue = harness.venue(clock=lambda: self.now, **venue_options)
+        self.clock = clock or Clock()
+        venue = harness.venue(clock=self.clock, **venue_options)
         self.ledger: Any
         self.sync: Any
         if harness.flavour == "sync":
-            self.ledger = Ledger.open(url, clock=lambda: self.now)
-            self.sync = Synchronizer(self.ledger, venue, clock=lambda: self.now)  # type: ignore[arg-type]
+            self.ledger = Ledger.open(url, clock=self.clock)
+            self.sync = Synchronizer(self.ledger, venue, clock=self.clock)  # type: ignore[arg-type]
         else:
-            self.ledger = AsyncLedger.open(url, clock=lambda: self.now)
-            self.sync = AsyncSynchronizer(self.ledger, venue, clock=lambda: self.now)  # type: ignore[arg-type]
+            self.ledger = AsyncLedger.open(url, clock=self.clock)
+            self.sync = AsyncSynchronizer(self.ledger, venue, clock=self.clock)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:
         """The ledger's commands and queries, awaited on the harness loop when async."""
@@ -152,7 +166,7 @@ class Rig:
         return lambda *args, **kwargs: self.harness.run(method(*args, **kwargs))
 
     def run_once(self, now: datetime) -> SyncReport:
-        self.now = now
+        self.clock.now = now
         report: SyncReport = self.harness.run(self.sync.run_once(now=now))
         return report
 

@@ -135,6 +135,28 @@ def test_fills_pushed_over_the_websocket_land_in_the_ledger(
         assert len(fake.requests(EXECUTIONS)) == reads  # no REST read was needed
 
 
+def test_executions_of_one_message_are_recorded_in_seq_order(
+    ledger: Ledger, fake: FakeBybit, fake_ws: FakeBybitWebSocket, clock: RunningClock
+) -> None:
+    """One message carries two fills of one millisecond crossing zero, out of seq order: the
+    long closes at 102 (seq n), then the short opens at 98 (seq n+1)."""
+    eth = PositionKey(venue="bybit", account="main", category="linear", symbol="ETHUSDT")
+    with stream_for(ledger, fake, fake_ws, clock, hedge_mode=False) as stream:
+        fake.add_execution("ETHUSDT", "Buy", "1", "100", exec_id="opening")
+        assert stream.wait_for(lambda h: h.fills_streamed == 1)
+        fake_ws.drop(2, topic="execution")
+        at = clock()
+        closing = fake.add_execution("ETHUSDT", "Sell", "1", "102", exec_id="z-closing", at=at)
+        flipping = fake.add_execution("ETHUSDT", "Sell", "1", "98", exec_id="a-flipping", at=at)
+        fake_ws.push("execution", [websocket_row(flipping), websocket_row(closing)])
+        assert stream.wait_for(lambda h: h.fills_streamed == 3)
+    assert execution_ids(ledger, eth) == ["opening", "z-closing", "a-flipping"]
+    position = ledger.position(eth)
+    assert position is not None and position.last_closed is not None
+    assert (position.side, position.avg_entry_price) == (Side.SELL, Decimal(98))
+    assert position.last_closed.realized_pnl == Decimal(2)
+
+
 def test_an_order_ended_without_fill_is_recorded(
     ledger: Ledger, fake: FakeBybit, fake_ws: FakeBybitWebSocket, clock: RunningClock
 ) -> None:

@@ -299,6 +299,97 @@ def test_an_unknown_exec_type_the_exchange_refutes_is_corrected(
     assert ledger.position(eth).size == 1  # type: ignore[union-attr]
 
 
+def test_same_millisecond_fills_crossing_zero_replay_in_seq_order(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """A sell of 2 against a long of 1 fills twice in one millisecond: 1 at 102 closes the long
+    (seq n), 1 at 98 opens a short (seq n+1). Bybit lists them out of order (its docs warn of
+    it); replayed in seq order, the lifecycles split as the exchange split them."""
+    with FakeBybit(clock=clock, page_size=2, unsorted_ties=True) as fake:
+        k = key("ETHUSDT")
+        opening = fake.add_open_order("ETHUSDT", "Buy", "1", "100", at=clock.ago(hours=1))
+        opened = fake.partial_fill(opening, "1", at=clock.ago(hours=1))
+        ledger.request_open(k, order_id=opening, side="buy", qty="1", at=clock.ago(hours=1))
+        ledger.record_fill(
+            k, fill_of(opened.exec_id, opening, "Buy", "1", "100", clock.ago(hours=1), opened.seq)
+        )
+        flip = fake.add_open_order("ETHUSDT", "Sell", "2", "98", at=clock.ago(minutes=5))
+        closing = fake.partial_fill(flip, "1", price="102", at=clock.ago(minutes=5))
+        opening_short = fake.partial_fill(flip, "1", price="98", at=clock.ago(minutes=5))
+        report = synchronizer(ledger, fake, clock).run_once()
+    assert report.recovered == {k: 2}
+    fills = [e.exec_id for e in ledger.history(k) if hasattr(e, "exec_id")]
+    assert fills[-2:] == [closing.exec_id, opening_short.exec_id]
+    position = ledger.position(k)
+    assert position is not None and position.last_closed is not None
+    assert (position.side, position.size, position.avg_entry_price) == (
+        Side.SELL,
+        Decimal(1),
+        Decimal(98),
+    )
+    assert position.last_closed.realized_pnl == Decimal(2)
+    assert "Reconciled" not in event_names(ledger, k)
+
+
+def test_a_refused_status_filter_is_reported_and_leaves_keys_outside_coverage_alone(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """Bybit refuses the status filters it does not document: the round still runs, says so,
+    corrects a phantom on a Trading symbol, and never judges the ETHUSDT key (its symbol is
+    being delivered, so no longer in the coverage)."""
+    with FakeBybit(clock=clock, refuse_undocumented_statuses=True) as fake:
+        fake.add_instrument("BTCUSDT")
+        fake.add_instrument("ETHUSDT", status="Delivering")
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            ledger.record_fill(
+                key(symbol),
+                fill_of(f"open-{symbol}", "o", "Buy", "1", "100", clock.ago(hours=3), 1),
+            )
+        sync = synchronizer(ledger, fake, clock)
+        first = sync.run_once()
+        clock.advance(minutes=1)
+        second = sync.run_once()
+    assert first.caveats == second.caveats
+    (caveat,) = first.caveats
+    assert "Delivering, Closed" in caveat
+    assert {o.key.symbol for o in first.outcomes + second.outcomes} == {"BTCUSDT"}
+    assert [o.correction for o in second.outcomes] == [Correction.PHANTOM]
+    assert [p.key.symbol for p in ledger.open_positions()] == ["ETHUSDT"]
+
+
+def test_a_fast_host_clock_does_not_make_a_later_fill_look_absorbed(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """The bot's host runs 60 s fast, Bybit's clock is right. Snapshots are stamped with
+    Bybit's reply time, so a liquidation 20 s after the correcting snapshot (recorded without
+    a seq, as from ccxt's unified trades) is applied, not taken as already counted."""
+
+    def fast() -> datetime:
+        return clock() + timedelta(seconds=60)
+
+    eth = key("ETHUSDT")
+    with FakeBybit(clock=clock) as fake:
+        fake.set_position("ETHUSDT", "Buy", "1", "3000", at=clock.ago(hours=1))
+        venue = BybitVenue(
+            fake.session(timeout=2), account="main", category="linear", settle_coin="USDT",
+            clock=fast,
+        )  # fmt: skip
+        sync = Synchronizer(ledger, venue, clock=fast)
+        sync.run_once()
+        clock.advance(seconds=10)
+        corrected = sync.run_once()
+    assert [o.correction for o in corrected.reconcile.corrections] == [Correction.ADOPTED]
+    assert last_event(ledger, eth, "Reconciled").snapshot_taken_at == clock()
+    clock.advance(seconds=20)
+    liquidation = Fill(
+        exec_id="liq", order_id="", side="sell", qty="1", price="2900", exec_time=clock(),
+        kind="liquidation",
+    )  # fmt: skip
+    ledger.record_fill(eth, liquidation)
+    assert last_event(ledger, eth, "Filled").absorbed is False
+    assert ledger.open_positions() == []
+
+
 # seed 000: failed reads and phantoms
 
 

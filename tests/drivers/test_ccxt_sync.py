@@ -28,7 +28,7 @@ from posledger.testing.fake_bybit import (
     RetCode,
     TruncatedJson,
 )
-from tests.ccxt_harness import FLAVOURS, NOW, CcxtHarness, Rig, ago
+from tests.ccxt_harness import FLAVOURS, NOW, CcxtHarness, Clock, Rig, ago
 
 
 def key(symbol: str, idx: int = 0) -> PositionKey:
@@ -36,8 +36,14 @@ def key(symbol: str, idx: int = 0) -> PositionKey:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeBybit]:
-    with FakeBybit(clock=lambda: NOW, page_size=2) as server:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def fake(clock: Clock) -> Iterator[FakeBybit]:
+    """The fake Bybit on the rig's clock: a snapshot is taken at its replies' time."""
+    with FakeBybit(clock=clock, page_size=2) as server:
         yield server
 
 
@@ -48,8 +54,8 @@ def harness(request: pytest.FixtureRequest, fake: FakeBybit) -> Iterator[CcxtHar
 
 
 @pytest.fixture
-def rig(harness: CcxtHarness, ledger_url: str) -> Iterator[Rig]:
-    with Rig(harness, ledger_url, settle_coin="USDT") as made:
+def rig(harness: CcxtHarness, ledger_url: str, clock: Clock) -> Iterator[Rig]:
+    with Rig(harness, ledger_url, clock=clock, settle_coin="USDT") as made:
         yield made
 
 

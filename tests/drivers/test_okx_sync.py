@@ -145,6 +145,24 @@ def test_a_move_and_an_unknown_sub_type_are_recovered_beside_other_keys(
     assert kinds == ["move_position", "unknown"]
 
 
+def test_sizes_recorded_with_ccxts_contract_size_agree_whatever_ctmult(
+    harness: CcxtHarness, fake: FakeOkx, ledger_url: str
+) -> None:
+    """A bot following docs/ccxt.md records ccxt's amount × contractSize (OKX's ctVal). On an
+    instrument whose ctMult is not 1 the venue's sizes are the same, so nothing is corrected."""
+    fake.add_instrument("LTC-USDT-SWAP", ct_val="0.1", ct_mult="10")
+    ltc = key("LTC-USDT-SWAP")
+    with Rig(harness, ledger_url) as rig:
+        harness.call(harness.exchange, "load_markets")
+        market = harness.exchange.market("LTC/USDT:USDT")
+        qty = Decimal("3") * Decimal(str(market["contractSize"]))
+        opened(rig, fake, ltc, "buy", "3", str(qty), ago(hours=3))
+        for minutes in (0, 1):
+            report = rig.run_once(NOW + timedelta(minutes=minutes))
+            assert {o.key: o.outcome for o in report.outcomes} == {ltc: Outcome.AGREES}
+        assert rig.position(ltc).size == Decimal("0.3")
+
+
 # phantoms
 
 

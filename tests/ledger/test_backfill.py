@@ -110,6 +110,26 @@ def test_a_large_backfill_logs_the_rows_of_record_fills_in_their_order(
         assert [row[1:] for row in got] == [row[1:] for row in logged_rows(expected)]
 
 
+def test_backfill_applies_each_keys_fills_in_exchange_order(ledger_url: str) -> None:
+    """Given newest first, with two fills of one millisecond crossing zero out of seq order,
+    backfill applies them by time, then seq: the long closes at 102, the short opens at 98."""
+    at = T0 + timedelta(minutes=1)
+    opening = Fill(exec_id="a", order_id="o1", side="buy", qty=1, price=100, exec_time=T0, seq=1)
+    closing = Fill(exec_id="b", order_id="o2", side="sell", qty=1, price=102, exec_time=at, seq=2)
+    flipping = Fill(exec_id="c", order_id="o2", side="sell", qty=1, price=98, exec_time=at, seq=3)
+    with Ledger.open(ledger_url) as ledger:
+        ledger.backfill({KEYS[0]: [flipping, closing, opening]})
+        position = ledger.position(KEYS[0])
+        assert position is not None and position.last_closed is not None
+        assert (position.side, position.avg_entry_price) == (Side.SELL, Decimal(98))
+        assert position.last_closed.realized_pnl == Decimal(2)
+        assert [e.exec_id for e in ledger.history(KEYS[0]) if hasattr(e, "exec_id")] == [
+            "a",
+            "b",
+            "c",
+        ]
+
+
 def test_backfill_results_say_what_became_of_each_fill(ledger_url: str) -> None:
     with Ledger.open(ledger_url) as ledger:
         first = history(0, 0, 4)

@@ -46,7 +46,8 @@ from posledger.testing.fake_bybit import (
     TruncatedJson,
 )
 from posledger.venues.base import Venue
-from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result
+from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result, reply_time
+from posledger.venues.common import to_ms
 from tests.conftest import T0
 
 NOW = T0 + timedelta(days=30)
@@ -176,16 +177,17 @@ def test_a_settle_coin_snapshot_covers_only_the_symbols_settling_in_it(fake: Fak
     assert len(fake.requests(INSTRUMENTS)) > 8  # every page of every status, for each venue
 
 
-def test_a_usdt_snapshot_leaves_a_usdc_key_alone_and_clears_a_usdt_phantom(
-    fake: FakeBybit,
-) -> None:
-    usdc_and_usdt_book(fake)
-    fake.add_instrument("ETHUSDT")
+def test_a_usdt_snapshot_leaves_a_usdc_key_alone_and_clears_a_usdt_phantom() -> None:
     btc = PositionKey(venue="bybit", account="main", category="linear", symbol="BTCPERP")
     eth = PositionKey(venue="bybit", account="main", category="linear", symbol="ETHUSDT")
-    taken = [ago(minutes=2)]
-    venue = venue_for(fake, clock=lambda: taken[-1])
-    with Ledger.open("memory://", clock=lambda: NOW) as ledger:
+    taken = [ago(minutes=2)]  # Bybit's clock, which stamps the snapshots
+    with (
+        FakeBybit(clock=lambda: taken[-1], page_size=2) as fake,
+        Ledger.open("memory://", clock=lambda: NOW) as ledger,
+    ):
+        usdc_and_usdt_book(fake)
+        fake.add_instrument("ETHUSDT")
+        venue = venue_for(fake)
         for key in (btc, eth):
             opening = Fill(
                 exec_id=f"open-{key.symbol}",
@@ -231,6 +233,29 @@ def test_a_failed_instrument_read_is_a_failed_snapshot(fake: FakeBybit) -> None:
     fake.inject(INSTRUMENTS, NoList(), after=3)
     with pytest.raises(ExchangeUnavailable):
         venue_for(fake).fetch_snapshot()
+
+
+@pytest.mark.parametrize(
+    ("after", "code"), [(0, 10001), (2, 10016)], ids=["Trading refused", "server error"]
+)
+def test_only_a_refused_undocumented_status_filter_is_done_without(
+    fake: FakeBybit, after: int, code: int
+) -> None:
+    """A refused Trading filter, or a rejection that is not about the parameters (here on the
+    Delivering read), still fails the snapshot."""
+    usdc_and_usdt_book(fake)
+    fake.inject(INSTRUMENTS, RetCode(code, "refused"), after=after)
+    with pytest.raises(ExchangeRejected) as refused:
+        venue_for(fake, settle_coin="BTC", category="inverse").fetch_snapshot()
+    assert refused.value.code == code
+
+
+def test_a_reply_time_is_bybits_milliseconds_or_nothing() -> None:
+    assert reply_time("positions", {"time": to_ms(NOW)}) == NOW
+    assert reply_time("positions", {}) is None
+    for malformed in ("1700000000000", -5, True, 1.5):
+        with pytest.raises(ExchangeUnavailable, match="reply time"):
+            reply_time("positions", {"time": malformed})
 
 
 def test_the_venue_satisfies_the_venue_protocol(fake: FakeBybit) -> None:
@@ -409,6 +434,15 @@ def test_a_twenty_day_range_is_read_in_week_windows(fake: FakeBybit) -> None:
     assert len(fake.requests(EXECUTIONS)) > len(windows)  # several pages per window too
 
 
+def test_executions_of_one_millisecond_come_back_in_seq_order() -> None:
+    with FakeBybit(clock=lambda: NOW, page_size=2, unsorted_ties=True) as fake:
+        for seq in (7, 5, 6):
+            fake.add_execution("BTCUSDT", "Sell", "1", "43000", exec_id=f"s{seq}", seq=seq)
+        fake.add_execution("BTCUSDT", "Buy", "1", "43000", exec_id="early", at=ago(seconds=1))
+        fills = venue_for(fake, hedge_mode=False).fetch_executions(ago(hours=1))
+    assert [f.exec_id for f in fills] == ["early", "s5", "s6", "s7"]
+
+
 def test_executions_are_normalised_for_every_kind(fake: FakeBybit) -> None:
     kinds = {
         "Trade": ExecKind.TRADE,
@@ -574,6 +608,36 @@ def test_orders_older_than_the_window_or_still_open_are_looked_up_by_id(
     fake.clear_requests()
     venue.fetch_executions(ago(days=1))
     assert fake.requests(ORDER_HISTORY) == fake.requests(OPEN_ORDERS) == []
+
+
+def test_a_leg_is_looked_up_in_the_order_history_of_the_week_before_its_fill(
+    fake: FakeBybit,
+) -> None:
+    """A hedge order created eight days ago, filled six days ago, after a Bybit restart emptied
+    the closed orders of /v5/order/realtime: only the order history knows it, and only in a
+    window that reaches back from the fill (its default is the last seven days)."""
+    fake.set_hedge_mode("ETHUSDT")
+    fake.add_execution("ETHUSDT", "Sell", "1", "3000", idx=2, order_id="aged", at=ago(days=8))
+    fake.add_execution("ETHUSDT", "Sell", "1", "3000", order_id="aged", at=ago(days=6))
+    fake.realtime_keeps_closed = False
+    fills = venue_for(fake).fetch_executions(ago(days=7))
+    assert [(f.order_id, f.idx) for f in fills] == [("aged", 2)]
+    (lookup,) = [r for r in fake.requests(ORDER_HISTORY) if r.params.get("orderId") == "aged"]
+    end = int(lookup.params["endTime"])
+    assert end == to_ms(ago(days=6))
+    assert int(lookup.params["startTime"]) == end - WEEK_MS
+
+
+def test_an_open_order_is_looked_up_with_its_symbol(fake: FakeBybit) -> None:
+    """Bybit refuses /v5/order/realtime for linear without symbol, baseCoin or settleCoin (the
+    fake too, with retCode 10001): the lookup names the fill's symbol."""
+    fake.set_hedge_mode("ETHUSDT")
+    resting = fake.add_open_order("ETHUSDT", "Buy", "5", "2900", idx=1, at=ago(days=9))
+    fake.partial_fill(resting, "1", at=ago(minutes=5))
+    (fill,) = venue_for(fake).fetch_executions(ago(hours=1))
+    assert fill.idx == 1
+    (lookup,) = fake.requests(OPEN_ORDERS)[-1:]
+    assert lookup.params["symbol"] == "ETHUSDT"
 
 
 def test_a_hedge_trade_whose_order_cannot_be_found_is_refused(fake: FakeBybit) -> None:

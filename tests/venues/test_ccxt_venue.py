@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -132,6 +133,23 @@ def test_ccxt_fetch_positions_is_not_a_complete_read(harness: CcxtHarness, fake:
             snapshot_of(harness)
 
 
+def test_ccxt_fetch_my_trades_reads_trades_only_one_default_page(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    """docs/ccxt.md's facts about ccxt 4.5.90's bybit fetch_my_trades: it sends
+    ``execType=Trade`` (funding never comes back), no ``limit`` (Bybit's default page, 50),
+    and one page unless asked to paginate."""
+    fake.set_position("ETHUSDT", "Buy", "1", "3000")
+    for n in range(3):
+        fake.add_execution("ETHUSDT", "Buy", "1", "3000", at=ago(minutes=10 + n))
+    fake.settle_funding("ETHUSDT", fee="0.1", price="3000", at=ago(minutes=5))
+    trades = harness.run(harness.exchange.fetch_my_trades(params={"category": "linear"}))
+    (request,) = fake.requests(EXECUTIONS)
+    assert request.params["execType"] == "Trade" and "limit" not in request.params
+    assert len(trades) == 2  # the fake's page of two: one page, the third trade left unread
+    assert len(harness.call(venue(harness), "fetch_executions", ago(hours=1))) == 4
+
+
 # complete snapshots
 
 
@@ -196,6 +214,32 @@ def test_hedge_legs_are_kept_apart(harness: CcxtHarness, fake: FakeBybit) -> Non
     fake.settle_funding("ETHUSDT", fee="0.1", price="3015", idx=2, exec_id="fund", at=ago(hours=1))
     fills = harness.call(venue(harness), "fetch_executions", ago(days=1))
     assert {f.exec_id: f.idx for f in fills} == {"long": 1, "short": 2, "fund": 2}
+
+
+def test_a_snapshot_is_taken_at_bybits_clock_not_the_venues(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    fake.set_position("ETHUSDT", "Buy", "1", "3000")
+    fast = snapshot_of(harness, clock=lambda: NOW + timedelta(seconds=60))
+    assert fast.taken_at == NOW  # the fake's clock, which stamps its replies' ``time``
+
+
+def test_a_refused_status_filter_narrows_coverage_and_says_so(
+    harness: CcxtHarness, fake: FakeBybit
+) -> None:
+    """instruments-info documents Trading and PreLaunch as filters, not Delivering or Closed:
+    refused (retCode 10001), the snapshot covers the other symbols and the listed positions,
+    and says so, instead of failing every round."""
+    fake.refuse_undocumented_statuses = True
+    fake.add_instrument("BTCUSDT")
+    fake.add_instrument("ETHUSDT", status="Delivering")
+    fake.add_instrument("SOLUSDT", status="Closed")
+    fake.set_position("SOLUSDT", "Buy", "1", "150")
+    snapshot = snapshot_of(harness)
+    assert snapshot.symbols == {"BTCUSDT", "SOLUSDT"}
+    assert [p.symbol for p in snapshot.positions] == ["SOLUSDT"]
+    (caveat,) = snapshot.caveats
+    assert "Delivering, Closed" in caveat and "10001" in caveat
 
 
 def test_a_settle_coin_covers_only_its_symbols(harness: CcxtHarness, fake: FakeBybit) -> None:

@@ -21,6 +21,7 @@ from posledger.testing.fake_bybit import (
     OPEN_ORDERS,
     ORDER_HISTORY,
     POSITIONS,
+    WEEK_MS,
     DropConnection,
     FakeBybit,
     HttpError,
@@ -197,7 +198,9 @@ def test_open_orders_page_and_an_order_id_finds_closed_orders_too(
     fake.cancel_order(ids[0])
     fake.page_size = 2
     rows, pages = every_page(http.get_open_orders, category="linear", settleCoin="USDT")
-    closed = http.get_open_orders(category="linear", orderId=ids[0])["result"]["list"]
+    closed = http.get_open_orders(category="linear", symbol="BTCUSDT", orderId=ids[0])["result"][
+        "list"
+    ]
     assert sorted(r["orderId"] for r in rows) == sorted(ids[1:])
     assert pages == 2
     assert [(r["orderId"], r["orderStatus"]) for r in closed] == [(ids[0], "Cancelled")]
@@ -345,6 +348,27 @@ def test_pybit_retries_a_rate_limit_after_the_reset_header(fake: FakeBybit, http
     assert http.get_executions(category="linear")["retCode"] == 0
     assert time.monotonic() - started < 1.5
     assert len(fake.requests(EXECUTIONS)) == 2
+
+
+def test_the_fake_refuses_linear_open_orders_by_id_alone(fake: FakeBybit, http: Any) -> None:
+    order_id = fake.add_open_order("BTCUSDT", "Buy", "1", "100")
+    with pytest.raises(InvalidRequestError, match="10001"):
+        http.get_open_orders(category="linear", orderId=order_id)
+    (row,) = http.get_open_orders(category="linear", symbol="BTCUSDT", orderId=order_id)["result"][
+        "list"
+    ]
+    assert row["orderId"] == order_id
+
+
+def test_the_fake_order_history_serves_the_last_week_unless_given_a_window(
+    fake: FakeBybit, http: Any
+) -> None:
+    fake.add_execution("BTCUSDT", "Buy", "1", "100", order_id="aged", at=NOW - timedelta(days=8))
+    assert http.get_order_history(category="linear", orderId="aged")["result"]["list"] == []
+    start = to_ms(NOW - timedelta(days=9))
+    window = {"startTime": start, "endTime": start + WEEK_MS}
+    (row,) = http.get_order_history(category="linear", orderId="aged", **window)["result"]["list"]
+    assert row["orderId"] == "aged"
 
 
 def test_requests_are_recorded_with_their_decoded_query(fake: FakeBybit, http: Any) -> None:

@@ -271,6 +271,12 @@ def _to_kind(value: object) -> ExecKind:
     return ExecKind.parse(value)
 
 
+def _to_caveats(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InvalidInput("caveats must be a collection of strings")
+    return tuple(text(item, "caveat") for item in value)
+
+
 def _to_optional_side(value: object) -> Side | None:
     return None if value in (None, "") else Side.parse(value)
 
@@ -359,6 +365,17 @@ class Fill:
     idx: int | None = attrs.field(default=None, converter=_to_optional_idx)
     venue_type: str | None = attrs.field(default=None, converter=_to_optional_venue_type)
 
+    def exchange_order(self) -> tuple[datetime, int, Decimal, int, str]:
+        """Sort key: the order the exchange applied its executions in. ``exec_time`` first, and
+        within one millisecond Bybit's ``seq`` (its matching sequence; Bybit warns that its lists
+        are not in order when ``execTime`` is equal), then, within one match (Bybit gives all its
+        fills one ``seq``), the fill that left more of its order first, then ``exec_id``
+        (shorter first, so numeric ids such as OKX's ``tradeId`` sort as numbers).
+        docs/design.md#executions."""
+        seq = -1 if self.seq is None else self.seq
+        left = -self.leaves_qty if self.leaves_qty is not None else Decimal(0)
+        return (self.exec_time, seq, left, len(self.exec_id), self.exec_id)
+
     def payload(self) -> str:
         """The fields that must agree whenever this exec_id is seen again (values normalised)."""
         return "|".join(
@@ -421,6 +438,9 @@ class Snapshot:
 
     ``symbols`` None means the read covers every symbol of the category; otherwise only the
     listed symbols are judged. ``open_order_ids`` None means open orders were not read.
+    ``caveats`` say, in words, where the read did less than asked and what that left out of
+    its coverage (a status filter the exchange refused, say); the read is still complete for
+    what it covers.
     """
 
     venue: str = attrs.field(converter=_to_venue)
@@ -430,6 +450,7 @@ class Snapshot:
     positions: tuple[ExchangePosition, ...] = attrs.field(default=(), converter=_positions)
     symbols: frozenset[str] | None = attrs.field(default=None, converter=_to_symbols)
     open_order_ids: frozenset[str] | None = attrs.field(default=None, converter=_to_open_order_ids)
+    caveats: tuple[str, ...] = attrs.field(default=(), converter=_to_caveats)
     _by_leg: dict[tuple[str, int], ExchangePosition] = attrs.field(init=False, eq=False, repr=False)
 
     @_by_leg.default

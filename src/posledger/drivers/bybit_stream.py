@@ -424,9 +424,10 @@ class BybitStream:
                 log.error("bybit stream %s refused: %s", op, message.get("ret_msg"))
 
     def _on_executions(self, rows: list[Mapping[str, Any]]) -> None:
-        """Each execution on its own, so a conflicting one holds back no other."""
-        for row in rows:
-            fill = parsed("execution", row, fill_from_row)
+        """Each execution on its own, so a conflicting one holds back no other, in the order
+        Bybit applied them (:meth:`Fill.exchange_order`: a message's rows may not be)."""
+        fills = [parsed("execution", row, fill_from_row) for row in rows]
+        for fill in sorted(fills, key=Fill.exchange_order):
             idx = self._leg(fill)
             if idx is None:
                 with self._state:

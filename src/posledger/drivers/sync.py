@@ -96,6 +96,12 @@ class SyncReport:
     def fills_recovered(self) -> int:
         return sum(self.recovered.values())
 
+    @property
+    def caveats(self) -> tuple[str, ...]:
+        """Where the snapshot's read did less than asked (its keys left out of coverage were
+        not judged): :attr:`Snapshot.caveats`."""
+        return self.snapshot.caveats
+
 
 @attrs.frozen
 class RecoveryPlan:
@@ -128,8 +134,10 @@ class RecoveryPlan:
         return cls(since, knowledge, covered)
 
     def assign(self, snapshot: Snapshot, fills: list[Fill]) -> list[tuple[PositionKey, list[Fill]]]:
-        """Fetched fills grouped by the recovering key they belong to, in key order. A fill
-        older than the key's last known event is offered only if it is of a pending order."""
+        """Fetched fills grouped by the recovering key they belong to, in key order, each key's
+        in the order the exchange applied them (:meth:`Fill.exchange_order`, whatever order the
+        venue listed them in). A fill older than the key's last known event is offered only if
+        it is of a pending order."""
         by_key: dict[PositionKey, list[Fill]] = defaultdict(list)
         for fill in fills:
             if fill.symbol is None:
@@ -140,7 +148,8 @@ class RecoveryPlan:
             ours = bool(fill.order_id) and self.states[key].pending(fill.order_id) is not None
             if ours or fill.exec_time >= self.knowledge[key] - RECOVERY_MARGIN:
                 by_key[key].append(fill)
-        return sorted(by_key.items(), key=lambda item: str(item[0]))
+        groups = [(key, sorted(found, key=Fill.exchange_order)) for key, found in by_key.items()]
+        return sorted(groups, key=lambda item: str(item[0]))
 
 
 def conflict_outcome(key: PositionKey, conflict: ExecutionConflict) -> KeyOutcome:
@@ -209,6 +218,8 @@ def finish_round(
         report,
         tuple(recovered.unknown),
     )
+    for caveat in snapshot.caveats:
+        log.warning("sync round: %s", caveat, extra={"venue": venue.venue})
     log.info(
         "sync round",
         extra={
@@ -221,6 +232,7 @@ def finish_round(
             "suspects": len(report.suspects),
             "conflicts": len(recovered.conflicts),
             "unknown_executions": len(recovered.unknown),
+            "caveats": len(snapshot.caveats),
         },
     )
     return result

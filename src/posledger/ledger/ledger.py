@@ -211,7 +211,9 @@ class Ledger:
         return self.record_fills(key, [fill]).fills[0]
 
     def record_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
-        """Record executions of one key in one atomic save (a backfill, a WebSocket burst)."""
+        """Record executions of one key in one atomic save (a WebSocket burst), applied in the
+        order given: pass them in the exchange's order (:meth:`Fill.exchange_order`), as the
+        venues' reads, the synchronizer and :meth:`backfill` do."""
         self._check_fills(key, fills)
         state, recording = self._writer.execute(
             key,
@@ -228,15 +230,20 @@ class Ledger:
         *,
         events_per_transaction: int = 20_000,
     ) -> dict[PositionKey, FillBatchResult]:
-        """Import historical executions of many keys: for each key exactly the events
-        ``record_fills(key, fills)`` would write (duplicates skipped, markers included), but
-        saved for many keys per transaction of about ``events_per_transaction`` events. Every
-        key it changed is snapshotted at the end, so the next load reads one row per key.
-        Bad input anywhere raises :class:`InvalidInput` before anything is written."""
+        """Import historical executions of many keys: each key's fills in the order the
+        exchange applied them (:meth:`Fill.exchange_order`: time, then Bybit's ``seq``), whatever
+        order they come in, and for each key exactly the events ``record_fills`` of them in that
+        order would write (duplicates skipped, markers included), but saved for many keys per
+        transaction of about ``events_per_transaction`` events. Every key it changed is
+        snapshotted at the end, so the next load reads one row per key. Bad input anywhere
+        raises :class:`InvalidInput` before anything is written."""
         if not isinstance(fills_by_key, Mapping):
             raise InvalidInput(f"expected a mapping of keys to fills, got {fills_by_key!r}")
         for key, fills in fills_by_key.items():
             self._check_fills(key, fills)
+        fills_by_key = {
+            key: sorted(fills, key=Fill.exchange_order) for key, fills in fills_by_key.items()
+        }
         chunks: list[list[tuple[PositionKey, Sequence[Fill]]]] = [[]]
         size = 0
         for key, fills in fills_by_key.items():

@@ -62,6 +62,7 @@ def complete_snapshot(
     positions: Iterable[ExchangePosition],
     symbols: Iterable[str] | None,
     open_order_ids: Iterable[str] | None,
+    caveats: Iterable[str] = (),
 ) -> Snapshot:
     """The Snapshot of a venue's complete read. Rows that cannot form one (two rows for one
     leg, say) are the exchange's inconsistency, so they raise ExchangeUnavailable, never
@@ -75,6 +76,7 @@ def complete_snapshot(
             positions=positions,
             symbols=symbols,
             open_order_ids=open_order_ids,
+            caveats=caveats,
         )
     except InvalidInput as error:
         message = f"{exchange} positions do not form a snapshot: {error}"

@@ -16,6 +16,7 @@ so tests point it at :mod:`posledger.testing.fake_bybit`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -23,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from posledger.core.contract import INVERSE
-from posledger.core.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
 from posledger.core.model import (
     ExchangePosition,
     ExecKind,
@@ -38,6 +39,7 @@ from posledger.venues.common import (
     INSTRUMENTS_TTL,
     Call,
     Plan,
+    ReplyTimes,
     Row,
     covered_symbols,
     parsed_row,
@@ -80,6 +82,8 @@ _FLAT_SIDES = ("", "None")
 
 T = TypeVar("T")
 
+log = logging.getLogger("posledger.venues.bybit")
+
 POSITION_LIST = "/v5/position/list"
 OPEN_ORDERS = "/v5/order/realtime"
 ORDER_HISTORY = "/v5/order/history"
@@ -96,6 +100,14 @@ INSTRUMENTS_PAGE = 1000
 INSTRUMENT_STATUSES = ("Trading", "PreLaunch", "Delivering", "Closed")
 """instruments-info lists only ``Trading`` symbols unless asked: a position (or a ledger key) on
 a symbol being delivered or delisted must still fall inside its settle coin's coverage."""
+
+DOCUMENTED_STATUS_FILTERS = frozenset({"Trading", "PreLaunch"})
+"""The ``status`` filters instruments-info documents for linear and inverse (the enum lists
+``Delivering`` and ``Closed`` as statuses, not as filters). A refusal of another one degrades
+the coverage instead of failing the read."""
+
+PARAMS_ERROR = 10001
+"""Bybit's ``retCode`` for a request parameter it refuses."""
 
 
 class BybitSession(Protocol):
@@ -163,7 +175,7 @@ class BybitReads:
         self.hedge_mode = hedge_mode
         self.instruments_ttl = instruments_ttl
         self._order_legs: dict[str, int] = {}
-        self._coins: tuple[datetime, Mapping[str, str]] | None = None
+        self._coins: SettleCoins | None = None
 
     def snapshot(self, taken_at: datetime) -> Plan[Snapshot]:
         """Every position and open order, every page, as a snapshot taken at ``taken_at``."""
@@ -174,7 +186,7 @@ class BybitReads:
         for scope in self._scopes():
             orders.extend((yield from self._read_all("open orders", OPEN_ORDERS, scope)))
         positions = [parsed("position", row, position_from_row) for row in rows]
-        coverage = yield from self._coverage(taken_at, {p.symbol for p in positions})
+        coverage, caveats = yield from self._coverage(taken_at, {p.symbol for p in positions})
         self._remember_legs(orders)
         if coverage is not None:  # an inverse read by category lists other coins too
             positions = [p for p in positions if p.symbol in coverage]
@@ -186,11 +198,14 @@ class BybitReads:
             positions=positions,
             symbols=coverage,
             open_order_ids=[parsed("open order", row, _order_id) for row in orders],
+            caveats=caveats,
         )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
-        """Every execution in ``[start_ms, end_ms]``, oldest first, deduplicated by ``execId``,
-        with ``symbol`` and ``idx`` set; read in windows of at most seven days."""
+        """Every execution in ``[start_ms, end_ms]`` in the order Bybit applied them
+        (:meth:`Fill.exchange_order`: its list is out of order within a millisecond),
+        deduplicated by ``execId``, with ``symbol`` and ``idx`` set; read in windows of at most
+        seven days."""
         windows = list(_windows(start_ms, end_ms))
         fills: list[Fill] = []
         for window_start, window_end in windows:
@@ -199,45 +214,57 @@ class BybitReads:
                 query = {**scope, "startTime": window_start, "endTime": window_end}
                 rows.extend((yield from self._read_all("executions", EXECUTION_LIST, query)))
             fills.extend(parsed("execution", row, fill_from_row) for row in reversed(rows))
-        unique = sorted(_deduplicated(fills), key=lambda fill: fill.exec_time)
+        unique = sorted(_deduplicated(fills), key=Fill.exchange_order)
         return (yield from self._with_legs(unique, windows))
 
-    def _coverage(self, now: datetime, listed: set[str]) -> Plan[frozenset[str] | None]:
-        """The symbols the snapshot speaks for. With a settle coin, the symbols settling in it:
-        a key settling in another coin is never judged (and so never closed) by this read. A
-        listed position on a symbol the cache does not know makes it read the list again; one
-        instruments-info still does not know, or (where Bybit filtered by settle coin itself)
-        one settling in another coin, fails the read."""
+    def _coverage(
+        self, now: datetime, listed: set[str]
+    ) -> Plan[tuple[frozenset[str] | None, tuple[str, ...]]]:
+        """The symbols the snapshot speaks for, and its caveats. With a settle coin, the symbols
+        settling in it: a key settling in another coin is never judged (and so never closed) by
+        this read. A listed position on a symbol the cache does not know makes it read the list
+        again; one instruments-info still does not know, or (where Bybit filtered by settle coin
+        itself) one settling in another coin, fails the read, unless a status filter was
+        refused and Bybit filtered by settle coin: then it is covered on the list's word."""
         if self.symbols is not None:
-            return frozenset(self.symbols)
+            return frozenset(self.symbols), ()
         if self.settle_coin is None:
-            return None
-        coins = yield from self._settle_coins(now, listed)
+            return None, ()
+        known = self._coins
+        if known is None or known.stale(now, self.instruments_ttl, listed):
+            known = self._coins = yield from self._settle_coins(now)
+        coins = known.coins
         settling = frozenset(symbol for symbol, coin in coins.items() if coin == self.settle_coin)
         filtered = bool(self._settle_filter())
         unknown = listed - (settling if filtered else coins.keys())
-        if unknown:
+        if unknown and not (known.refused and filtered):
             told = f"as settling in {self.settle_coin}" if filtered else "at all"
             raise ExchangeUnavailable(
                 f"Bybit lists {self.category} positions on {sorted(unknown)}, which "
                 f"instruments-info does not list {told}: their settle coin is unknown"
             )
-        return settling
+        return settling | unknown, known.caveats(self.settle_coin)
 
-    def _settle_coins(self, now: datetime, listed: set[str]) -> Plan[Mapping[str, str]]:
-        """Each symbol of the category (every status) and its settle coin, read again when
-        stale or when a listed position names a symbol it does not know."""
-        cached = self._coins
-        if cached is None or now - cached[0] >= self.instruments_ttl or listed - cached[1].keys():
-            coins: dict[str, str] = {}
-            for status in INSTRUMENT_STATUSES:
-                query = {"category": self.category, "status": status}
+    def _settle_coins(self, now: datetime) -> Plan[SettleCoins]:
+        """Each symbol of the category and its settle coin, of every status instruments-info
+        serves; a refused filter it does not document is left out (and said so), any other
+        failure fails the read."""
+        coins: dict[str, str] = {}
+        refused: list[str] = []
+        for status in INSTRUMENT_STATUSES:
+            query = {"category": self.category, "status": status}
+            try:
                 instruments = yield from self._read_all(
                     "instruments", INSTRUMENTS_INFO, query, INSTRUMENTS_PAGE
                 )
-                coins.update(parsed("instrument", i, _settles) for i in instruments)
-            cached = self._coins = (now, coins)
-        return cached[1]
+            except ExchangeRejected as error:
+                if status in DOCUMENTED_STATUS_FILTERS or error.code != PARAMS_ERROR:
+                    raise
+                log.warning("Bybit instruments-info refused status=%s: %s", status, error)
+                refused.append(status)
+                continue
+            coins.update(parsed("instrument", i, _settles) for i in instruments)
+        return SettleCoins(now, coins, tuple(refused))
 
     def _settle_filter(self) -> dict[str, str]:
         """The ``settleCoin`` filter Bybit applies itself: linear reads only (see the class)."""
@@ -285,7 +312,7 @@ class BybitReads:
             if (yield from self._is_hedged(symbol)):
                 hedged.add(symbol)
         traded = [f for f in fills if f.symbol in hedged and f.kind is not ExecKind.FUNDING]
-        yield from self._learn_legs([fill.order_id for fill in traded], windows)
+        yield from self._learn_legs(traded, windows)
         return [
             attrs.evolve(fill, idx=self._leg_of(fill) if fill.symbol in hedged else 0)
             for fill in fills
@@ -302,21 +329,30 @@ class BybitReads:
             raise ExchangeUnavailable(f"Bybit position list for {symbol} is empty: mode unknown")
         return legs != {0}
 
-    def _learn_legs(self, order_ids: list[str], windows: list[tuple[int, int]]) -> Plan[None]:
+    def _learn_legs(self, fills: list[Fill], windows: list[tuple[int, int]]) -> Plan[None]:
         """Find the positionIdx of unknown orders: one sweep of the order history per window,
         then one lookup per order still missing (older orders, or orders still open)."""
-        missing = {oid for oid in order_ids if oid and oid not in self._order_legs}
-        if not missing:
+        last_fills = {f.order_id: f for f in fills if f.order_id not in self._order_legs}
+        last_fills.pop("", None)
+        if not last_fills:
             return
         scope = {"category": self.category, **self._settle_filter()}
         for window_start, window_end in windows:
             query = {**scope, "startTime": window_start, "endTime": window_end}
             self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, query)))
-        for order_id in sorted(missing - self._order_legs.keys()):
-            query = {"category": self.category, "orderId": order_id}
-            self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, query)))
-            if order_id not in self._order_legs:
-                self._remember_legs((yield from self._read_all("open orders", OPEN_ORDERS, query)))
+        for order_id in sorted(last_fills.keys() - self._order_legs.keys()):
+            yield from self._look_up_leg(last_fills[order_id])
+
+    def _look_up_leg(self, fill: Fill) -> Plan[None]:
+        """The leg of the order of ``fill`` (its last fill read): in the order history of the
+        seven days up to that fill (without a window Bybit serves the last seven days only), else
+        among open orders, which for linear Bybit serves only with a symbol (or a coin)."""
+        query = {"category": self.category, "symbol": fill.symbol, "orderId": fill.order_id}
+        end = to_ms(fill.exec_time)
+        history = {**query, "startTime": end - WINDOW_MS, "endTime": end}
+        self._remember_legs((yield from self._read_all("order history", ORDER_HISTORY, history)))
+        if fill.order_id not in self._order_legs:
+            self._remember_legs((yield from self._read_all("open orders", OPEN_ORDERS, query)))
 
     def _remember_legs(self, orders: list[Row]) -> None:
         for row in orders:
@@ -338,6 +374,31 @@ class BybitReads:
         raise ExchangeUnavailable(
             f"Bybit execution {fill.exec_id} of hedge-mode {fill.symbol}: order "
             f"{fill.order_id!r} is in neither order history nor open orders; its leg is unknown"
+        )
+
+
+@attrs.frozen
+class SettleCoins:
+    """Each symbol instruments-info listed and its settle coin, when they were read, and which
+    status filters it refused (their symbols are missing)."""
+
+    read_at: datetime
+    coins: Mapping[str, str]
+    refused: tuple[str, ...]
+
+    def stale(self, now: datetime, ttl: timedelta, listed: set[str]) -> bool:
+        """Read again when older than ``ttl``, or (unless filters were refused, which leaves
+        symbols out for good) when a listed position names a symbol it lacks."""
+        return now - self.read_at >= ttl or bool(listed - self.coins.keys() and not self.refused)
+
+    def caveats(self, coin: str) -> tuple[str, ...]:
+        if not self.refused:
+            return ()
+        return (
+            f"Bybit instruments-info refused status filter {', '.join(self.refused)} (retCode "
+            f"{PARAMS_ERROR}): coverage is the {coin} symbols of the other statuses and those "
+            f"holding a position; a key on a symbol of a refused status that holds nothing on "
+            f"the exchange is not judged",
         )
 
 
@@ -394,9 +455,12 @@ class BybitVenue:
     def fetch_snapshot(self) -> Snapshot:
         """Every position and open order, every page, or ExchangeUnavailable.
 
-        ``taken_at`` is read before the first request, so the snapshot never claims to be newer
-        than its oldest page."""
-        return run(self.reads.snapshot(self._now()), self._answer)
+        ``taken_at`` is Bybit's clock: the ``time`` of the read's earliest reply (the host's
+        clock, read before the first request, only if no reply carried one), so it compares
+        with executions' ``execTime`` whatever the host's clock says."""
+        times = ReplyTimes()
+        plan = self.reads.snapshot(self._now())
+        return times.stamp(run(plan, lambda call: self._answer(call, times)))
 
     def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
         """Every execution in ``[since, until]`` (until: now), oldest first, deduplicated by
@@ -408,8 +472,9 @@ class BybitVenue:
     def _now(self) -> datetime:
         return aware_utc(self._clock(), "clock")
 
-    def _answer(self, call: Call) -> Row:
-        """One request's ``result``, from a reply with ``retCode`` 0, or an exception."""
+    def _answer(self, call: Call, times: ReplyTimes | None = None) -> Row:
+        """One request's ``result``, from a reply with ``retCode`` 0, or an exception; its
+        ``time`` told to ``times``."""
         try:
             reply = self._methods[call.endpoint](**call.query)
         except self._rejection as error:
@@ -421,7 +486,10 @@ class BybitVenue:
             ) from error
         if isinstance(reply, tuple):  # pybit's record_request_time / return_response_headers
             reply = reply[0]
-        return checked_result(call.what, reply)
+        result = checked_result(call.what, reply)
+        if times is not None:
+            times.saw(reply_time(call.what, reply))
+        return result
 
 
 def checked_result(what: str, reply: Any) -> Row:
@@ -439,6 +507,17 @@ def checked_result(what: str, reply: Any) -> Row:
     if not isinstance(result, Mapping) or not isinstance(result.get("list"), list):
         raise ExchangeUnavailable(f"Bybit {what}: reply has no result.list: {reply!r:.200}")
     return result
+
+
+def reply_time(what: str, reply: Row) -> datetime | None:
+    """When Bybit answered, by its clock: the reply's ``time`` (ms since the epoch), or None
+    when it has none; anything else is a malformed reply."""
+    stamp = reply.get("time")
+    if stamp is None:
+        return None
+    if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp <= 0:
+        raise ExchangeUnavailable(f"Bybit {what}: reply time is not milliseconds: {stamp!r:.50}")
+    return time_from_ms(str(stamp))
 
 
 def _rows(what: str, result: Row) -> list[Row]:

@@ -18,9 +18,10 @@ OKX is read the same way, with its own plans (:class:`~posledger.venues.okx.OkxR
 ``account/positions``, ``trade/orders-pending``, ``trade/fills-history`` and
 ``public/instruments`` through ``private_get_account_positions`` ...): keys hold OKX's
 ``instId`` (``BTC-USDT-SWAP``), ``venue`` is ``"okx"``, the category is ``swap`` or ``futures``
-(linear) or ``inverse`` (coin-margined swaps and futures) and sizes are contracts × face
-value. Every other exchange is refused: they report positions and trades in other shapes (see
-docs/ccxt.md), and a venue that guessed at them could mistake an unread page for a flat account.
+(linear) or ``inverse`` (coin-margined swaps and futures) and sizes are contracts × ``ctVal``
+(ccxt's ``contractSize``). Every other exchange is refused: they report positions and trades in
+other shapes (see docs/ccxt.md), and a venue that guessed at them could mistake an unread page
+for a flat account.
 Requires the ``ccxt`` extra (``pip install -e '.[ccxt]'``).
 """
 
@@ -45,11 +46,13 @@ from posledger.venues.bybit import (
     POSITION_LIST,
     BybitReads,
     checked_result,
+    reply_time,
 )
 from posledger.venues.common import (
     INSTRUMENTS_TTL,
     Call,
     Plan,
+    ReplyTimes,
     Row,
     rejection,
     run,
@@ -105,13 +108,18 @@ class Dialect:
     checked: Callable[[str, Any], Row]
     code_field: str
     auth_codes: frozenset[int | str]
+    reply_time: Callable[[str, Row], datetime | None]
+
+
+def _untimed(what: str, reply: Row) -> None:
+    """OKX V5 replies (``code``, ``msg``, ``data``) carry no server time."""
 
 
 DIALECTS: Mapping[str, Dialect] = {
-    "bybit": Dialect(IMPLICIT_METHODS, checked_result, "retCode", BYBIT_AUTH_CODES),
-    "okx": Dialect(OKX_IMPLICIT_METHODS, checked_reply, "code", OKX_AUTH_CODES),
+    "bybit": Dialect(IMPLICIT_METHODS, checked_result, "retCode", BYBIT_AUTH_CODES, reply_time),
+    "okx": Dialect(OKX_IMPLICIT_METHODS, checked_reply, "code", OKX_AUTH_CODES, _untimed),
 }
-"""Each supported exchange id's requests and reply checks."""
+"""Each supported exchange id's requests, reply checks and reply times."""
 
 _MARKET_FLAGS: Mapping[str, str] = {"futures": "future"}
 """A category whose ccxt market flag is spelled otherwise (OKX ``futures``: ``future``)."""
@@ -299,6 +307,13 @@ class _CcxtExchange:
         method = getattr(self.exchange, self.dialect.methods[call.endpoint])
         return method, {name: value for name, value in call.query.items() if value is not None}
 
+    def _checked(self, call: Call, reply: Any, times: ReplyTimes | None) -> Row:
+        """The checked reply, its time (if the exchange tells it) told to ``times``."""
+        result = self.dialect.checked(call.what, reply)
+        if times is not None:
+            times.saw(self.dialect.reply_time(call.what, reply))
+        return result
+
     def _load_failure(self, error: Exception) -> ExchangeUnavailable:
         return _unavailable(self.venue, Call("load_markets", "markets", {}), error)
 
@@ -315,9 +330,12 @@ class CcxtVenue(_CcxtExchange):
 
     def fetch_snapshot(self) -> Snapshot:
         """Every position and open order, every page, or ExchangeUnavailable; ``taken_at`` is
-        read before the first position request."""
+        the exchange's clock where its replies tell it (Bybit: the earliest reply's ``time``),
+        else (OKX) the venue's clock, read before the first position request."""
         reads = self._ready()
-        return run(reads.snapshot(self._now()), self._answer)
+        times = ReplyTimes()
+        plan = reads.snapshot(self._now())
+        return times.stamp(run(plan, lambda call: self._answer(call, times)))
 
     def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
         """Every execution (trades, funding, ADL, liquidations ...) in ``[since, until]``,
@@ -348,13 +366,13 @@ class CcxtVenue(_CcxtExchange):
         except Exception as error:
             raise self._load_failure(error) from error
 
-    def _answer(self, call: Call) -> Row:
+    def _answer(self, call: Call, times: ReplyTimes | None = None) -> Row:
         method, query = self._request(call)
         try:
             reply = method(query)
         except Exception as error:
             raise _unavailable(self.venue, call, error) from error
-        return self.dialect.checked(call.what, reply)
+        return self._checked(call, reply, times)
 
 
 class AsyncCcxtVenue(_CcxtExchange):
@@ -362,9 +380,12 @@ class AsyncCcxtVenue(_CcxtExchange):
     are coroutines that never block the event loop. The exchange stays the caller's to close."""
 
     async def fetch_snapshot(self) -> Snapshot:
-        """Every position and open order, every page, or ExchangeUnavailable."""
+        """Every position and open order, every page, or ExchangeUnavailable; ``taken_at`` as
+        :meth:`CcxtVenue.fetch_snapshot`."""
         reads = await self._ready()
-        return await run_async(reads.snapshot(self._now()), self._answer)
+        times = ReplyTimes()
+        plan = reads.snapshot(self._now())
+        return times.stamp(await run_async(plan, lambda call: self._answer(call, times)))
 
     async def fetch_executions(self, since: datetime, until: datetime | None = None) -> list[Fill]:
         """Every execution in ``[since, until]``, oldest first, with ``symbol`` and ``idx``."""
@@ -392,10 +413,10 @@ class AsyncCcxtVenue(_CcxtExchange):
         except Exception as error:
             raise self._load_failure(error) from error
 
-    async def _answer(self, call: Call) -> Row:
+    async def _answer(self, call: Call, times: ReplyTimes | None = None) -> Row:
         method, query = self._request(call)
         try:
             reply = await method(query)
         except Exception as error:
             raise _unavailable(self.venue, call, error) from error
-        return self.dialect.checked(call.what, reply)
+        return self._checked(call, reply, times)

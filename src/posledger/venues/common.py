@@ -20,6 +20,7 @@ from posledger.core.errors import (
     ExchangeUnavailable,
     InvalidInput,
 )
+from posledger.core.model import Snapshot
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -46,6 +47,27 @@ Plan = Generator[Call, Row, T]
 """Yields calls, is sent each call's checked ``result``, returns the read's value."""
 
 
+class ReplyTimes:
+    """The exchange's clock as the replies of one read tell it (Bybit's ``time``): a snapshot
+    is stamped with the earliest, so ``taken_at`` is on the clock of the executions it is
+    compared with, whatever the host's clock says (docs/design.md#absorbed)."""
+
+    def __init__(self) -> None:
+        self.earliest: datetime | None = None
+
+    def saw(self, moment: datetime | None) -> None:
+        """One reply's time (None: the reply did not say)."""
+        if moment is not None and (self.earliest is None or moment < self.earliest):
+            self.earliest = moment
+
+    def stamp(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` taken at the earliest reply time; as it was (the host's clock, read
+        before the first request) when no reply told the time."""
+        if self.earliest is None:
+            return snapshot
+        return attrs.evolve(snapshot, taken_at=self.earliest)
+
+
 def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
     """A value from one row of ``venue``'s reply; any missing or malformed field fails the
     whole read (it is never read as a default)."""
@@ -69,12 +91,18 @@ def rejection(
 
 
 def run(plan: Generator[S, A, T], answer: Callable[[S], A]) -> T:
-    """Carry out ``plan`` (a venue's read, or any plan of steps and answers) with blocking I/O;
-    an exception from ``answer`` ends the plan."""
+    """Carry out ``plan`` (a venue's read, or any plan of steps and answers) with blocking I/O.
+    An exception from ``answer`` is raised inside the plan, at the step that failed: it ends
+    the plan unless the plan handles it (a refused filter it can do without)."""
     try:
         step = next(plan)
         while True:
-            step = plan.send(answer(step))
+            try:
+                reply = answer(step)
+            except Exception as error:
+                step = plan.throw(error)
+            else:
+                step = plan.send(reply)
     except StopIteration as done:
         result: T = done.value
         return result
@@ -83,11 +111,17 @@ def run(plan: Generator[S, A, T], answer: Callable[[S], A]) -> T:
 
 
 async def run_async(plan: Generator[S, A, T], answer: Callable[[S], Awaitable[A]]) -> T:
-    """Carry out ``plan`` with asyncio I/O; cancellation simply abandons the plan."""
+    """Carry out ``plan`` with asyncio I/O, failures raised inside it as :func:`run` does;
+    cancellation simply abandons the plan."""
     try:
         step = next(plan)
         while True:
-            step = plan.send(await answer(step))
+            try:
+                reply = await answer(step)
+            except Exception as error:
+                step = plan.throw(error)
+            else:
+                step = plan.send(reply)
     except StopIteration as done:
         result: T = done.value
         return result

@@ -9,10 +9,12 @@ as a ``Decimal`` from OKX's own strings and every page is followed. What OKX doe
 from Bybit, and how it is read:
 
 - **Sizes are contracts.** ``pos`` and ``fillSz`` count contracts; a key's size is contracts ×
-  the instrument's face value (``ctVal`` × ``ctMult`` from public instruments), that is in
-  ``ctValCcy``: base coin for USDT/USDC-margined contracts (0.01 BTC per ``BTC-USDT-SWAP``
-  contract), USD for coin-margined ones. Positions and fills are converted alike, so they add
-  up. ccxt's order ``amount`` on OKX is contracts: a bot records ``amount × contractSize``.
+  the instrument's ``ctVal`` from public instruments, in ``ctValCcy``: base coin for
+  USDT/USDC-margined contracts (0.01 BTC per ``BTC-USDT-SWAP`` contract), USD for coin-margined
+  ones. That is ccxt's ``contractSize`` (ccxt 4.5.90's ``okx.parse_market`` takes ``ctVal``
+  alone, never ``ctMult``), so a bot that records ccxt's ``amount × contractSize`` (its
+  ``amount`` on OKX is contracts) and the venue always agree; ``ctMult`` is not applied.
+  Positions and fills are converted alike, so they add up.
 - **Contract types** come from public/instruments: a row of an instrument another category owns
   (a coin-margined swap read as ``swap``) is left to that category, and a snapshot covers
   exactly the listed instruments its category owns, so no snapshot judges another's key.
@@ -141,18 +143,18 @@ T = TypeVar("T")
 
 @attrs.frozen
 class Instrument:
-    """What a read needs of one instrument: contract face value, settle currency, and whether it
-    is coin-margined (``ctType`` inverse)."""
+    """What a read needs of one instrument: the size of a contract (``ctVal``), the settle
+    currency, and whether it is coin-margined (``ctType`` inverse)."""
 
     inst_id: str
-    face: Decimal
+    contract_size: Decimal
     settle: str
     inverse: bool = False
 
 
 class OkxReads:
     """OKX V5 reads of one account and instrument type, whatever client sends them. It keeps
-    the instruments (face values, settle currencies) for ``instruments_ttl``, and reads them
+    the instruments (contract sizes, settle currencies) for ``instruments_ttl``, and reads them
     again when a row names an instrument it does not know.
 
     ``symbols`` None covers the category's listed instruments, or with ``settle_coin`` those
@@ -218,7 +220,8 @@ class OkxReads:
         )
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]:
-        """Every fill in ``[start_ms, end_ms]`` of the covered instruments, oldest first, each
+        """Every fill in ``[start_ms, end_ms]`` of the covered instruments, oldest first
+        (:meth:`Fill.exchange_order`: within a millisecond by ``tradeId``), each
         ``(instId, tradeId)`` once, with ``symbol`` and ``idx`` (from ``posSide``) set."""
         now = self._clock()
         oldest = now - FILLS_HISTORY_SPAN
@@ -237,12 +240,12 @@ class OkxReads:
         rows = [row for row in rows if row.get("subType") not in NOT_POSITION_FILLS]
         instruments = yield from self._known(now, {_inst_id(row) for row in rows})
         fills = [
-            parsed("fill", row, lambda r: fill_from_row(r, instruments[_inst_id(r)].face))
+            parsed("fill", row, lambda r: fill_from_row(r, instruments[_inst_id(r)].contract_size))
             for row in rows
             if self._owns(instruments[_inst_id(row)])
         ]
         inside = [f for f in fills if start_ms <= to_ms(f.exec_time) <= end_ms]
-        return sorted(_deduplicated(inside), key=lambda fill: fill.exec_time)
+        return sorted(_deduplicated(inside), key=Fill.exchange_order)
 
     def _coverage(self, instruments: Mapping[str, Instrument]) -> frozenset[str]:
         """The instruments the snapshot speaks for: the listed ones, or the category's own
@@ -320,7 +323,7 @@ class OkxReads:
 
     def _known(self, now: datetime, named: set[str]) -> Plan[Mapping[str, Instrument]]:
         """The instruments, read again when stale or when a row names one not yet known; an
-        instrument OKX does not list has no face value, so the read fails."""
+        instrument OKX does not list has no contract size, so the read fails."""
         cached = self._instruments
         if cached is None or now - cached[0] >= self.instruments_ttl or named - cached[1].keys():
             listed: list[Row] = []
@@ -364,19 +367,19 @@ def parsed(what: str, row: Row, parse: Callable[[Row], T]) -> T:
 
 
 def instrument(row: Row) -> Instrument:
-    """A public/instruments row: face value ``ctVal`` × ``ctMult`` (in ``ctValCcy``)."""
-    multiplier = row.get("ctMult") or "1"
+    """A public/instruments row: a contract is ``ctVal`` (in ``ctValCcy``), ccxt's
+    ``contractSize``, the unit bots record sizes in; ``ctMult`` is not applied (docs/ccxt.md)."""
     return Instrument(
         inverse=_contract_type(row) == INVERSE,
         inst_id=_text(row, "instId"),
-        face=positive_decimal(row["ctVal"], "ctVal") * positive_decimal(multiplier, "ctMult"),
+        contract_size=positive_decimal(row["ctVal"], "ctVal"),
         settle=_text(row, "settleCcy"),
     )
 
 
 def position_from_row(row: Row, instrument: Instrument) -> ExchangePosition:
-    """An account/positions row: ``pos`` contracts × face value. In net mode ``pos`` is signed;
-    a long or short leg holds a positive ``pos`` on its own side. ``pos`` 0 is a flat row."""
+    """An account/positions row: ``pos`` contracts × ``ctVal``. In net mode ``pos`` is signed; a
+    long or short leg holds a positive ``pos`` on its own side. ``pos`` 0 is a flat row."""
     idx = _leg(row)
     contracts = to_decimal(row["pos"], "pos")
     if idx == 0:
@@ -389,14 +392,14 @@ def position_from_row(row: Row, instrument: Instrument) -> ExchangePosition:
         symbol=instrument.inst_id,
         idx=idx,
         side=side,
-        size=abs(contracts) * instrument.face,
+        size=abs(contracts) * instrument.contract_size,
         avg_price=(row.get("avgPx") or None) if contracts else None,
         updated_at=time_from_ms(row.get("uTime")),
     )
 
 
-def fill_from_row(row: Row, face: Decimal) -> Fill:
-    """A fills-history row as a Fill: ``fillSz`` contracts × face value, the fee's sign flipped
+def fill_from_row(row: Row, contract_size: Decimal) -> Fill:
+    """A fills-history row as a Fill: ``fillSz`` contracts × ``ctVal``, the fee's sign flipped
     (OKX: negative = paid), the leg from ``posSide``; a ``subType`` not in :data:`SUB_TYPES` is
     of kind ``unknown``, its raw value kept in ``venue_type``. ``ordId`` is "" for block trades."""
     sub_type = _text(row, "subType")
@@ -404,7 +407,7 @@ def fill_from_row(row: Row, face: Decimal) -> Fill:
         exec_id=row["tradeId"],
         order_id=row["ordId"],
         side=row["side"],
-        qty=positive_decimal(row["fillSz"], "fillSz") * face,
+        qty=positive_decimal(row["fillSz"], "fillSz") * contract_size,
         price=row["fillPx"],
         fee=-to_decimal(row["fee"], "fee"),
         exec_time=time_from_ms(row["ts"]),

@@ -45,6 +45,8 @@ EXECUTIONS = "/v5/execution/list"
 SERVER_TIME = "/v5/market/time"
 INSTRUMENTS = "/v5/market/instruments-info"
 COIN_INFO = "/v5/asset/coin/query-info"
+DOCUMENTED_STATUS_FILTERS = ("Trading", "PreLaunch")
+"""The ``status`` filters instruments-info documents for linear and inverse."""
 PUBLIC_ENDPOINTS = (SERVER_TIME, INSTRUMENTS)
 """Answered without a signature, like Bybit's market endpoints."""
 
@@ -54,7 +56,15 @@ class FakeBybit(BybitAccount, FakeHttpServer):
 
     ``clock`` (an aware UTC datetime source) stamps scripted events and the replies' ``time``;
     signatures are checked against the real wall clock, like Bybit does. ``page_size`` caps
-    every page, so paging is exercised with a handful of rows.
+    every page, so paging is exercised with a handful of rows. ``unsorted_ties`` lists the
+    executions of one millisecond against their ``seq``, as Bybit warns its list may ("Response
+    items will have sorting issues when 'execTime' is the same", Get Trade History).
+    ``realtime_keeps_closed`` False makes ``/v5/order/realtime`` forget closed orders, as Bybit's
+    does after a server release or restart ("filled, cancelled, and rejected orders of Unified
+    account should only be queried through order history", Get Open & Closed Orders).
+    ``refuse_undocumented_statuses`` answers instruments-info with retCode 10001 for a
+    ``status`` filter it does not document (``Delivering``, ``Closed``; Bybit's own answer to
+    them is not known).
     """
 
     exchange = "Bybit"
@@ -66,6 +76,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         api_secret: str = "fake-api-secret",
         clock: Callable[[], datetime] | None = None,
         page_size: int | None = None,
+        unsorted_ties: bool = False,
+        refuse_undocumented_statuses: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -74,6 +86,9 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         self.api_key = api_key
         self.api_secret = api_secret
         self.page_size = page_size
+        self.unsorted_ties = unsorted_ties
+        self.realtime_keeps_closed = True
+        self.refuse_undocumented_statuses = refuse_undocumented_statuses
 
     # clients
 
@@ -215,10 +230,13 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         )
 
     def _open_orders(self, params: dict[str, str]) -> Row:
+        """Open orders; by ``orderId`` (which takes priority over the other filters) a closed
+        one too, unless forgotten. Linear needs ``symbol``, ``baseCoin`` or ``settleCoin``, even
+        with ``orderId`` ("For linear, either symbol, baseCoin, settleCoin is required")."""
         category = category_of(params)
         order_id = params.get("orderId")
         filters = ("symbol", "baseCoin", "settleCoin")
-        if category == "linear" and not order_id and not any(params.get(f) for f in filters):
+        if category == "linear" and not any(params.get(f) for f in filters):
             raise ApiError(
                 10001,
                 "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin",
@@ -227,31 +245,29 @@ class FakeBybit(BybitAccount, FakeHttpServer):
             o
             for o in self._book.orders.values()
             if o.category == category
-            and (o.order_id == order_id if order_id else o.is_open)
-            and order_matches(o, params)
+            and (
+                o.order_id == order_id and (o.is_open or self.realtime_keeps_closed)
+                if order_id
+                else o.is_open and order_matches(o, params)
+            )
         ]
         return self._orders_page(category, orders, params)
 
     def _order_history(self, params: dict[str, str]) -> Row:
-        """Closed orders only (Bybit's unified account); ``orderId`` finds one at any age."""
+        """Closed orders only (Bybit's unified account) created in the window, by ``orderId``
+        too: without ``startTime``/``endTime`` the last seven days ("startTime and endTime are
+        not passed, return 7 days by default", Get Order History)."""
         category = category_of(params)
         order_id = params.get("orderId")
-        if order_id:
-            orders = [
-                o
-                for o in self._book.orders.values()
-                if o.order_id == order_id and o.category == category and not o.is_open
-            ]
-        else:
-            start, end = window(params, to_ms(self._clock()))
-            orders = [
-                o
-                for o in self._book.orders.values()
-                if o.category == category
-                and not o.is_open
-                and start <= o.created_ms <= end
-                and order_matches(o, params)
-            ]
+        start, end = window(params, to_ms(self._clock()))
+        orders = [
+            o
+            for o in self._book.orders.values()
+            if o.category == category
+            and not o.is_open
+            and start <= o.created_ms <= end
+            and (o.order_id == order_id if order_id else order_matches(o, params))
+        ]
         return self._orders_page(category, orders, params)
 
     def _orders_page(self, category: str, orders: list[FakeOrder], params: dict[str, str]) -> Row:
@@ -267,7 +283,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
         )
 
     def _executions(self, params: dict[str, str]) -> Row:
-        """Newest first, within a window of at most seven days, like Bybit."""
+        """Newest first (by ``seq`` within a millisecond, unless ``unsorted_ties``), within a
+        window of at most seven days, like Bybit."""
         category = category_of(params)
         start, end = window(params, to_ms(self._clock()))
         wanted = {
@@ -282,7 +299,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
             and start <= e.exec_ms <= end
             and all(value in (None, getattr(e, name)) for name, value in wanted.items())
         ]
-        executions.sort(key=lambda e: (e.exec_ms, e.seq), reverse=True)
+        tie = -1 if self.unsorted_ties else 1
+        executions.sort(key=lambda e: (e.exec_ms, tie * e.seq), reverse=True)
         return page(
             category,
             [e.row() for e in executions],
@@ -309,6 +327,8 @@ class FakeBybit(BybitAccount, FakeHttpServer):
                 leg_category, symbol, base, quote, settle
             )
         status = params.get("status") or "Trading"
+        if self.refuse_undocumented_statuses and status not in DOCUMENTED_STATUS_FILTERS:
+            raise ApiError(10001, f"params error: status {status!r} invalid")
         listed = sorted(
             (
                 i
