@@ -26,6 +26,7 @@ from posledger.core.model import (
     Snapshot,
     Status,
 )
+from posledger.core.money import MoneyCheck, MoneyPolicy, MoneyRecord
 from posledger.core.position import PendingOrder, PositionState, Proposal
 from posledger.core.reconcile import (
     Correction,
@@ -54,6 +55,9 @@ __all__ = [
     "InvalidInput",
     "KeyOutcome",
     "Ledger",
+    "MoneyCheck",
+    "MoneyPolicy",
+    "MoneyRecord",
     "Outcome",
     "PendingOrder",
     "PositionKey",

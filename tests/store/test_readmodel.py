@@ -37,6 +37,7 @@ from posledger.core.events import POSITION_TOPICS, PositionEvent
 from posledger.core.position import project
 from posledger.store.application import LedgerApplication
 from posledger.store.readmodel import COLUMNS, ReadModel
+from posledger.store.readmodel.views import LATER_COLUMNS
 from posledger.store.storage import settings_for
 from tests.conftest import T0
 from tests.helpers import at, fill, row, snapshot
@@ -243,14 +244,27 @@ def expected_row(state: PositionState) -> dict[str, Any]:
         "version": state.version,
         "updated_at": state.updated_at,
         "settle_coin": key.settle_coin,
+        "adopted_pnl": state.adopted_pnl,
+        "unexplained_pnl": state.unexplained_pnl,
     }
+
+
+QUANTITY_COLUMNS = (
+    "size",
+    "avg_entry_price",
+    "realized_pnl",
+    "fees",
+    "funding",
+    "adopted_pnl",
+    "unexplained_pnl",
+)
 
 
 def normalised(row_: dict[str, Any]) -> dict[str, Any]:
     assert list(row_) == list(COLUMNS)
     out = {name: row_[name] for name in COLUMNS if name != "state"}
     out["stream_id"] = str(out["stream_id"])
-    for name in ("size", "avg_entry_price", "realized_pnl", "fees", "funding"):
+    for name in QUANTITY_COLUMNS:
         out[name] = as_decimal(out[name])
     out["updated_at"] = as_datetime(out["updated_at"])
     return out
@@ -342,7 +356,7 @@ def test_quantities_are_exact_decimals_in_sql(durable_url: str) -> None:
         assert types_by_name["stream_id"] == "uuid"
 
 
-def test_each_row_names_its_settle_coin_and_an_older_table_gains_the_column(
+def test_each_row_names_its_settle_coin_and_an_older_table_gains_the_later_columns(
     durable_url: str,
 ) -> None:
     inverse = PositionKey(venue="bybit", account="main", category="inverse", symbol="BTCUSD")
@@ -354,26 +368,30 @@ def test_each_row_names_its_settle_coin_and_an_older_table_gains_the_column(
     assert coins == {"BTCUSDT": "USDT", "BTCUSD": "BTC"}
 
     as_released_before(durable_url)
-    assert all("settle_coin" not in r for r in sql_rows(durable_url, "posledger_positions"))
+    assert not set(LATER_COLUMNS) & set(sql_rows(durable_url, "posledger_positions")[0])
     with ReadModel.open(durable_url) as model:
         assert {p.key.symbol for p in model.positions()} == {"BTCUSDT", "BTCUSD"}
     for name in ("posledger_positions", "posledger_open_positions"):
-        coins = {r["symbol"]: r["settle_coin"] for r in sql_rows(durable_url, name)}
+        rows = sql_rows(durable_url, name)
+        coins = {r["symbol"]: r["settle_coin"] for r in rows}
         assert coins == {"BTCUSDT": "USDT", "BTCUSD": "BTC"}, name
+        assert {as_decimal(r["adopted_pnl"]) for r in rows} == {Decimal(0)}
+        assert {as_decimal(r["unexplained_pnl"]) for r in rows} == {Decimal(0)}
 
 
 def as_released_before(url: str) -> None:
-    """The read model's table and view as a release before settle_coin left them."""
+    """The read model's table and view as the release before LATER_COLUMNS left them."""
     drop_view = "DROP VIEW posledger_open_positions"
-    drop_column = "ALTER TABLE posledger_positions DROP COLUMN settle_coin"
-    old_columns = ", ".join(c for c in COLUMNS if c != "settle_coin")
+    drops = [f"ALTER TABLE posledger_positions DROP COLUMN {c}" for c in LATER_COLUMNS]
+    old_columns = ", ".join(c for c in COLUMNS if c not in LATER_COLUMNS)
     create_view = (
         f"CREATE VIEW posledger_open_positions AS SELECT {old_columns} "
         "FROM posledger_positions WHERE status = 'open'"
     )
+    statements = (drop_view, *drops, create_view)
     if url.startswith("sqlite"):
         with contextlib_closing(sqlite3.connect(url[len("sqlite:///") :])) as connection:
-            for statement in (drop_view, drop_column, create_view):
+            for statement in statements:
                 connection.execute(statement)
             connection.commit()
         return
@@ -382,7 +400,7 @@ def as_released_before(url: str) -> None:
     server, schema = url.split("?schema=")
     with psycopg.connect(server, autocommit=True) as connection:
         connection.execute(f"SET search_path TO {schema}")
-        for statement in (drop_view, drop_column, create_view):
+        for statement in statements:
             connection.execute(statement)
 
 

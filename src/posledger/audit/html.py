@@ -65,6 +65,9 @@ def state_html(state: PositionState) -> str:
         ("realized PnL (total)", state.realized_pnl),
         ("fees (total)", state.fees),
         ("funding (total)", state.funding),
+        ("PnL adopted from exchange records", state.adopted_pnl),
+        ("unexplained PnL (exchange − ledger)", state.unexplained_pnl),
+        ("booked PnL (net of fees)", state.booked_pnl),
         ("lifecycle", state.lifecycle),
         (
             "lifecycle PnL / fees / funding",

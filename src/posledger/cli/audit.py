@@ -146,6 +146,17 @@ def _positions_table(states: Sequence[PositionState]) -> object:
     return made
 
 
+def _money_checked(state: PositionState) -> str:
+    """What money reconciliation brought in, when it did (docs/design.md#money)."""
+    coin = state.key.settle_coin
+    parts = [
+        f"{what} {money(amount, coin)}"
+        for what, amount in (("adopted", state.adopted_pnl), ("unexplained", state.unexplained_pnl))
+        if amount
+    ]
+    return f"; from exchange records: {', '.join(parts)}" if parts else ""
+
+
 def _side_text(side: Side | str | None) -> Text:
     from rich.text import Text
 
@@ -210,7 +221,7 @@ def history(args: argparse.Namespace, console: Console) -> int:
         console.print(
             f"now {holding(state)}, lifecycle {state.lifecycle}, realized PnL "
             f"{money(state.realized_pnl, key.settle_coin)}, fees "
-            f"{money(state.fees, key.settle_coin)}\n{len(rows)} events "
+            f"{money(state.fees, key.settle_coin)}{_money_checked(state)}\n{len(rows)} events "
             f"from {when(rows[0].time)} to {when(rows[-1].time)} UTC",
             soft_wrap=True,
         )

@@ -201,6 +201,32 @@ class ProposalDecided(PositionEvent):
 
 
 @dataclass(frozen=True)
+class MoneyReconciled(PositionEvent):
+    """The exchange's records of money for the closes in ``[window_start, window_end]``
+    disagreed with what the ledger realized from fills beyond ``tolerance``
+    (docs/design.md#money). Both sides' figures, the records used and the difference are kept;
+    the difference is ``adopted`` (the ledger corrected the key in the window, so fills it never
+    saw explain it: their PnL comes into the books from the exchange's record) or unexplained.
+    Amounts are in the key's settle coin; ``*_funding`` None where the records do not say."""
+
+    TOPIC: ClassVar[str] = "posledger:MoneyReconciled"
+
+    window_start: datetime
+    window_end: datetime
+    records: list[str]
+    ledger_trading_pnl: Decimal
+    ledger_fees: Decimal
+    ledger_funding: Decimal | None
+    exchange_trading_pnl: Decimal
+    exchange_fees: Decimal
+    exchange_funding: Decimal | None
+    exchange_penalty: Decimal
+    difference: Decimal
+    adopted: bool
+    tolerance: Decimal
+
+
+@dataclass(frozen=True)
 class Closed(PositionEvent):
     """A lifecycle ended. The state change happened in the event before it; this records the
     lifecycle's final figures so history reads without folding."""
@@ -229,6 +255,7 @@ EVENT_TYPES: tuple[type[PositionEvent], ...] = (
     Closed,
     CorrectionProposed,
     ProposalDecided,
+    MoneyReconciled,
 )
 POSITION_TOPICS: tuple[str, ...] = tuple(cls.TOPIC for cls in EVENT_TYPES)
 

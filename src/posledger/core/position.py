@@ -26,6 +26,7 @@ from posledger.core.events import (
     Filled,
     FundingSettled,
     KeyRegistered,
+    MoneyReconciled,
     OpenRequested,
     OrderEnded,
     PartiallyFilled,
@@ -109,8 +110,10 @@ class PositionState:
     ``realized_pnl`` (average cost, including funding received/paid), ``fees`` and ``funding``
     are running totals over every lifecycle of the key; the ``lifecycle_*`` figures are the
     current lifecycle's own (zero while flat; ``last_closed`` keeps the last one's). Fees are not
-    subtracted from realized PnL. ``cost_basis`` is the quote paid on a linear key and the coin
-    value (Σ qty / price) on an inverse one, whose money figures are in the coin
+    subtracted from realized PnL; ``adopted_pnl`` and ``unexplained_pnl`` are what money
+    reconciliation brought in from the exchange's records (docs/design.md#money), net of fees,
+    and ``booked_pnl`` adds everything up. ``cost_basis`` is the quote paid on a linear key and
+    the coin value (Σ qty / price) on an inverse one, whose money figures are in the coin
     (docs/design.md#inverse).
     """
 
@@ -140,6 +143,15 @@ class PositionState:
     overfills: int = 0
     last_closed: LifecycleSummary | None = None
     proposal: Proposal | None = None
+    adopted_pnl: Decimal = ZERO
+    unexplained_pnl: Decimal = ZERO
+    money_checked_until: datetime | None = None
+
+    @property
+    def booked_pnl(self) -> Decimal:
+        """Net of fees, everything the books hold: realized from fills (funding included),
+        adopted from exchange records, and the unexplained remainder (docs/design.md#money)."""
+        return self.realized_pnl - self.fees + self.adopted_pnl + self.unexplained_pnl
 
     @property
     def held(self) -> bool:
@@ -224,6 +236,10 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
             last_snapshot_at=event.snapshot_taken_at,
             **stamp,
         )
+    if isinstance(event, MoneyReconciled):
+        field = "adopted_pnl" if event.adopted else "unexplained_pnl"
+        changes = {field: getattr(state, field) + event.difference}
+        return _replace(state, money_checked_until=event.window_end, **changes, **stamp)
     if isinstance(event, ProposalDecided):
         rejected = event.decision == "rejected"  # fresh confirmations before the next one
         return _replace(state, proposal=None, **({"suspect": None} if rejected else {}), **stamp)

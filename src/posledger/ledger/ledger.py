@@ -42,6 +42,14 @@ from posledger.core.model import (
     positive_decimal,
     text,
 )
+from posledger.core.money import (
+    LedgerMoney,
+    MoneyCheck,
+    MoneyPolicy,
+    MoneyRecord,
+    decide_money,
+    ledger_money,
+)
 from posledger.core.position import PositionState, evolve
 from posledger.core.reconcile import (
     Judgement,
@@ -401,6 +409,46 @@ class Ledger:
             f"no open proposal {wanted!r} (decided already, or never made): "
             "posledger corrections lists the open ones"
         )
+
+    # --- money reconciliation (docs/design.md#money) -------------------------------------
+
+    def check_money(
+        self,
+        key: PositionKey,
+        records: Sequence[MoneyRecord],
+        *,
+        since: datetime,
+        until: datetime,
+        policy: MoneyPolicy | None = None,
+        at: datetime | None = None,
+    ) -> MoneyCheck:
+        """Compare what the key realized from fills in ``[since, until]`` (a lifecycle, or a
+        period) with the exchange's ``records`` (a complete read of that window): agreement
+        writes nothing; a difference is one ``MoneyReconciled`` on the key's stream."""
+        self._check_key(key)
+        window = (aware_utc(since, "since"), aware_utc(until, "until"))
+        if window[1] < window[0]:
+            raise InvalidInput(f"until {window[1]} is before since {window[0]}")
+        for record in records:
+            if not isinstance(record, MoneyRecord):
+                raise InvalidInput(f"expected MoneyRecord, got {type(record).__name__}")
+        rules, when = policy or MoneyPolicy(), self._time(at, "at")
+        while True:
+            history = self.history(key)
+            money = ledger_money(history, *window)
+            read = max(history[-1].originator_version if history else 0, 1)
+
+            def decide(
+                state: PositionState, money: LedgerMoney = money, read: int = read
+            ) -> Decision[MoneyCheck | None]:
+                if state.version != read:  # written since the history was read: read again
+                    return Decision([], None)
+                check = decide_money(state, money, records, window=window, policy=rules, at=when)
+                return Decision(list(check.events), check)
+
+            result = self._execute(key, when, decide)[1]
+            if result is not None:
+                return result
 
     # --- queries -------------------------------------------------------------------------
 

@@ -24,10 +24,11 @@ REAL, and times as ISO 8601 text): ``stream_id`` (uuid, primary key), ``venue``,
 ``version`` (bigint: the stream version the row reflects), ``updated_at`` (timestamptz),
 ``state`` (jsonb: the full state as `posledger.store.snapshot.encode` writes it, decimals as
 strings), ``settle_coin`` (text: the coin ``realized_pnl``, ``fees`` and ``funding`` are in,
-NULL where the symbol follows no known naming; sum money per settle coin, never across them). A
-table made by an earlier release gains ``settle_coin`` the next time the view is created
-(``ReadModel.open`` or ``posledger init-db``). The tracking table is
-``posledger_positions_tracking``.
+NULL where the symbol follows no known naming; sum money per settle coin, never across them),
+``adopted_pnl`` and ``unexplained_pnl`` (numeric: what money reconciliation brought in from the
+exchange's records, docs/design.md#money). A table made by an earlier release gains these three
+the next time the view is created (``ReadModel.open`` or ``posledger init-db``). The tracking
+table is ``posledger_positions_tracking``.
 
 Backends: on PostgreSQL :meth:`ReadModel.run_forever` follows new events live through
 LISTEN/NOTIFY on the event store's channel; SQLite has no live subscription, so it polls.

@@ -51,14 +51,18 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
                 "fees numeric NOT NULL, funding numeric NOT NULL, "
                 "lifecycle integer NOT NULL, pending_orders integer NOT NULL, "
                 "version bigint NOT NULL, updated_at timestamptz NOT NULL, "
-                "state jsonb NOT NULL, settle_coin text)"
+                "state jsonb NOT NULL, settle_coin text, adopted_pnl numeric NOT NULL DEFAULT 0, "
+                "unexplained_pnl numeric NOT NULL DEFAULT 0)"
             ).format(schema=schema, table=table),
-            # A table made before settle_coin existed gains it (and its view the column) once;
-            # later opens only read the catalog, taking no lock a dashboard would wait on.
+            # A table made before the later columns existed gains them (and its view the
+            # columns) once; later opens only read the catalog, taking no lock a dashboard
+            # would wait on. No money was checked before them: their default 0 is exact.
             SQL(
                 "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
-                "to_regclass({name}) AND attname = 'settle_coin' AND NOT attisdropped) THEN "
-                "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS settle_coin text; "
+                "to_regclass({name}) AND attname = 'unexplained_pnl' AND NOT attisdropped) THEN "
+                "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS settle_coin text, "
+                "ADD COLUMN IF NOT EXISTS adopted_pnl numeric NOT NULL DEFAULT 0, "
+                "ADD COLUMN IF NOT EXISTS unexplained_pnl numeric NOT NULL DEFAULT 0; "
                 "DROP VIEW IF EXISTS {schema}.{view}; "
                 "END IF; END $$"
             ).format(
@@ -189,4 +193,6 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
             state.updated_at,
             Jsonb(encode(state)),
             key.settle_coin,
+            state.adopted_pnl,
+            state.unexplained_pnl,
         )

@@ -50,10 +50,11 @@ COLUMNS: tuple[str, ...] = (
     "version",
     "updated_at",
     "state",
-    "settle_coin",
+    *(LATER_COLUMNS := ("settle_coin", "adopted_pnl", "unexplained_pnl")),
 )
-"""The table's columns, in order; the open-positions view has the same ones. ``settle_coin``
-came last (a later release): a table made before gains it when its view is created again."""
+"""The table's columns, in order; the open-positions view has the same ones. The
+:data:`LATER_COLUMNS` came with a later release: a table made before gains them when its view is
+created again."""
 
 SQLITE_MAX_PARAMS = 500
 
@@ -148,7 +149,8 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             f"fees {quantity}, funding {quantity}, "
             "lifecycle INTEGER NOT NULL, pending_orders INTEGER NOT NULL, "
             "version INTEGER NOT NULL, updated_at TEXT NOT NULL, state TEXT NOT NULL, "
-            "settle_coin TEXT)",
+            f"settle_coin TEXT, adopted_pnl {quantity} DEFAULT '0', "
+            f"unexplained_pnl {quantity} DEFAULT '0')",
             f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_key "
             f"ON {TABLE} (venue, account, category, symbol, idx)",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_status ON {TABLE} (status)",
@@ -162,6 +164,8 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             names = {row["name"] for row in c.fetchall()}
             if names and "settle_coin" not in names:
                 c.execute(f"ALTER TABLE {TABLE} ADD COLUMN settle_coin TEXT")
+                for column in ("adopted_pnl", "unexplained_pnl"):  # no money checked before
+                    c.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} TEXT NOT NULL DEFAULT '0'")
                 c.execute(f"DROP VIEW IF EXISTS {OPEN_VIEW}")
                 c.execute(f"SELECT stream_id, venue, category, symbol FROM {TABLE}")
                 coins = [(settle_coin(*row[1:]), row[0]) for row in c.fetchall()]
@@ -219,4 +223,6 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             state.updated_at.isoformat(),
             json.dumps(encode(state), separators=(",", ":")),
             key.settle_coin,
+            _plain(state.adopted_pnl),
+            _plain(state.unexplained_pnl),
         )
