@@ -10,6 +10,8 @@ Answers "what did we hold, when, and why did it change?" from the stored events 
 - :func:`verify` replays everything and checks the ledger's invariants (sizes recomputed
   independently of ``evolve``, executions applied once with their markers, well-formed
   lifecycles, snapshot-based loads, the read-model table) and reports problems by key.
+- :func:`money_rows` lists every money check that found a difference (docs/design.md#money),
+  :func:`plot_unexplained` plots the unexplained part over time per settle coin.
 - :func:`to_dataframe` and :func:`plot_position` (pandas / matplotlib, imported lazily:
   ``pip install -e '.[notebook]'``), and HTML renderings for notebooks
   (:func:`state_html`, :func:`history_html`).
@@ -20,7 +22,7 @@ Sources: a :class:`~posledger.Ledger`, a ledger URL (``sqlite:///…``, ``postgr
 Import everything from here; the modules behind it follow the concerns above: ``source``
 (opening a source, reading the log in pages), ``replays``, ``history``, ``verification`` (its
 checks in ``stream_checks``, ``execution_checks``, ``ledger_check`` and ``readmodel_check``),
-``frames``, ``plot``, ``html`` and ``format`` (text shared with the CLI and the demo).
+``money``, ``frames``, ``plot``, ``html`` and ``format`` (text shared with the CLI and the demo).
 """
 
 from posledger.audit.findings import Check, Flag, Problem
@@ -42,6 +44,14 @@ from posledger.audit.history import (
     history_stream,
 )
 from posledger.audit.html import state_html
+from posledger.audit.money import (
+    MONEY_COLUMNS,
+    MoneyRow,
+    money_record,
+    money_rows,
+    plot_unexplained,
+    unexplained_by_coin,
+)
 from posledger.audit.plot import plot_position
 from posledger.audit.replays import replay, replay_all, replay_events, state_at
 from posledger.audit.source import PAGE_SIZE, Progress, Source
@@ -75,6 +85,12 @@ __all__ = [  # noqa: RUF022
     "state_record",
     "to_dataframe",
     "plot_position",
+    "MoneyRow",
+    "money_rows",
+    "MONEY_COLUMNS",
+    "money_record",
+    "unexplained_by_coin",
+    "plot_unexplained",
     "state_html",
     "evidence_text",
     "history_html",

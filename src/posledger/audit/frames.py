@@ -13,6 +13,7 @@ from posledger.audit.extras import notebook_module
 from posledger.audit.findings import Problem
 from posledger.audit.format import side_value, signed_size
 from posledger.audit.history import HistoryRow
+from posledger.audit.money import MONEY_COLUMNS, MoneyRow, money_record
 from posledger.audit.verification import VerifyReport
 from posledger.core.errors import InvalidInput
 from posledger.core.position import PositionState
@@ -82,11 +83,18 @@ STATE_COLUMNS = (
     "suspect_count",
 )
 PROBLEM_COLUMNS = ("key", "check", "version", "detail")
-TIME_COLUMNS = ("time", "evidence_taken_at", "opened_at", "updated_at")
+TIME_COLUMNS = (
+    "time",
+    "evidence_taken_at",
+    "opened_at",
+    "updated_at",
+    "window_start",
+    "window_end",
+)
 """Columns holding aware UTC datetimes."""
 INT_COLUMNS = ("version", "lifecycle", "idx", "pending_orders", "overfills")
 NULLABLE_INT_COLUMNS = ("evidence_seq", "evidence_confirmations", "suspect_count")
-BOOL_COLUMNS = ("reduce_only", "absorbed")
+BOOL_COLUMNS = ("reduce_only", "absorbed", "adopted")
 
 
 def history_record(row: HistoryRow) -> dict[str, Any]:
@@ -178,10 +186,12 @@ def to_dataframe(
     | Iterable[PositionState]
     | Mapping[Any, PositionState]
     | Iterable[Problem]
+    | Iterable[MoneyRow]
     | VerifyReport,
 ) -> Any:
     """A pandas DataFrame of history rows (one per event), of position states (one per key; a
-    ``replay_all`` dict works too), or of a verify report's problems. Quantities, prices and PnL
+    ``replay_all`` dict works too), of money checks (``money_rows``), or of a verify report's
+    problems. Quantities, prices and PnL
     stay ``Decimal`` (object columns, never float: convert explicitly with ``.astype(float)``
     for plotting); times are ``datetime64[…, UTC]``; ``key`` is the key's text form. An empty
     input gives the history columns."""
@@ -200,13 +210,16 @@ def to_dataframe(
         )
         frame["version"] = frame["version"].astype("Int64")
         return frame
+    elif values and all(isinstance(v, MoneyRow) for v in values):
+        columns = MONEY_COLUMNS
+        records = [money_record(v) for v in values if isinstance(v, MoneyRow)]
     elif all(isinstance(v, HistoryRow) for v in values):
         columns = HISTORY_COLUMNS
         records = [history_record(v) for v in values if isinstance(v, HistoryRow)]
     else:
         kinds = sorted({type(v).__name__ for v in values})
         raise InvalidInput(
-            f"to_dataframe takes HistoryRow, PositionState or Problem items, got {kinds}"
+            f"to_dataframe takes HistoryRow, PositionState, MoneyRow or Problem items, got {kinds}"
         )
     frame = pandas.DataFrame.from_records(records, columns=list(columns))
     for name in columns:
