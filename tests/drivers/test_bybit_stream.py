@@ -74,12 +74,17 @@ def stream_for(
     fake_ws: FakeBybitWebSocket,
     clock: RunningClock,
     pybit: dict[str, Any] | None = None,
+    category: str = "linear",
     **options: Any,
 ) -> BybitStream:
     """A started stream whose first resync is done. pybit's ping timeout is short because its
     socket thread notices a close only when its wait for data times out."""
     venue = BybitVenue(
-        fake.session(), account="main", category="linear", settle_coin="USDT", clock=clock
+        fake.session(),
+        account="main",
+        category=category,
+        settle_coin="USDT" if category == "linear" else None,
+        clock=clock,
     )
     settings: dict[str, Any] = {"check_interval": timedelta(seconds=0.05), **options}
     stream = BybitStream(
@@ -133,6 +138,26 @@ def test_fills_pushed_over_the_websocket_land_in_the_ledger(
         health = stream.health()
         assert (health.logins, health.resyncs, health.gaps_detected) == (1, 1, 1)
         assert len(fake.requests(EXECUTIONS)) == reads  # no REST read was needed
+
+
+def test_an_inverse_account_streams_coin_pnl_with_the_harmonic_average(
+    ledger: Ledger, fake: FakeBybit, fake_ws: FakeBybitWebSocket, clock: RunningClock
+) -> None:
+    """The worked example of docs/design.md#inverse, pushed over the WebSocket on BTCUSD."""
+    btc = PositionKey(venue="bybit", account="main", category="inverse", symbol="BTCUSD")
+    with stream_for(ledger, fake, fake_ws, clock, category="inverse") as stream:
+        for n, (side, price) in enumerate((("Buy", "20000"), ("Buy", "30000"), ("Sell", "25000"))):
+            qty = "200" if side == "Sell" else "100"
+            order = fake.add_open_order("BTCUSD", side, qty, price, category="inverse")
+            ledger.request_open(btc, order_id=order, side=side.lower(), qty=qty, at=clock())
+            fake.partial_fill(order, qty)
+            assert stream.wait_for(lambda h, done=n + 1: h.fills_streamed == done)
+            if n == 1:
+                held = ledger.position(btc)
+                assert held is not None and held.avg_entry_price == Decimal(24000)
+    state = ledger.position(btc)
+    assert state is not None and state.size == 0
+    assert state.realized_pnl == Decimal("0.0003333333333333333333333333333")
 
 
 def test_executions_of_one_message_are_recorded_in_seq_order(
