@@ -17,7 +17,7 @@ import pytest
 
 from posledger import Fill, Ledger, PositionKey, Side
 from posledger.testing.fake_bybit import EXECUTIONS, POSITIONS, FakeBybit, HttpError, RetCode
-from tests.cli.test_cli import RICH_TERMINAL_ENV, assert_clean_usage_error
+from tests.cli.test_cli import RICH_TERMINAL_ENV, assert_clean_usage_error, run_cli
 
 API_KEY = "K-7f3a91-posledger-test-key"
 API_SECRET = "S-c4d2e8-posledger-test-secret"
@@ -141,6 +141,37 @@ def test_an_inverse_category_reads_every_coin_unless_one_is_named(
     btc = sync(fake, url, "--once", "--json", "--category", "inverse", "--settle-coin", "BTC")
     assert btc.returncode == 0, btc.stderr
     assert [p["symbol"] for p in json.loads(btc.stdout)["exchange_positions"]] == ["BTCUSD"]
+
+
+def test_held_corrections_are_proposed_for_approval_not_applied(fake: FakeBybit, url: str) -> None:
+    """--hold phantom: the phantom AGIUSDT is proposed on the confirming round and the key is
+    held; posledger corrections lists it and approve applies it."""
+    with Ledger.open(url) as ledger:
+        ledger.record_fill(
+            AGI,
+            Fill(
+                exec_id="agi-1",
+                order_id="",
+                side="sell",
+                qty="4160",
+                price="0.05",
+                exec_time=datetime.now(UTC) - timedelta(hours=3),
+            ),
+        )
+    fake.add_instrument("AGIUSDT")
+    rounds = [sync(fake, url, "--once", "--json", "--hold", "phantom") for _ in range(2)]
+    assert [r.returncode for r in rounds] == [0, 0], rounds[-1].stderr
+    outcomes = [json.loads(r.stdout)["outcomes"][0]["outcome"] for r in rounds]
+    assert outcomes == ["suspect", "proposed"]
+    with Ledger.open(url) as ledger:
+        assert not ledger.can_trade(AGI)
+        (held,) = ledger.proposals()
+        assert held.proposal is not None
+        proposal = held.proposal.proposal_id
+    listed = run_cli("corrections", "--db", url, cwd=Path(url[len("sqlite:///") :]).parent)
+    assert proposal in listed.stdout
+    bad = sync(fake, url, "--once", "--hold-above", "-1")
+    assert_clean_usage_error(bad, "hold_above_notional")
 
 
 @pytest.mark.parametrize("endpoint", [POSITIONS, EXECUTIONS])

@@ -65,12 +65,10 @@ def corrections(args: argparse.Namespace, console: Console) -> int:
         "id",
         "key",
         "correction",
-        "ledger",
-        "exchange",
+        "ledger → exchange",
         "evidence",
-        "seen",
         "why held",
-        wrap=("why held",),
+        wrap=("key", "ledger → exchange", "evidence", "why held"),
     )
     for state in held:
         proposal = _proposal(state)
@@ -78,10 +76,9 @@ def corrections(args: argparse.Namespace, console: Console) -> int:
             proposal.proposal_id,
             f"{state.key.account}/{state.key.symbol}#{state.key.idx}",
             proposal.kind,
-            _holding(proposal.before_side, proposal.before_size),
-            _holding(proposal.after_side, proposal.after_size),
-            when(proposal.evidence_taken_at),
-            f"{proposal.confirmations}×",
+            f"{_holding(proposal.before_side, proposal.before_size)} → "
+            f"{_holding(proposal.after_side, proposal.after_size)}",
+            f"{when(proposal.evidence_taken_at)} ({proposal.confirmations}×)",
             proposal.reason,
         )
     console.print(made)

@@ -39,6 +39,7 @@ from posledger.cli.base import (
 from posledger.cli.corruption import reporting_corruption
 from posledger.cli.secrets import RECORD_FIELDS, SecretMask, masking
 from posledger.core.errors import ExchangeAuthFailed, ExchangeUnavailable
+from posledger.core.reconcile import Correction, ReconcilePolicy
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -103,6 +104,20 @@ environment:
             metavar="S",
             help="seconds between rounds (default: 30)",
         ),
+        argument(
+            "--hold",
+            action="append",
+            default=[],
+            metavar="KIND",
+            choices=[c.value for c in Correction],
+            help="propose corrections of this kind for approval instead of applying them "
+            "(repeatable; posledger corrections lists them)",
+        ),
+        argument(
+            "--hold-above",
+            metavar="NOTIONAL",
+            help="propose any correction that moves more than this notional for approval",
+        ),
         JSON_ARGUMENT,
     ),
 )
@@ -115,8 +130,11 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
     api_key, api_secret = _credentials()
     secrets = SecretMask((api_key, api_secret))
     venue = _venue(args, api_key, api_secret)
+    policy = ReconcilePolicy(hold_for_approval=args.hold, hold_above_notional=args.hold_above)
     with open_ledger(args.db) as ledger:
-        synchronizer = Synchronizer(ledger, venue, interval=timedelta(seconds=args.interval))
+        synchronizer = Synchronizer(
+            ledger, venue, policy=policy, interval=timedelta(seconds=args.interval)
+        )
         try:
             if not args.once:
                 where = ledger.settings.description
