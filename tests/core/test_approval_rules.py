@@ -170,14 +170,25 @@ def test_a6_approval_applies_exactly_the_proposed_correction() -> None:
     state = fold(state, judge(state, flat_snapshot(12), **HOLD_PHANTOMS).events)
     assert state.proposal is not None
     events, result = decide_approval(state, state.proposal.proposal_id, operator="alice", at=at(20))
-    assert result.applied
+    assert result.applied is True and result.proposal_id == state.proposal.proposal_id
     decided, reconciled, closed = events
     assert isinstance(decided, ProposalDecided) and decided.decision == "approved"
-    assert decided.operator == "alice"
+    assert (decided.operator, decided.reason, decided.timestamp) == ("alice", "approved", at(20))
     assert isinstance(reconciled, Reconciled) and isinstance(closed, Closed)
-    assert (reconciled.kind, reconciled.after_size, reconciled.timestamp) == ("phantom", 0, at(20))
+    proposal = state.proposal
+    assert (reconciled.kind, reconciled.timestamp) == ("phantom", at(20))
+    assert (reconciled.before_side, reconciled.before_size) == ("buy", d(2))
+    assert (reconciled.after_side, reconciled.after_size, reconciled.after_avg_price) == (
+        None,
+        0,
+        None,
+    )
     assert (reconciled.snapshot_taken_at, reconciled.confirmations) == (at(12), 3)
-    assert closed.reason == "phantom"
+    assert (reconciled.snapshot_seq, reconciled.snapshot_avg_price) == (
+        proposal.evidence_seq,
+        proposal.evidence_avg_price,
+    )
+    assert (closed.reason, closed.timestamp) == ("phantom", at(20))
     after = fold(state, events)
     assert (after.size, after.side, after.held) == (d(0), None, False)
     assert after.corrected_at == at(12)
@@ -188,9 +199,15 @@ def test_a7_approval_after_the_ledger_changed_is_refused_and_withdraws() -> None
     assert state.proposal is not None
     state = filled(state, fill("e2", "sell", "1", "105", exec_time=at(15)))
     events, result = decide_approval(state, state.proposal.proposal_id, operator="alice", at=at(20))
-    assert not result.applied and "the ledger changed" in result.detail
+    assert result.applied is False and "the ledger changed" in result.detail
+    assert result.proposal_id == state.proposal.proposal_id
     (withdrawn,) = events
     assert isinstance(withdrawn, ProposalDecided) and withdrawn.decision == "withdrawn"
+    assert (withdrawn.operator, withdrawn.reason, withdrawn.timestamp) == (
+        "posledger",
+        result.detail,
+        at(20),
+    )
     after = fold(state, events)
     assert (after.size, after.held) == (d(1), False)
 
@@ -202,7 +219,7 @@ def test_a8_a_rejection_needs_fresh_confirmations_before_proposing_again() -> No
         state, state.proposal.proposal_id, operator="bob", reason="I closed it by hand", at=at(20)
     )
     (rejected,) = events
-    assert isinstance(rejected, ProposalDecided)
+    assert isinstance(rejected, ProposalDecided) and rejected.timestamp == at(20)
     assert (rejected.decision, rejected.operator, rejected.reason) == (
         "rejected",
         "bob",
@@ -221,7 +238,7 @@ def test_a9_deciding_what_is_not_open_is_invalid_input() -> None:
         decide_rejection(long_two(), "000000000000", operator="bob", reason="r", at=at(20))
     with pytest.raises(InvalidInput, match="posledger itself"):
         operator_name("posledger")
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match="operator"):
         operator_name("")
 
 

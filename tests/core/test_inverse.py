@@ -225,3 +225,26 @@ def test_a_symbol_of_no_documented_pattern_has_no_settle_coin(
 ) -> None:
     key = PositionKey(venue=venue, account="main", category=category, symbol=symbol)
     assert key.settle_coin is None
+
+
+@pytest.mark.parametrize(
+    ("venue", "category", "symbol", "coin"),
+    [
+        ("bybit", "inverse", "BTCUSD", "BTC"),
+        ("bybit", "inverse", "ETHUSDH26", "ETH"),
+        ("bybit", "linear", "BTCUSDT", "USDT"),
+        ("bybit", "linear", "BTCUSDT-26DEC25", "USDT"),
+        ("bybit", "linear", "BTCPERP", "USDC"),
+        ("bybit", "linear", "ETHUSDC", "USDC"),
+        ("bybit", "linear", "ETH-26DEC25", "USDC"),
+        ("okx", "swap", "BTC-USDT-SWAP", "USDT"),
+        ("okx", "futures", "BTC-USDC-251226", "USDC"),
+        ("okx", "inverse", "BTC-USD-SWAP", "BTC"),
+        ("okx", "inverse", "ETH-USD-251226", "ETH"),
+    ],
+)
+def test_settle_coins_follow_the_venues_symbol_naming(
+    venue: str, category: str, symbol: str, coin: str
+) -> None:
+    key = PositionKey(venue=venue, account="main", category=category, symbol=symbol)
+    assert key.settle_coin == coin

@@ -275,3 +275,69 @@ def test_m8_withheld_closes_are_adopted_to_the_exchanges_net(
         assert event.difference == withheld
     else:
         assert result.agrees and result.events == ()
+
+
+def test_m5_the_window_includes_both_ends_for_records_and_events() -> None:
+    state, events = long_then_closed()
+    start, end = at(1), at(30)  # the opening and the closing fill's times exactly
+    assert ledger_money(events, start, end).trading_pnl == d(20)
+    assert ledger_money(events, start, end).fees == d(0)
+    for when in (start, end):
+        result = decide_money(
+            state,
+            ledger_money(events, start, end),
+            [record("edge", "21", when=when)],
+            window=(start, end),
+            policy=MoneyPolicy(),
+            at=LATER,
+        )
+        assert result.difference == d(1), when
+
+
+def test_m2_the_event_records_every_figure_and_the_detail_says_why() -> None:
+    state, events = long_then_closed(fee="0.1")
+    result = check(state, events, record("r1", "19", "0.2", funding="0.5", penalty="0.25"))
+    (event,) = result.events
+    assert isinstance(event, MoneyReconciled)
+    assert (event.timestamp, event.window_start, event.window_end) == (LATER, *WINDOW)
+    assert (event.ledger_funding, event.exchange_funding) == (d(0), d("0.5"))
+    assert (event.exchange_penalty, event.tolerance) == (d("0.25"), d(0))
+    assert event.difference == d("-1.75") == result.difference
+    assert result.detail == "-1.75 unexplained"
+    unknown = check(state, events, record("r1", "19", "0.2"))
+    (without,) = unknown.events
+    assert (without.ledger_funding, without.exchange_funding) == (None, None)  # type: ignore[attr-defined]
+
+
+def test_m2_no_record_at_all_is_a_difference_in_exact_decimals() -> None:
+    state, events = long_then_closed()
+    result = check(state, events)
+    (event,) = result.events
+    assert isinstance(event, MoneyReconciled) and event.records == []
+    figures = (event.exchange_trading_pnl, event.exchange_fees, event.exchange_penalty)
+    assert figures == (0, 0, 0) and all(type(f) is Decimal for f in figures)
+    assert event.difference == d(-20)
+
+
+def test_m5_a_checked_window_says_so_and_differs_by_nothing() -> None:
+    state, events = long_then_closed()
+    (event,) = check(state, events, record("r1", "21")).events
+    again = check(evolve(state, event), events, record("r1", "25"))
+    assert (again.agrees, again.difference, again.events) == (True, d(0), ())
+    assert again.detail == f"checked through {WINDOW[1].isoformat()}"
+
+
+def test_m3_an_adopted_difference_says_so() -> None:
+    state, _ = long_then_closed()
+    corrected = LedgerMoney(d(20), d(0), d(0), corrected=True)
+    result = decide_money(
+        state, corrected, [record("r", "21")], window=WINDOW, policy=MoneyPolicy(), at=LATER
+    )
+    assert result.detail == "+1 adopted (a correction in the window)"
+
+
+def test_m7_a_key_of_no_known_coin_takes_the_default_tolerance() -> None:
+    odd = PositionKey(venue="bybit", account="main", category="linear", symbol="FOOBAR")
+    assert odd.settle_coin is None
+    assert MoneyPolicy(tolerance="0.5", per_coin={"USDT": "0.1"}).for_key(odd) == d("0.5")
+    assert MoneyPolicy(tolerance="0.5", per_coin={"USDT": "0.1"}).for_key(AGI) == d("0.1")
