@@ -208,6 +208,10 @@ def test_a7_approval_after_the_ledger_changed_is_refused_and_withdraws() -> None
         result.detail,
         at(20),
     )
+    assert withdrawn.proposal_id == result.proposal_id
+    assert result.detail == (
+        "the ledger changed since the proposal: it holds buy 1, the proposal was made from buy 2"
+    )
     after = fold(state, events)
     assert (after.size, after.held) == (d(1), False)
 
@@ -260,3 +264,33 @@ def test_a10_kinds_parse_from_text() -> None:
     assert policy.hold_for_approval == {Correction.PHANTOM, Correction.ADOPTED}
     assert policy.holds(Correction.PHANTOM, Decimal(0))
     assert not policy.holds(Correction.STALE_QUANTITY, None)
+
+
+def test_a6_approving_a_stale_quantity_applies_its_side_average_and_evidence() -> None:
+    """Ledger long 2, the exchange long 3 @ 110 with seq 7: the proposal sets long 3 @ 110."""
+    policy = {"hold_for_approval": {"stale_quantity"}}
+    state = long_two()
+    shown = [row("BTCUSDT", "Buy", "3", avg_price=d(110), seq=7)]
+    for minutes in (10, 11):
+        state = fold(state, judge(state, snapshot(at(minutes), shown), **policy).events)
+    assert state.proposal is not None and state.proposal.kind == "stale_quantity"
+    events, result = decide_approval(state, state.proposal.proposal_id, operator="a", at=at(20))
+    decided, reconciled = events
+    assert isinstance(decided, ProposalDecided) and decided.proposal_id == result.proposal_id
+    assert isinstance(reconciled, Reconciled)
+    assert (reconciled.after_side, reconciled.after_size, reconciled.after_avg_price) == (
+        "buy",
+        d(3),
+        d(110),
+    )
+    assert (reconciled.snapshot_seq, reconciled.snapshot_avg_price) == (7, d(110))
+    after = fold(state, events)
+    assert (after.size, after.avg_entry_price, after.held) == (d(3), d(110), False)
+
+
+def test_a7_a_refusal_from_flat_says_flat() -> None:
+    state, _ = proposed(long_two())
+    assert state.proposal is not None
+    state = filled(state, fill("e2", "sell", "2", "105", exec_time=at(15)))
+    _, result = decide_approval(state, state.proposal.proposal_id, operator="alice", at=at(20))
+    assert "it holds flat 0" in result.detail and "made from buy 2" in result.detail

@@ -41,9 +41,11 @@ def test_amounts_are_exact_decimals_and_funding_may_be_unknown() -> None:
         ("closed_size", "0"),
         ("trading_pnl", 1.5),
         ("fees", "NaN"),
+        ("net_pnl", None),
         ("funding", "x"),
+        ("penalty", "1e999999"),
     ],
 )
-def test_bad_input_is_invalid_input(field: str, value: object) -> None:
-    with pytest.raises(InvalidInput):
+def test_bad_input_is_invalid_input_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidInput, match="PositionKey" if field == "key" else field):
         MoneyRecord(**{**FIELDS, field: value})  # type: ignore[arg-type]

@@ -341,3 +341,17 @@ def test_m7_a_key_of_no_known_coin_takes_the_default_tolerance() -> None:
     assert odd.settle_coin is None
     assert MoneyPolicy(tolerance="0.5", per_coin={"USDT": "0.1"}).for_key(odd) == d("0.5")
     assert MoneyPolicy(tolerance="0.5", per_coin={"USDT": "0.1"}).for_key(AGI) == d("0.1")
+
+
+def test_m4_a_funding_of_zero_stated_by_the_exchange_agrees_with_none_paid() -> None:
+    state, events = long_then_closed()
+    result = check(state, events, record("r1", "20", funding="0"))
+    assert (result.agrees, result.difference) == (True, d(0))
+    near = check(state, events, record("r1", "20.01"), tolerance="0.01")
+    assert (near.agrees, near.difference) == (True, d("0.01"))
+
+
+def test_m6_an_event_at_the_windows_start_counts() -> None:
+    _, events = long_then_closed(fee="0.1")
+    assert ledger_money(events, at(1), at(30)).fees == d("0.2")
+    assert ledger_money(events, at(1), at(29)).fees == d("0.1")

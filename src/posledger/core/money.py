@@ -48,11 +48,23 @@ def _closed_size(value: object) -> Decimal:
     return positive_decimal(value, "closed_size")
 
 
-def _amount(value: object) -> Decimal:
-    return to_decimal(value, "amount")
+def _trading_pnl(value: object) -> Decimal:
+    return to_decimal(value, "trading_pnl")
 
 
-def _optional_amount(value: object) -> Decimal | None:
+def _fees(value: object) -> Decimal:
+    return to_decimal(value, "fees")
+
+
+def _net_pnl(value: object) -> Decimal:
+    return to_decimal(value, "net_pnl")
+
+
+def _penalty(value: object) -> Decimal:
+    return to_decimal(value, "penalty")
+
+
+def _funding(value: object) -> Decimal | None:
     return None if value is None else to_decimal(value, "funding")
 
 
@@ -71,11 +83,11 @@ class MoneyRecord:
     record_id: str = attrs.field(converter=_record_id)
     closed_at: datetime = attrs.field(converter=_closed_at)
     closed_size: Decimal = attrs.field(converter=_closed_size)
-    trading_pnl: Decimal = attrs.field(converter=_amount)
-    fees: Decimal = attrs.field(converter=_amount)
-    net_pnl: Decimal = attrs.field(converter=_amount)
-    funding: Decimal | None = attrs.field(default=None, converter=_optional_amount)
-    penalty: Decimal = attrs.field(default=Decimal(0), converter=_amount)
+    trading_pnl: Decimal = attrs.field(converter=_trading_pnl)
+    fees: Decimal = attrs.field(converter=_fees)
+    net_pnl: Decimal = attrs.field(converter=_net_pnl)
+    funding: Decimal | None = attrs.field(default=None, converter=_funding)
+    penalty: Decimal = attrs.field(default=Decimal(0), converter=_penalty)
 
 
 def _tolerance(value: object) -> Decimal:
