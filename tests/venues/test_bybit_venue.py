@@ -16,7 +16,9 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError  # type: ig
 
 from posledger import (
     ExchangeAuthFailed,
+    ExchangeMalformed,
     ExchangeRejected,
+    ExchangeTruncated,
     ExchangeUnavailable,
     ExecKind,
     Fill,
@@ -287,6 +289,39 @@ def test_every_failed_read_raises_and_returns_nothing(
         assert not isinstance(raised.value, ExchangeRejected)
     fake.clear_faults()
     assert len(venue.fetch_snapshot().positions) == 5
+
+
+FAILURE_TYPES: list[tuple[str, Fault, type[ExchangeUnavailable]]] = [
+    ("502", HttpError(502), ExchangeUnavailable),
+    ("slow reply", Slow(2.5), ExchangeUnavailable),
+    ("dropped connection", DropConnection(), ExchangeUnavailable),
+    ("retCode 10001", RetCode(10001, "params error"), ExchangeRejected),
+    ("retCode 10003", RetCode(10003, "API key is invalid."), ExchangeAuthFailed),
+    ("html body", NotJson(), ExchangeMalformed),
+    ("no retCode", NoRetCode(), ExchangeMalformed),
+    ("no result.list", NoList(), ExchangeMalformed),
+    ("size not a number", RowField("size", "1,5"), ExchangeMalformed),
+    ("truncated json", TruncatedJson(), ExchangeTruncated),
+    ("stuck cursor", StuckCursor(), ExchangeTruncated),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [case[1:] for case in FAILURE_TYPES],
+    ids=[case[0] for case in FAILURE_TYPES],
+)
+def test_a_failed_read_says_what_kind_of_failure_it_was(
+    fake: FakeBybit, fault: Fault, expected: type[ExchangeUnavailable]
+) -> None:
+    """Its exact type, which metrics count failed reads by (docs/operations.md#metrics): a
+    transport failure is a plain ExchangeUnavailable."""
+    for n in range(3):
+        fake.set_position(f"S{n}USDT", "Buy", "1", "10")
+    fake.inject(POSITIONS, fault, times=None)
+    with pytest.raises(ExchangeUnavailable) as raised:
+        venue_for(fake, session=fake.session(timeout=1.0)).fetch_snapshot()
+    assert type(raised.value) is expected
 
 
 def test_pybit_errors_are_chained_as_the_cause(fake: FakeBybit) -> None:
