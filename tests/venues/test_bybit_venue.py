@@ -6,6 +6,7 @@ return None or part of the data: that confusion kept seed 000's phantom position
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -49,6 +50,7 @@ from posledger.testing.fake_bybit import (
 )
 from posledger.venues.base import Venue
 from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result
+from posledger.venues.common import unreadable
 from tests.conftest import T0
 
 NOW = T0 + timedelta(days=30)
@@ -662,3 +664,27 @@ def test_a_failure_in_a_later_window_returns_nothing(fake: FakeBybit, fault: Fau
 def test_an_empty_range_reads_nothing(fake: FakeBybit) -> None:
     assert venue_for(fake).fetch_executions(NOW, ago(days=1)) == []
     assert fake.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"retCode":0,"result":{"list":[{"symbol":"ETHUS', ExchangeTruncated),
+        ('{"retCode":0,"result":{"list":[', ExchangeTruncated),
+        ("<html><body>Service maintenance</body></html>", ExchangeMalformed),
+        ('{"retCode":0,}', ExchangeMalformed),
+    ],
+)
+def test_an_undecodable_body_is_truncated_only_where_its_json_ran_out(
+    body: str, expected: type[ExchangeUnavailable]
+) -> None:
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as decoding:
+        try:
+            raise OSError("Could not decode JSON.") from decoding
+        except OSError as rewrapped:
+            assert type(unreadable("Bybit positions", rewrapped)) is expected
+    assert type(unreadable("Bybit positions", OSError("Connection refused"))) is (
+        ExchangeUnavailable
+    )

@@ -37,6 +37,7 @@ from posledger.cli.base import (
     when,
 )
 from posledger.cli.corruption import reporting_corruption
+from posledger.cli.operations import OPERATIONS_ARGUMENTS, WEBHOOK_ENV, operations
 from posledger.cli.secrets import RECORD_FIELDS, SecretMask, masking
 from posledger.core.errors import ExchangeAuthFailed, ExchangeUnavailable
 
@@ -78,10 +79,12 @@ examples:
   {PROG} sync --db sqlite:///positions.db --once
   {PROG} sync --db sqlite:///positions.db --testnet --interval 10
   {PROG} sync --db 'postgresql://bot@db/trading?schema=bot1' --account main --settle-coin USDC
+  {PROG} sync --db sqlite:///positions.db --metrics-port 9464 --webhook-format slack
 
 environment:
   {KEY_ENV}, {SECRET_ENV}   the API key pair (required)
   {ENDPOINT_ENV}   another REST endpoint for pybit (tests, proxies)
+  {WEBHOOK_ENV}   where alerts are posted, if --webhook is not given
 """,
     arguments=(
         DB_ARGUMENT,
@@ -103,6 +106,7 @@ environment:
             metavar="S",
             help="seconds between rounds (default: 30)",
         ),
+        *OPERATIONS_ARGUMENTS,
         JSON_ARGUMENT,
     ),
 )
@@ -115,8 +119,12 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
     api_key, api_secret = _credentials()
     secrets = SecretMask((api_key, api_secret))
     venue = _venue(args, api_key, api_secret)
-    with open_ledger(args.db) as ledger:
-        synchronizer = Synchronizer(ledger, venue, interval=timedelta(seconds=args.interval))
+    with (
+        operations(args, (api_key, api_secret)) as observers,
+        open_ledger(args.db, observers) as ledger,
+    ):
+        interval = timedelta(seconds=args.interval)
+        synchronizer = Synchronizer(ledger, venue, interval=interval, observers=observers)
         try:
             if not args.once:
                 where = ledger.settings.description

@@ -61,7 +61,8 @@ def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
 
 def unreadable(message: str, error: BaseException) -> ExchangeUnavailable:
     """The error for a request that failed in the client: :class:`ExchangeTruncated` when the
-    body's JSON ran out before its value ended (a reply cut short), :class:`ExchangeMalformed`
+    body's JSON ran out before its value ended (a reply cut short: decoding stopped at its end,
+    or in a string that runs to its end), :class:`ExchangeMalformed`
     when the body is not JSON at all, else a plain :class:`ExchangeUnavailable` (the transport
     failed). Clients rewrap a decoding error (pybit: "Could not decode JSON"), so the error's
     chain is searched for it."""
@@ -70,7 +71,7 @@ def unreadable(message: str, error: BaseException) -> ExchangeUnavailable:
         cause = cause.__cause__ or cause.__context__
     if cause is None:
         return ExchangeUnavailable(message)
-    if cause.pos >= len(cause.doc.rstrip()):
+    if cause.pos >= len(cause.doc.rstrip()) or cause.msg.startswith("Unterminated string"):
         return ExchangeTruncated(message)
     return ExchangeMalformed(message)
 
