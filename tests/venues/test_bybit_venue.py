@@ -6,6 +6,7 @@ return None or part of the data: that confusion kept seed 000's phantom position
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -16,7 +17,9 @@ from pybit.exceptions import FailedRequestError, InvalidRequestError  # type: ig
 
 from posledger import (
     ExchangeAuthFailed,
+    ExchangeMalformed,
     ExchangeRejected,
+    ExchangeTruncated,
     ExchangeUnavailable,
     ExecKind,
     Fill,
@@ -47,7 +50,7 @@ from posledger.testing.fake_bybit import (
 )
 from posledger.venues.base import Venue
 from posledger.venues.bybit import AUTH_CODES, BybitVenue, checked_result, reply_time
-from posledger.venues.common import to_ms
+from posledger.venues.common import to_ms, unreadable
 from tests.conftest import T0
 
 NOW = T0 + timedelta(days=30)
@@ -312,6 +315,39 @@ def test_every_failed_read_raises_and_returns_nothing(
         assert not isinstance(raised.value, ExchangeRejected)
     fake.clear_faults()
     assert len(venue.fetch_snapshot().positions) == 5
+
+
+FAILURE_TYPES: list[tuple[str, Fault, type[ExchangeUnavailable]]] = [
+    ("502", HttpError(502), ExchangeUnavailable),
+    ("slow reply", Slow(2.5), ExchangeUnavailable),
+    ("dropped connection", DropConnection(), ExchangeUnavailable),
+    ("retCode 10001", RetCode(10001, "params error"), ExchangeRejected),
+    ("retCode 10003", RetCode(10003, "API key is invalid."), ExchangeAuthFailed),
+    ("html body", NotJson(), ExchangeMalformed),
+    ("no retCode", NoRetCode(), ExchangeMalformed),
+    ("no result.list", NoList(), ExchangeMalformed),
+    ("size not a number", RowField("size", "1,5"), ExchangeMalformed),
+    ("truncated json", TruncatedJson(), ExchangeTruncated),
+    ("stuck cursor", StuckCursor(), ExchangeTruncated),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [case[1:] for case in FAILURE_TYPES],
+    ids=[case[0] for case in FAILURE_TYPES],
+)
+def test_a_failed_read_says_what_kind_of_failure_it_was(
+    fake: FakeBybit, fault: Fault, expected: type[ExchangeUnavailable]
+) -> None:
+    """Its exact type, which metrics count failed reads by (docs/operations.md#metrics): a
+    transport failure is a plain ExchangeUnavailable."""
+    for n in range(3):
+        fake.set_position(f"S{n}USDT", "Buy", "1", "10")
+    fake.inject(POSITIONS, fault, times=None)
+    with pytest.raises(ExchangeUnavailable) as raised:
+        venue_for(fake, session=fake.session(timeout=1.0)).fetch_snapshot()
+    assert type(raised.value) is expected
 
 
 def test_pybit_errors_are_chained_as_the_cause(fake: FakeBybit) -> None:
@@ -691,3 +727,27 @@ def test_a_failure_in_a_later_window_returns_nothing(fake: FakeBybit, fault: Fau
 def test_an_empty_range_reads_nothing(fake: FakeBybit) -> None:
     assert venue_for(fake).fetch_executions(NOW, ago(days=1)) == []
     assert fake.requests() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"retCode":0,"result":{"list":[{"symbol":"ETHUS', ExchangeTruncated),
+        ('{"retCode":0,"result":{"list":[', ExchangeTruncated),
+        ("<html><body>Service maintenance</body></html>", ExchangeMalformed),
+        ('{"retCode":0,}', ExchangeMalformed),
+    ],
+)
+def test_an_undecodable_body_is_truncated_only_where_its_json_ran_out(
+    body: str, expected: type[ExchangeUnavailable]
+) -> None:
+    try:
+        json.loads(body)
+    except json.JSONDecodeError as decoding:
+        try:
+            raise OSError("Could not decode JSON.") from decoding
+        except OSError as rewrapped:
+            assert type(unreadable("Bybit positions", rewrapped)) is expected
+    assert type(unreadable("Bybit positions", OSError("Connection refused"))) is (
+        ExchangeUnavailable
+    )

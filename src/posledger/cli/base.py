@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from posledger.ledger import Ledger
+    from posledger.ledger.observers import StoreObserver
 
 PROG = "posledger"
 PIPE_WIDTH = 120
@@ -148,11 +149,13 @@ def _check_sqlite_ledger(path: Path) -> None:
         raise UsageError(f"{path} is a SQLite database without a posledger ledger in it")
 
 
-def open_ledger(text: str) -> Ledger:
+def open_ledger(text: str, observers: Iterable[StoreObserver] = ()) -> Ledger:
     """Open the existing ledger named by ``--db`` without creating tables or files."""
     from posledger.ledger import Ledger
 
-    return Ledger.open(ledger_url(text), create_tables=False, timeout=STORE_TIMEOUT_S)
+    return Ledger.open(
+        ledger_url(text), create_tables=False, timeout=STORE_TIMEOUT_S, observers=observers
+    )
 
 
 def symbol_suggestion(symbol: str, keys: Sequence[PositionKey]) -> str:

@@ -2,23 +2,18 @@
 
 The mask is applied to the log record itself (a filter on each of posledger's loggers), so
 every handler sees only masked text, a root handler of ``logging.basicConfig()`` included:
-masking in one handler's formatter let the same record reach other handlers raw.
-
-A secret is masked wherever it appears (Bybit's ``origin_string[…]`` glues the key between a
-timestamp and the receive window), except a secret shorter than :data:`SHORT`, which no real
-key is: that one is masked only where it stands as a whole token, so a key ``x`` does not turn
-"exchange" into "e***change".
+masking in one handler's formatter let the same record reach other handlers raw. What is
+masked, and how, is :class:`posledger.ops.secrets.Secrets`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-MASK = "***"
-SHORT = 8
+from posledger.ops.secrets import MASK as MASK
+from posledger.ops.secrets import Secrets
 
 
 class SecretMask(logging.Filter):
@@ -26,15 +21,10 @@ class SecretMask(logging.Filter):
 
     def __init__(self, secrets: Sequence[str]) -> None:
         super().__init__()
-        tokens = sorted({s for s in secrets if s}, key=len, reverse=True)
-        alternatives = [
-            re.escape(s) if len(s) >= SHORT else f"(?<![0-9A-Za-z]){re.escape(s)}(?![0-9A-Za-z])"
-            for s in tokens
-        ]
-        self._pattern = re.compile("|".join(alternatives)) if alternatives else None
+        self._mask = Secrets(secrets)
 
     def __call__(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub(MASK, text)
+        return self._mask(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self(record.getMessage())

@@ -37,6 +37,7 @@ from posledger.cli.base import (
     when,
 )
 from posledger.cli.corruption import reporting_corruption
+from posledger.cli.operations import OPERATIONS_ARGUMENTS, WEBHOOK_ENV, operations
 from posledger.cli.secrets import RECORD_FIELDS, SecretMask, masking
 from posledger.core.errors import ExchangeAuthFailed, ExchangeUnavailable
 from posledger.core.reconcile import Correction, ReconcilePolicy
@@ -79,10 +80,12 @@ examples:
   {PROG} sync --db sqlite:///positions.db --once
   {PROG} sync --db sqlite:///positions.db --testnet --interval 10
   {PROG} sync --db 'postgresql://bot@db/trading?schema=bot1' --account main --settle-coin USDC
+  {PROG} sync --db sqlite:///positions.db --metrics-port 9464 --webhook-format slack
 
 environment:
   {KEY_ENV}, {SECRET_ENV}   the API key pair (required)
   {ENDPOINT_ENV}   another REST endpoint for pybit (tests, proxies)
+  {WEBHOOK_ENV}   where alerts are posted, if --webhook is not given
 """,
     arguments=(
         DB_ARGUMENT,
@@ -118,6 +121,7 @@ environment:
             metavar="NOTIONAL",
             help="propose any correction that moves more than this notional for approval",
         ),
+        *OPERATIONS_ARGUMENTS,
         JSON_ARGUMENT,
     ),
 )
@@ -131,9 +135,13 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
     secrets = SecretMask((api_key, api_secret))
     venue = _venue(args, api_key, api_secret)
     policy = ReconcilePolicy(hold_for_approval=args.hold, hold_above_notional=args.hold_above)
-    with open_ledger(args.db) as ledger:
+    with (
+        operations(args, (api_key, api_secret)) as observers,
+        open_ledger(args.db, observers) as ledger,
+    ):
+        interval = timedelta(seconds=args.interval)
         synchronizer = Synchronizer(
-            ledger, venue, policy=policy, interval=timedelta(seconds=args.interval)
+            ledger, venue, policy=policy, interval=interval, observers=observers
         )
         try:
             if not args.once:

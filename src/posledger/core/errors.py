@@ -25,6 +25,17 @@ class ExchangeRejected(ExchangeUnavailable):
         self.code = code
 
 
+class ExchangeMalformed(ExchangeUnavailable):
+    """The exchange answered, but not in the shape its API documents: a body that is not JSON,
+    an envelope without its code or list, a row with a missing or malformed field, rows that
+    cannot form a snapshot."""
+
+
+class ExchangeTruncated(ExchangeUnavailable):
+    """The exchange's answer stopped short: a JSON body cut off mid-value, or a listing whose
+    pages never end (a cursor that came back). What was read is not the whole answer."""
+
+
 class ExecutionConflict(PosledgerError):
     """The same ``exec_id`` arrived again with a different payload."""
 

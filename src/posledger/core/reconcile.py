@@ -317,7 +317,7 @@ def decide_reconcile(
         detail = f"{count}/{policy.confirmations}"
         return Judgement(Outcome.SUSPECT, correction, emitter.events, detail)
     # 7. Correction, or a proposal where the policy holds it for a person.
-    if policy.holds(correction, _notional(case)):
+    if policy.holds(correction, notional(case.state, case.exchange)):
         return _propose(case, correction, count)
     return _correct(case, correction, count)
 
@@ -438,12 +438,13 @@ def _withdrawing(case: _Case, reason: str) -> Emitter:
     return emitter
 
 
-def _notional(case: _Case) -> Decimal | None:
-    """How much a correction would move: |size change| × price on a linear key (the exchange's
+def notional(state: PositionState, exchange: ExchangePosition | None) -> Decimal | None:
+    """How much making the ledger hold what the exchange shows (``exchange``: its row for the
+    key, None for none) would move: |size change| × price on a linear key (the exchange's
     average, else the ledger's; None when neither is known), |size change| in USD contracts on
-    an inverse one."""
-    state, exchange = case.state, case.exchange
-    after = case.size * case.side.sign if case.side is not None else ZERO
+    an inverse one (docs/design.md#approval)."""
+    side, size = _held(exchange)
+    after = size * side.sign if side is not None else ZERO
     moved = abs(SIZES.subtract(after, state.signed_size))
     if state.key.inverse:
         return moved
@@ -466,7 +467,7 @@ def _propose(case: _Case, correction: Correction, confirmations: int) -> Judgeme
         CorrectionProposed,
         taken_at,
         proposal_id=new_id,
-        reason=_hold_reason(case.policy, correction, _notional(case)),
+        reason=_hold_reason(case.policy, correction, notional(case.state, case.exchange)),
         **fields,
     )
     return Judgement(Outcome.PROPOSED, correction, emitter.events, f"proposal {new_id}")

@@ -34,7 +34,8 @@ class AsyncSynchronizer(SyncRounds[AsyncLedger, AsyncVenue]):
 
     async def run_once(self, now: datetime | None = None) -> SyncReport:
         """One round. Raises ExchangeUnavailable (writing nothing) if any read fails."""
-        return await run_async(self._round(now), self._answer)
+        with self.reporting_failure():
+            return await run_async(self._round(now), self._answer)
 
     async def run_forever(self) -> None:
         """Rounds every ``interval`` until cancelled. A failed exchange read, an unreachable

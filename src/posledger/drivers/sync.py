@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import methodcaller
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -45,7 +46,14 @@ from posledger.core.reconcile import (
     ReconcileReport,
     needs_recovery,
 )
+from posledger.drivers.observers import (
+    Disagreement,
+    SyncObserver,
+    disagreements,
+    unsettled_keys,
+)
 from posledger.ledger import Ledger
+from posledger.ledger.observers import notify
 from posledger.venues.base import AsyncVenue, Venue
 from posledger.venues.common import run
 
@@ -79,14 +87,22 @@ class UnknownExecution:
 
 @attrs.frozen
 class SyncReport:
-    """One round: the snapshot used, the fills recovered per key, every key's outcome, and the
-    recovered executions of an unknown type (flagged for a human)."""
+    """One round: the snapshot used, the fills recovered per key, every key's outcome, the
+    recovered executions of an unknown type (flagged for a human), and the keys whose ledger
+    size still differs from the snapshot after it (a suspect, a held proposal, a conflict)."""
 
     snapshot: Snapshot
     recovered: dict[PositionKey, int]
     conflicts: tuple[KeyOutcome, ...]
     reconcile: ReconcileReport
     unknown_executions: tuple[UnknownExecution, ...] = ()
+    disagreements: tuple[Disagreement, ...] = ()
+
+    @property
+    def unexplained_exposure(self) -> Decimal:
+        """The notional of every open disagreement (those with a known price): what the ledger
+        holds and the exchange does not, or the reverse."""
+        return sum((d.notional for d in self.disagreements if d.notional is not None), Decimal(0))
 
     @property
     def outcomes(self) -> tuple[KeyOutcome, ...]:
@@ -210,6 +226,7 @@ def finish_round(
     snapshot: Snapshot,
     recovered: Recovered,
     report: ReconcileReport,
+    open_disagreements: tuple[Disagreement, ...] = (),
 ) -> SyncReport:
     result = SyncReport(
         snapshot,
@@ -217,6 +234,7 @@ def finish_round(
         tuple(recovered.conflicts),
         report,
         tuple(recovered.unknown),
+        open_disagreements,
     )
     for caveat in snapshot.caveats:
         log.warning("sync round: %s", caveat, extra={"venue": venue.venue})
@@ -318,8 +336,15 @@ class Reconcile:
     skip: Sequence[PositionKey]
 
 
+@attrs.frozen
+class ReadStates:
+    """Step: the ledger's states of ``keys`` (those a round left unsettled), None for unknown."""
+
+    keys: Sequence[PositionKey]
+
+
 VenueStep = FetchSnapshot | FetchExecutions
-LedgerStep = ReadPositions | RecordRecovered | Reconcile
+LedgerStep = ReadPositions | RecordRecovered | Reconcile | ReadStates
 Step = VenueStep | LedgerStep
 Round = Generator[Step, Any, T]
 """Yields a round's steps, is sent each step's answer, returns the round's value."""
@@ -332,6 +357,8 @@ def on_ledger(ledger: Ledger, step: LedgerStep) -> Any:
         return ledger.positions()
     if isinstance(step, RecordRecovered):
         return record_recovered(ledger, step.groups)
+    if isinstance(step, ReadStates):
+        return [ledger.position(key) for key in step.keys]
     return ledger.reconcile(step.snapshot, now=step.now, policy=step.policy, skip=step.skip)
 
 
@@ -349,9 +376,12 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         interval: timedelta = timedelta(seconds=30),
         max_backoff: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] | None = None,
+        observers: Iterable[SyncObserver] = (),
     ) -> None:
         self.ledger = ledger
         self.venue = venue
+        self.observers = tuple(observers)
+        """Told of every round done or failed (docs/operations.md); none by default."""
         self.policy = policy or self.blocking_ledger.policy
         self.lookback = lookback
         self.backoff = Backoff(interval, max_backoff)
@@ -387,7 +417,22 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         recovered: Recovered = yield RecordRecovered(plan.assign(snapshot, fills))
         skip = [c.key for c in recovered.conflicts]
         report: ReconcileReport = yield Reconcile(snapshot, when, self.policy, skip)
-        return finish_round(self.venue, snapshot, recovered, report)
+        unsettled = unsettled_keys(report.outcomes + tuple(recovered.conflicts))
+        states = (yield ReadStates(unsettled)) if unsettled else []
+        result = finish_round(
+            self.venue, snapshot, recovered, report, disagreements(snapshot, states)
+        )
+        notify(self.observers, methodcaller("round_done", self, result))
+        return result
+
+    @contextlib.contextmanager
+    def reporting_failure(self) -> Iterator[None]:
+        """Around one round: its observers hear of the error it raises (which goes on)."""
+        try:
+            yield
+        except Exception as error:
+            notify(self.observers, methodcaller("round_failed", self, error))
+            raise
 
 
 class Synchronizer(SyncRounds[Ledger, Venue]):
@@ -399,7 +444,8 @@ class Synchronizer(SyncRounds[Ledger, Venue]):
 
     def run_once(self, now: datetime | None = None) -> SyncReport:
         """One round. Raises ExchangeUnavailable (writing nothing) if any read fails."""
-        return run(self._round(now), self._answer)
+        with self.reporting_failure():
+            return run(self._round(now), self._answer)
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         """Run rounds every ``interval`` until ``stop`` is set; on a failed read or an unreachable

@@ -84,8 +84,11 @@ class Writer:
         *,
         max_retries: int,
         retry_budget_s: float,
+        on_write: Callable[[float], None] | None = None,
     ) -> None:
         self.app = app
+        self.on_write = on_write
+        """Told each written transaction's seconds (the ledger's observers), if any."""
         self.cache = cache
         self.lock = lock
         self.storage_errors = storage_errors
@@ -211,7 +214,10 @@ class Writer:
             return True
         try:
             stored = [self.encoder(event) for plan in planned for event in plan.events]
+            started = time.perf_counter()
             notification_ids = self.app.recorder.insert_events(stored) or ()
+            if self.on_write is not None:
+                self.on_write(time.perf_counter() - started)
         except IntegrityError:
             self.conflict_retries += len(planned)
             self.cache.forget(plan.command.key.stream_id for plan in planned)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
+from operator import methodcaller
 from types import TracebackType
 from typing import TypeVar
 
@@ -30,7 +31,7 @@ from posledger.core.decide import (
     decide_recording,
     decide_request,
 )
-from posledger.core.errors import InvalidInput
+from posledger.core.errors import InvalidInput, StorageUnavailable
 from posledger.core.events import PositionEvent
 from posledger.core.model import (
     Fill,
@@ -59,6 +60,7 @@ from posledger.core.reconcile import (
     decide_reconcile,
 )
 from posledger.ledger.commit import Command, Decision, Writer
+from posledger.ledger.observers import StoreObserver, notify
 from posledger.ledger.seen import SeenExecutions
 from posledger.ledger.states import StateCache
 from posledger.store.application import (
@@ -92,8 +94,11 @@ class Ledger:
         clock: Clock | None = None,
         max_retries: int = 12,
         snapshot_every: int = 200,
+        observers: Iterable[StoreObserver] = (),
     ) -> None:
         self.settings = settings
+        self.observers = tuple(observers)
+        """Told of each write's duration and each unreachable store (docs/operations.md)."""
         self.policy = policy or ReconcilePolicy()
         self.clock: Clock = clock or utc_now
         self._lock = threading.RLock()
@@ -109,6 +114,7 @@ class Ledger:
             self._storage_errors,
             max_retries=max_retries,
             retry_budget_s=settings.timeout_s,
+            on_write=self._wrote if self.observers else None,
         )
 
     @classmethod
@@ -122,6 +128,7 @@ class Ledger:
         max_retries: int = 12,
         snapshot_every: int = 200,
         create_tables: bool = True,
+        observers: Iterable[StoreObserver] = (),
     ) -> Ledger:
         """Open (creating if needed) the ledger at ``url``: ``memory://``, ``sqlite:///path.db``
         or ``postgresql://user@host:port/db?schema=name``.
@@ -130,13 +137,17 @@ class Ledger:
         changed the position is recomputed at least ``max_retries`` times and for at least
         ``timeout`` seconds before :class:`ConcurrencyError`. A key's state is snapshotted
         every ``snapshot_every`` events so loading it never replays its whole history. With
-        ``create_tables=False`` the tables must exist (``posledger init-db --db URL``)."""
+        ``create_tables=False`` the tables must exist (``posledger init-db --db URL``).
+        ``observers`` (:class:`~posledger.ledger.observers.StoreObserver`) are told each
+        write's duration and each ``StorageUnavailable``; one that raises is logged and
+        ignored."""
         return cls(
             settings_for(url, lock_timeout_s=timeout, create_tables=create_tables),
             policy=policy,
             clock=clock,
             max_retries=max_retries,
             snapshot_every=snapshot_every,
+            observers=observers,
         )
 
     def close(self) -> None:
@@ -578,7 +589,29 @@ class Ledger:
         return aware_utc(self.clock() if value is None else value, what)
 
     def _storage_errors(self) -> contextlib.AbstractContextManager[None]:
-        return storage_errors(self.settings.description)
+        if not self.observers:
+            return storage_errors(self.settings.description)
+        return self._observed_storage_errors()
+
+    @contextlib.contextmanager
+    def _observed_storage_errors(self) -> Iterator[None]:
+        """:func:`storage_errors`, telling the observers of each ``StorageUnavailable`` it
+        raises: only those it made itself, so nested contexts count one failure once."""
+        made = False
+        try:
+            with storage_errors(self.settings.description):
+                try:
+                    yield
+                except STORE_ERRORS:
+                    made = True
+                    raise
+        except StorageUnavailable as error:
+            if made:
+                notify(self.observers, methodcaller("storage_unavailable", error))
+            raise
+
+    def _wrote(self, seconds: float) -> None:
+        notify(self.observers, methodcaller("write_seconds", seconds))
 
 
 def _earliest(fills: Sequence[Fill]) -> datetime:

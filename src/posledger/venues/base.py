@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from posledger.core.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.errors import ExchangeMalformed, InvalidInput
 from posledger.core.model import ExchangePosition, Fill, Snapshot
 
 
@@ -65,8 +65,8 @@ def complete_snapshot(
     caveats: Iterable[str] = (),
 ) -> Snapshot:
     """The Snapshot of a venue's complete read. Rows that cannot form one (two rows for one
-    leg, say) are the exchange's inconsistency, so they raise ExchangeUnavailable, never
-    InvalidInput, which would blame the caller."""
+    leg, say) are the exchange's inconsistency, so they raise ExchangeMalformed (an
+    ExchangeUnavailable), never InvalidInput, which would blame the caller."""
     try:
         return Snapshot(
             venue=scope.venue,
@@ -80,4 +80,4 @@ def complete_snapshot(
         )
     except InvalidInput as error:
         message = f"{exchange} positions do not form a snapshot: {error}"
-        raise ExchangeUnavailable(message) from error
+        raise ExchangeMalformed(message) from error

@@ -24,7 +24,13 @@ from typing import Any, Protocol, TypeVar
 import attrs
 
 from posledger.core.contract import INVERSE
-from posledger.core.errors import ExchangeRejected, ExchangeUnavailable, InvalidInput
+from posledger.core.errors import (
+    ExchangeMalformed,
+    ExchangeRejected,
+    ExchangeTruncated,
+    ExchangeUnavailable,
+    InvalidInput,
+)
 from posledger.core.model import (
     ExchangePosition,
     ExecKind,
@@ -47,6 +53,7 @@ from posledger.venues.common import (
     run,
     time_from_ms,
     to_ms,
+    unreadable,
 )
 
 EXEC_KINDS: Mapping[str, ExecKind] = {
@@ -300,7 +307,7 @@ class BybitReads:
             if not cursor:
                 return rows
             if cursor in seen:
-                raise ExchangeUnavailable(f"Bybit {what}: cursor {cursor!r} came back again")
+                raise ExchangeTruncated(f"Bybit {what}: cursor {cursor!r} came back again")
             seen.add(cursor)
 
     def _with_legs(self, fills: list[Fill], windows: list[tuple[int, int]]) -> Plan[list[Fill]]:
@@ -481,9 +488,8 @@ class BybitVenue:
             code = getattr(error, "status_code", None)
             raise rejection(f"Bybit {call.what}: {error}", code, AUTH_CODES) from error
         except Exception as error:
-            raise ExchangeUnavailable(
-                f"Bybit {call.what}: {type(error).__name__}: {error}"
-            ) from error
+            message = f"Bybit {call.what}: {type(error).__name__}: {error}"
+            raise unreadable(message, error) from error
         if isinstance(reply, tuple):  # pybit's record_request_time / return_response_headers
             reply = reply[0]
         result = checked_result(call.what, reply)
@@ -496,16 +502,16 @@ def checked_result(what: str, reply: Any) -> Row:
     """The ``result`` of a Bybit V5 reply with ``retCode`` 0 and a ``result.list``, or an
     exception: a body without ``retCode`` or ``list`` is not an empty answer."""
     if not isinstance(reply, Mapping):
-        raise ExchangeUnavailable(f"Bybit {what}: reply is not a JSON object: {reply!r:.200}")
+        raise ExchangeMalformed(f"Bybit {what}: reply is not a JSON object: {reply!r:.200}")
     if "retCode" not in reply:
-        raise ExchangeUnavailable(f"Bybit {what}: reply has no retCode: {reply!r:.200}")
+        raise ExchangeMalformed(f"Bybit {what}: reply has no retCode: {reply!r:.200}")
     code = reply["retCode"]
     if code != 0 or isinstance(code, bool):
         message = f"Bybit {what}: retCode {code!r}: {reply.get('retMsg')}"
         raise rejection(message, code, AUTH_CODES)
     result = reply.get("result")
     if not isinstance(result, Mapping) or not isinstance(result.get("list"), list):
-        raise ExchangeUnavailable(f"Bybit {what}: reply has no result.list: {reply!r:.200}")
+        raise ExchangeMalformed(f"Bybit {what}: reply has no result.list: {reply!r:.200}")
     return result
 
 
@@ -524,14 +530,14 @@ def _rows(what: str, result: Row) -> list[Row]:
     rows = result["list"]
     for row in rows:
         if not isinstance(row, Mapping):
-            raise ExchangeUnavailable(f"Bybit {what}: a listed row is not an object: {row!r:.200}")
+            raise ExchangeMalformed(f"Bybit {what}: a listed row is not an object: {row!r:.200}")
     return list(rows)
 
 
 def _next_cursor(what: str, result: Row) -> str:
     cursor = result.get("nextPageCursor") or ""
     if not isinstance(cursor, str):
-        raise ExchangeUnavailable(f"Bybit {what}: nextPageCursor is not a string: {cursor!r}")
+        raise ExchangeMalformed(f"Bybit {what}: nextPageCursor is not a string: {cursor!r}")
     return cursor
 
 

@@ -8,6 +8,7 @@ through :func:`run_async`: paging, deduplication and every parsing rule live in 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -16,7 +17,9 @@ import attrs
 
 from posledger.core.errors import (
     ExchangeAuthFailed,
+    ExchangeMalformed,
     ExchangeRejected,
+    ExchangeTruncated,
     ExchangeUnavailable,
     InvalidInput,
 )
@@ -74,9 +77,25 @@ def parsed_row(venue: str, what: str, row: Row, parse: Callable[[Row], T]) -> T:
     try:
         return parse(row)
     except (InvalidInput, KeyError, TypeError, ValueError, ArithmeticError) as error:
-        raise ExchangeUnavailable(
-            f"{venue} {what} row is malformed ({error}): {row!r:.300}"
-        ) from error
+        message = f"{venue} {what} row is malformed ({error}): {row!r:.300}"
+        raise ExchangeMalformed(message) from error
+
+
+def unreadable(message: str, error: BaseException) -> ExchangeUnavailable:
+    """The error for a request that failed in the client: :class:`ExchangeTruncated` when the
+    body's JSON ran out before its value ended (a reply cut short: decoding stopped at its end,
+    or in a string that runs to its end), :class:`ExchangeMalformed`
+    when the body is not JSON at all, else a plain :class:`ExchangeUnavailable` (the transport
+    failed). Clients rewrap a decoding error (pybit: "Could not decode JSON"), so the error's
+    chain is searched for it."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, json.JSONDecodeError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return ExchangeUnavailable(message)
+    if cause.pos >= len(cause.doc.rstrip()) or cause.msg.startswith("Unterminated string"):
+        return ExchangeTruncated(message)
+    return ExchangeMalformed(message)
 
 
 def rejection(

@@ -42,7 +42,12 @@ from typing import Any, TypeVar
 import attrs
 
 from posledger.core.contract import INVERSE
-from posledger.core.errors import ExchangeUnavailable, InvalidInput
+from posledger.core.errors import (
+    ExchangeMalformed,
+    ExchangeTruncated,
+    ExchangeUnavailable,
+    InvalidInput,
+)
 from posledger.core.model import (
     ExchangePosition,
     ExecKind,
@@ -318,7 +323,7 @@ class OkxReads:
             rows.extend(page)
             after = parsed(what, page[-1], lambda row: _id(row, id_field))
             if after in seen:
-                raise ExchangeUnavailable(f"OKX {what}: page after {after!r} came back again")
+                raise ExchangeTruncated(f"OKX {what}: page after {after!r} came back again")
             seen.add(after)
 
     def _known(self, now: datetime, named: set[str]) -> Plan[Mapping[str, Instrument]]:
@@ -346,18 +351,18 @@ def checked_reply(what: str, reply: Any) -> Row:
     """An OKX V5 reply with ``code`` "0" and a ``data`` list, or an exception: a body without
     ``code`` or ``data`` is not an empty answer."""
     if not isinstance(reply, Mapping):
-        raise ExchangeUnavailable(f"OKX {what}: reply is not a JSON object: {reply!r:.200}")
+        raise ExchangeMalformed(f"OKX {what}: reply is not a JSON object: {reply!r:.200}")
     if "code" not in reply:
-        raise ExchangeUnavailable(f"OKX {what}: reply has no code: {reply!r:.200}")
+        raise ExchangeMalformed(f"OKX {what}: reply has no code: {reply!r:.200}")
     code = reply["code"]
     if code != "0":
         raise rejection(f"OKX {what}: code {code!r}: {reply.get('msg')}", code, AUTH_CODES)
     data = reply.get("data")
     if not isinstance(data, list):
-        raise ExchangeUnavailable(f"OKX {what}: reply has no data list: {reply!r:.200}")
+        raise ExchangeMalformed(f"OKX {what}: reply has no data list: {reply!r:.200}")
     for row in data:
         if not isinstance(row, Mapping):
-            raise ExchangeUnavailable(f"OKX {what}: a listed row is not an object: {row!r:.200}")
+            raise ExchangeMalformed(f"OKX {what}: a listed row is not an object: {row!r:.200}")
     return reply
 
 
