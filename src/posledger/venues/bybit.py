@@ -245,7 +245,8 @@ class BybitReads:
                 query = {**scope, "startTime": window_start, "endTime": window_end}
                 rows.extend((yield from self._read_all("closed pnl", CLOSED_PNL, query)))
         closes = [parsed("closed pnl", row, self._closed_pnl) for row in rows]
-        coverage, _ = yield from self._coverage(now, {c.record.key.symbol for c in closes})
+        symbols = {c.record.key.symbol for c in closes}
+        coverage, _ = yield from self._coverage(now, symbols, listed_by_coin=False)
         covered = [c for c in closes if coverage is None or c.record.key.symbol in coverage]
         hedged: dict[str, bool] = {}
         for symbol in sorted({c.record.key.symbol for c in covered}):
@@ -258,14 +259,16 @@ class BybitReads:
         return closed_pnl_from_row(row, self.venue, self.account, self.category)
 
     def _coverage(
-        self, now: datetime, listed: set[str]
+        self, now: datetime, listed: set[str], *, listed_by_coin: bool = True
     ) -> Plan[tuple[frozenset[str] | None, tuple[str, ...]]]:
         """The symbols the snapshot speaks for, and its caveats. With a settle coin, the symbols
         settling in it: a key settling in another coin is never judged (and so never closed) by
         this read. A listed position on a symbol the cache does not know makes it read the list
         again; one instruments-info still does not know, or (where Bybit filtered by settle coin
         itself) one settling in another coin, fails the read, unless a status filter was
-        refused and Bybit filtered by settle coin: then it is covered on the list's word."""
+        refused and Bybit filtered by settle coin: then it is covered on the list's word.
+        ``listed_by_coin`` False says the rows were listed without the settle-coin filter
+        (closed-pnl has none)."""
         if self.symbols is not None:
             return frozenset(self.symbols), ()
         if self.settle_coin is None:
@@ -275,7 +278,7 @@ class BybitReads:
             known = self._coins = yield from self._settle_coins(now)
         coins = known.coins
         settling = frozenset(symbol for symbol, coin in coins.items() if coin == self.settle_coin)
-        filtered = bool(self._settle_filter())
+        filtered = listed_by_coin and bool(self._settle_filter())
         unknown = listed - (settling if filtered else coins.keys())
         if unknown and not (known.refused and filtered):
             told = f"as settling in {self.settle_coin}" if filtered else "at all"
