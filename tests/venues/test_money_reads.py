@@ -332,13 +332,16 @@ def test_every_page_is_read_and_only_the_window_kept(harness: CcxtHarness, okx: 
 def test_records_sharing_an_update_time_across_pages_are_all_read(
     harness: CcxtHarness, okx: FakeOkx
 ) -> None:
+    """Pages of two: [BTC at 10 min, one of the two at 30 min], then the other one at 30 min,
+    which paging strictly before 30 min would skip."""
     for inst_id in ("BTC-USDT-SWAP", "ETH-USDT-SWAP"):
         okx_trade(okx, inst_id, "buy", "1", "100", "0", ago(hours=5))
-        okx_trade(okx, inst_id, "sell", "1", "101", "0", ago(hours=1))
-    okx_trade(okx, "BTC-USDT-SWAP", "buy", "1", "100", "0", ago(hours=4))
-    okx_trade(okx, "BTC-USDT-SWAP", "sell", "1", "101", "0", ago(hours=3))
+        okx_trade(okx, inst_id, "sell", "1", "101", "0", ago(minutes=30))
+    okx_trade(okx, "BTC-USDT-SWAP", "buy", "1", "100", "0", ago(minutes=20))
+    okx_trade(okx, "BTC-USDT-SWAP", "sell", "1", "101", "0", ago(minutes=10))
     records = okx_money(harness, ago(days=1))
-    assert sorted(r.closed_at for r in records) == [ago(hours=3), ago(hours=1), ago(hours=1)]
+    assert [r.closed_at for r in records] == [ago(minutes=30)] * 2 + [ago(minutes=10)]
+    assert {r.key.symbol for r in records} == {"BTC-USDT-SWAP", "ETH-USDT-SWAP"}
 
 
 def test_okx_inverse_records_are_in_the_coin(harness: CcxtHarness, okx: FakeOkx) -> None:
