@@ -118,8 +118,7 @@ class ConnectionWatchdog:
         except psycopg.Error as error:
             if self._disarm(token) and error.sqlstate is None:  # the server did not answer
                 raise psycopg.OperationalError(
-                    f"no answer from the server within {seconds:g} s; the connection was "
-                    "abandoned"
+                    f"no answer from the server within {seconds:g} s; the connection was abandoned"
                 ) from error
             raise
         except BaseException:

@@ -40,7 +40,15 @@ from posledger.core.model import (
     aware_utc,
     text,
 )
+from posledger.core.money import MoneyRecord
 from posledger.venues.base import complete_snapshot
+from posledger.venues.bybit_money import (
+    CLOSED_PNL,
+    CLOSED_PNL_PAGE,
+    CLOSED_PNL_SPAN,
+    ClosedPnl,
+    closed_pnl_from_row,
+)
 from posledger.venues.common import (
     INSTRUMENTS_TTL,
     Call,
@@ -49,10 +57,12 @@ from posledger.venues.common import (
     Row,
     covered_symbols,
     parsed_row,
+    refuse_older_than,
     rejection,
     run,
     time_from_ms,
     to_ms,
+    unique_records,
     unreadable,
 )
 
@@ -130,6 +140,8 @@ class BybitSession(Protocol):
 
     def get_instruments_info(self, **query: Any) -> Any: ...
 
+    def get_closed_pnl(self, **query: Any) -> Any: ...
+
 
 def _pybit_rejection() -> type[Exception]:
     """pybit's exception for an answer with a non-zero ``retCode``; fails early without pybit."""
@@ -155,7 +167,8 @@ class BybitReads:
     ``symbols`` None covers the whole category, or with ``settle_coin`` every symbol settling in
     it (read from instruments-info, every status, cached for ``instruments_ttl``); a list covers
     only those symbols, read one by one so flat legs come back as explicit flat rows.
-    ``hedge_mode`` None asks the exchange per symbol; True/False skips the question.
+    ``hedge_mode`` None asks the exchange per symbol; True/False skips the question. ``clock``
+    tells how far back the money records reach (closed-pnl serves two years).
 
     Bybit filters linear reads by ``settleCoin`` itself. Inverse reads are documented by
     category alone (``/v5/position/list?category=inverse`` lists every held position), so an
@@ -173,8 +186,10 @@ class BybitReads:
         symbols: Iterable[str] | None = None,
         hedge_mode: bool | None = None,
         instruments_ttl: timedelta = INSTRUMENTS_TTL,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.symbols = covered_symbols(symbols)
+        self.clock = clock or _utc_now
         self.venue = venue
         self.account = account
         self.category = category
@@ -224,15 +239,43 @@ class BybitReads:
         unique = sorted(_deduplicated(fills), key=Fill.exchange_order)
         return (yield from self._with_legs(unique, windows))
 
+    def money(self, start_ms: int, end_ms: int) -> Plan[list[MoneyRecord]]:
+        """Every closed-pnl record created in ``[start_ms, end_ms]`` (docs/money.md), oldest
+        first, each once, on its leg (the closing order's side in hedge mode), read in windows
+        of at most seven days; with a settle coin only its symbols'. A read reaching past the
+        two years Bybit serves is refused."""
+        now = self.clock()
+        refuse_older_than("Bybit", "closed-pnl", start_ms, now, CLOSED_PNL_SPAN)
+        rows: list[Row] = []
+        for window_start, window_end in _windows(start_ms, end_ms):
+            for scope in self._execution_scopes():
+                query = {**scope, "startTime": window_start, "endTime": window_end}
+                rows.extend((yield from self._read_all("closed pnl", CLOSED_PNL, query)))
+        closes = [parsed("closed pnl", row, self._closed_pnl) for row in rows]
+        symbols = {c.record.key.symbol for c in closes}
+        coverage, _ = yield from self._coverage(now, symbols, listed_by_coin=False)
+        covered = [c for c in closes if coverage is None or c.record.key.symbol in coverage]
+        hedged: dict[str, bool] = {}
+        for symbol in sorted({c.record.key.symbol for c in covered}):
+            hedged[symbol] = yield from self._is_hedged(symbol)
+        records = [c.on_leg(hedged[c.record.key.symbol]) for c in covered]
+        inside = [r for r in records if start_ms <= to_ms(r.closed_at) <= end_ms]
+        return unique_records("Bybit", inside)
+
+    def _closed_pnl(self, row: Row) -> ClosedPnl:
+        return closed_pnl_from_row(row, self.venue, self.account, self.category)
+
     def _coverage(
-        self, now: datetime, listed: set[str]
+        self, now: datetime, listed: set[str], *, listed_by_coin: bool = True
     ) -> Plan[tuple[frozenset[str] | None, tuple[str, ...]]]:
         """The symbols the snapshot speaks for, and its caveats. With a settle coin, the symbols
         settling in it: a key settling in another coin is never judged (and so never closed) by
         this read. A listed position on a symbol the cache does not know makes it read the list
         again; one instruments-info still does not know, or (where Bybit filtered by settle coin
         itself) one settling in another coin, fails the read, unless a status filter was
-        refused and Bybit filtered by settle coin: then it is covered on the list's word."""
+        refused and Bybit filtered by settle coin: then it is covered on the list's word.
+        ``listed_by_coin`` False says the rows were listed without the settle-coin filter
+        (closed-pnl has none)."""
         if self.symbols is not None:
             return frozenset(self.symbols), ()
         if self.settle_coin is None:
@@ -242,7 +285,7 @@ class BybitReads:
             known = self._coins = yield from self._settle_coins(now)
         coins = known.coins
         settling = frozenset(symbol for symbol, coin in coins.items() if coin == self.settle_coin)
-        filtered = bool(self._settle_filter())
+        filtered = listed_by_coin and bool(self._settle_filter())
         unknown = listed - (settling if filtered else coins.keys())
         if unknown and not (known.refused and filtered):
             told = f"as settling in {self.settle_coin}" if filtered else "at all"
@@ -415,6 +458,7 @@ PAGE_LIMITS: Mapping[str, int] = {
     ORDER_HISTORY: ORDERS_PAGE,
     EXECUTION_LIST: EXECUTIONS_PAGE,
     INSTRUMENTS_INFO: INSTRUMENTS_PAGE,
+    CLOSED_PNL: CLOSED_PNL_PAGE,
 }
 
 
@@ -447,6 +491,7 @@ class BybitVenue:
             symbols=symbols,
             hedge_mode=hedge_mode,
             instruments_ttl=instruments_ttl,
+            clock=self._now,
         )
         self.venue, self.account, self.category = venue, account, category
         self.symbols = self.reads.symbols
@@ -457,6 +502,7 @@ class BybitVenue:
             ORDER_HISTORY: http.get_order_history,
             EXECUTION_LIST: http.get_executions,
             INSTRUMENTS_INFO: http.get_instruments_info,
+            CLOSED_PNL: http.get_closed_pnl,
         }
 
     def fetch_snapshot(self) -> Snapshot:
@@ -475,6 +521,14 @@ class BybitVenue:
         start = to_ms(aware_utc(since, "since"))
         end = to_ms(self._now() if until is None else aware_utc(until, "until"))
         return run(self.reads.executions(start, end), self._answer)
+
+    def fetch_money(self, since: datetime, until: datetime | None = None) -> list[MoneyRecord]:
+        """Every closed-pnl record in ``[since, until]`` (until: now), oldest first, on its leg
+        (docs/money.md), or ExchangeUnavailable; ``funding`` is None: Bybit's records carry
+        none (the key's funding is its ``Funding`` executions)."""
+        start = to_ms(aware_utc(since, "since"))
+        end = to_ms(self._now() if until is None else aware_utc(until, "until"))
+        return run(self.reads.money(start, end), self._answer)
 
     def _now(self) -> datetime:
         return aware_utc(self._clock(), "clock")

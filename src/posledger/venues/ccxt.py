@@ -37,6 +37,7 @@ import attrs
 from posledger.core.contract import INVERSE
 from posledger.core.errors import ExchangeAuthFailed, ExchangeUnavailable, InvalidInput
 from posledger.core.model import Fill, Snapshot, aware_utc
+from posledger.core.money import MoneyRecord
 from posledger.venues.bybit import AUTH_CODES as BYBIT_AUTH_CODES
 from posledger.venues.bybit import (
     EXECUTION_LIST,
@@ -48,6 +49,7 @@ from posledger.venues.bybit import (
     checked_result,
     reply_time,
 )
+from posledger.venues.bybit_money import CLOSED_PNL
 from posledger.venues.common import (
     INSTRUMENTS_TTL,
     Call,
@@ -69,6 +71,7 @@ from posledger.venues.okx import (
     OkxReads,
     checked_reply,
 )
+from posledger.venues.okx_money import POSITIONS_HISTORY
 
 SUPPORTED = ("bybit", "okx")
 """ccxt exchange ids these venues read; any other is refused when the venue is made."""
@@ -79,6 +82,7 @@ IMPLICIT_METHODS: Mapping[str, str] = {
     ORDER_HISTORY: "private_get_v5_order_history",
     EXECUTION_LIST: "private_get_v5_execution_list",
     INSTRUMENTS_INFO: "public_get_v5_market_instruments_info",
+    CLOSED_PNL: "private_get_v5_position_closed_pnl",
 }
 """ccxt's implicit-API method for each Bybit V5 endpoint a read uses."""
 
@@ -87,6 +91,7 @@ OKX_IMPLICIT_METHODS: Mapping[str, str] = {
     PENDING_ORDERS: "private_get_trade_orders_pending",
     FILLS_HISTORY: "private_get_trade_fills_history",
     INSTRUMENTS: "public_get_public_instruments",
+    POSITIONS_HISTORY: "private_get_account_positions_history",
 }
 """ccxt's implicit-API method for each OKX V5 endpoint a read uses."""
 
@@ -97,6 +102,8 @@ class Reads(Protocol):
     def snapshot(self, taken_at: datetime) -> Plan[Snapshot]: ...
 
     def executions(self, start_ms: int, end_ms: int) -> Plan[list[Fill]]: ...
+
+    def money(self, start_ms: int, end_ms: int) -> Plan[list[MoneyRecord]]: ...
 
 
 @attrs.frozen
@@ -294,6 +301,7 @@ class _CcxtExchange:
             symbols=symbols,
             hedge_mode=self.hedge_mode,
             instruments_ttl=self.instruments_ttl,
+            clock=self._now,
         )
 
     def _now(self) -> datetime:
@@ -343,6 +351,12 @@ class CcxtVenue(_CcxtExchange):
         reads = self._ready()
         return run(reads.executions(*self._range(since, until)), self._answer)
 
+    def fetch_money(self, since: datetime, until: datetime | None = None) -> list[MoneyRecord]:
+        """The exchange's money records in ``[since, until]``, oldest first, each on its key
+        (Bybit: closed-pnl; OKX: positions-history; docs/money.md), or ExchangeUnavailable."""
+        reads = self._ready()
+        return run(reads.money(*self._range(since, until)), self._answer)
+
     def venue_symbol(self, unified: str) -> str:
         """``BTC/USDT:USDT`` → ``BTCUSDT`` in this venue's category (loads markets if needed)."""
         self._load_markets()
@@ -391,6 +405,14 @@ class AsyncCcxtVenue(_CcxtExchange):
         """Every execution in ``[since, until]``, oldest first, with ``symbol`` and ``idx``."""
         reads = await self._ready()
         return await run_async(reads.executions(*self._range(since, until)), self._answer)
+
+    async def fetch_money(
+        self, since: datetime, until: datetime | None = None
+    ) -> list[MoneyRecord]:
+        """The exchange's money records in ``[since, until]``, as
+        :meth:`CcxtVenue.fetch_money`."""
+        reads = await self._ready()
+        return await run_async(reads.money(*self._range(since, until)), self._answer)
 
     async def venue_symbol(self, unified: str) -> str:
         await self._load_markets()

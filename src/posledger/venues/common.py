@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Collection, Generator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import attrs
@@ -23,7 +24,8 @@ from posledger.core.errors import (
     ExchangeUnavailable,
     InvalidInput,
 )
-from posledger.core.model import Snapshot
+from posledger.core.model import Snapshot, aware_utc, to_decimal
+from posledger.core.money import MoneyRecord
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -170,3 +172,39 @@ def time_from_ms(value: Any) -> datetime | None:
 def to_ms(moment: datetime) -> int:
     """Milliseconds since the epoch, as venues take time bounds."""
     return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def money_field(row: Row, name: str) -> Decimal:
+    """A documented money field of a record row: a number string; missing or "" fails the row
+    (an amount is never read as a default)."""
+    value = row[name]
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name} must be a number string, got {value!r}")
+    return to_decimal(value, name)
+
+
+def unique_records(exchange: str, records: Iterable[MoneyRecord]) -> list[MoneyRecord]:
+    """Each money record once, oldest first (by ``closed_at``, then id): windows and pages can
+    list one twice. The same id with other figures is an inconsistent read, never a choice."""
+    seen: dict[str, MoneyRecord] = {}
+    for record in records:
+        first = seen.setdefault(record.record_id, record)
+        if first != record:
+            raise ExchangeUnavailable(
+                f"{exchange} listed money record {record.record_id} twice with different "
+                f"figures: {first} and {record}"
+            )
+    return sorted(seen.values(), key=lambda r: (r.closed_at, r.record_id))
+
+
+def refuse_older_than(
+    exchange: str, what: str, start_ms: int, now: datetime, span: timedelta
+) -> None:
+    """Refuse a read starting before the ``span`` the exchange serves back from ``now``: older
+    records would be silently missing, so the read is refused rather than cut short."""
+    oldest = aware_utc(now, "clock") - span
+    if start_ms < to_ms(oldest):
+        raise ExchangeUnavailable(
+            f"{exchange} {what} serves the last {span.days} days only (since "
+            f"{oldest:%Y-%m-%d %H:%M}): a read from further back would miss older records"
+        )

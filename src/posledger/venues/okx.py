@@ -57,6 +57,7 @@ from posledger.core.model import (
     positive_decimal,
     to_decimal,
 )
+from posledger.core.money import MoneyRecord
 from posledger.venues.base import complete_snapshot
 from posledger.venues.common import (
     INSTRUMENTS_TTL,
@@ -65,9 +66,17 @@ from posledger.venues.common import (
     Row,
     covered_symbols,
     parsed_row,
+    refuse_older_than,
     rejection,
     time_from_ms,
     to_ms,
+    unique_records,
+)
+from posledger.venues.okx_money import (
+    POSITIONS_HISTORY_SPAN,
+    history_from_row,
+    leg,
+    position_history,
 )
 
 POSITIONS = "/api/v5/account/positions"
@@ -118,8 +127,6 @@ POSITION_IDS_PER_REQUEST = 10
 FILLS_HISTORY_SPAN = timedelta(days=90)
 """fills-history serves the last three months; older fills would be silently missing."""
 
-LEGS: Mapping[str, int] = {"net": 0, "long": 1, "short": 2}
-"""OKX ``posSide`` → posledger's ``idx`` (the same numbering as Bybit's ``positionIdx``)."""
 
 SUB_TYPES: Mapping[str, ExecKind] = {
     **dict.fromkeys(("1", "2", "3", "4", "5", "6"), ExecKind.TRADE),
@@ -251,6 +258,34 @@ class OkxReads:
         ]
         inside = [f for f in fills if start_ms <= to_ms(f.exec_time) <= end_ms]
         return sorted(_deduplicated(inside), key=Fill.exchange_order)
+
+    def money(self, start_ms: int, end_ms: int) -> Plan[list[MoneyRecord]]:
+        """Every positions-history record of the covered instruments updated in ``[start_ms,
+        end_ms]`` (docs/money.md), oldest first, each once, on its leg (``posSide``), sizes in
+        contracts × ``ctVal``. A read reaching past the three months OKX serves is refused."""
+        now = self._clock()
+        refuse_older_than("OKX", "positions-history", start_ms, now, POSITIONS_HISTORY_SPAN)
+        rows: list[Row] = []
+        for scope in self._fill_scopes():
+            rows.extend((yield from position_history(scope, start_ms, end_ms)))
+        instruments = yield from self._known(now, {_inst_id(row) for row in rows})
+        coverage = self._coverage(instruments)
+        records = [
+            parsed("positions history", row, lambda r: self._history(r, instruments))
+            for row in rows
+            if _inst_id(row) in coverage
+        ]
+        inside = [r for r in records if start_ms <= to_ms(r.closed_at) <= end_ms]
+        return unique_records("OKX", inside)
+
+    def _history(self, row: Row, instruments: Mapping[str, Instrument]) -> MoneyRecord:
+        return history_from_row(
+            row,
+            venue=self.venue,
+            account=self.account,
+            category=self.category,
+            contract_size=instruments[_inst_id(row)].contract_size,
+        )
 
     def _coverage(self, instruments: Mapping[str, Instrument]) -> frozenset[str]:
         """The instruments the snapshot speaks for: the listed ones, or the category's own
@@ -385,7 +420,7 @@ def instrument(row: Row) -> Instrument:
 def position_from_row(row: Row, instrument: Instrument) -> ExchangePosition:
     """An account/positions row: ``pos`` contracts × ``ctVal``. In net mode ``pos`` is signed; a
     long or short leg holds a positive ``pos`` on its own side. ``pos`` 0 is a flat row."""
-    idx = _leg(row)
+    idx = leg(row)
     contracts = to_decimal(row["pos"], "pos")
     if idx == 0:
         side = Side.BUY if contracts > 0 else Side.SELL if contracts < 0 else None
@@ -418,7 +453,7 @@ def fill_from_row(row: Row, contract_size: Decimal) -> Fill:
         exec_time=time_from_ms(row["ts"]),
         kind=SUB_TYPES.get(sub_type, ExecKind.UNKNOWN),
         symbol=row["instId"],
-        idx=_leg(row),
+        idx=leg(row),
         venue_type=sub_type,
     )
 
@@ -428,13 +463,6 @@ def _contract_type(row: Row) -> str:
     if contract_type not in CONTRACT_TYPES:
         raise InvalidInput(f"ctType must be one of {CONTRACT_TYPES}, got {contract_type!r}")
     return str(contract_type)
-
-
-def _leg(row: Row) -> int:
-    pos_side = row["posSide"]
-    if pos_side not in LEGS:
-        raise InvalidInput(f"posSide must be one of {sorted(LEGS)}, got {pos_side!r}")
-    return LEGS[pos_side]
 
 
 def _one_per_leg(positions: Iterable[ExchangePosition]) -> list[ExchangePosition]:

@@ -3,8 +3,9 @@
 It checks HMAC signatures the way Bybit does, answers in Bybit's shapes (numbers as strings,
 ``retCode``/``retMsg``/``result``/``retExtInfo``/``time``, ``nextPageCursor`` paging), and keeps
 an in-memory exchange that a test scripts: positions (one-way and hedge legs), open orders,
-order history and executions. Faults can be armed per endpoint, so a test can prove that every
-way a read can fail is told apart from "no position"::
+order history, executions, and the closed-pnl records its closes book (computed from its own
+average entry, fees and funding). Faults can be armed per endpoint, so a test can prove that
+every way a read can fail is told apart from "no position"::
 
     from pybit.unified_trading import HTTP
     from posledger.testing.fake_bybit import POSITIONS, FakeBybit, HttpError
@@ -32,12 +33,14 @@ from posledger.testing.fake_bybit.params import WEEK_MS
 from posledger.testing.fake_bybit.records import (
     CATEGORIES,
     OPEN_STATUSES,
+    FakeClosedPnl,
     FakeExecution,
     FakeInstrument,
     FakeOrder,
     FakePosition,
 )
 from posledger.testing.fake_bybit.server import (
+    CLOSED_PNL,
     COIN_INFO,
     EXECUTIONS,
     INSTRUMENTS,
@@ -65,6 +68,7 @@ from posledger.testing.fake_http import (
 
 __all__ = [
     "CATEGORIES",
+    "CLOSED_PNL",
     "COIN_INFO",
     "EXECUTIONS",
     "INSTRUMENTS",
@@ -78,6 +82,7 @@ __all__ = [
     "BybitAccount",
     "DropConnection",
     "FakeBybit",
+    "FakeClosedPnl",
     "FakeExecution",
     "FakeInstrument",
     "FakeOrder",

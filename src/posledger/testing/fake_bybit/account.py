@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from posledger.testing.fake_bybit.records import (
     CATEGORIES,
+    FakeClosedPnl,
     FakeExecution,
     FakeInstrument,
     FakeOrder,
@@ -21,7 +22,35 @@ from posledger.testing.fake_bybit.records import (
     coins_of,
     settle_coin_of,
 )
-from posledger.testing.fake_http import Number, to_decimal, to_ms
+from posledger.testing.fake_http import COIN_PLACES, Number, to_decimal, to_ms
+
+Leg = tuple[str, str, int]
+"""(category, symbol, positionIdx)."""
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """The opening fees and the funding a held leg carries until it closes (positive = paid,
+    as Bybit writes ``execFee``): each close takes the share of its size."""
+
+    open_fees: Decimal = Decimal(0)
+    funding: Decimal = Decimal(0)
+
+    def share(self, closed: Decimal, held: Decimal) -> _Carried:
+        """What ``closed`` of ``held`` takes away: everything at the last close, else its
+        share to 8 places (so a lifecycle's shares add up to exactly what it carried)."""
+        if closed >= held:
+            return self
+        return _Carried(
+            _portion(self.open_fees, closed, held), _portion(self.funding, closed, held)
+        )
+
+    def less(self, taken: _Carried) -> _Carried:
+        return _Carried(self.open_fees - taken.open_fees, self.funding - taken.funding)
+
+
+def _portion(amount: Decimal, part: Decimal, whole: Decimal) -> Decimal:
+    return (amount * part / whole).quantize(COIN_PLACES)
 
 
 @dataclass
@@ -33,6 +62,8 @@ class _Book:
     executions: list[FakeExecution] = field(default_factory=list)
     hedged: set[tuple[str, str]] = field(default_factory=set)
     instruments: dict[tuple[str, str], FakeInstrument] = field(default_factory=dict)
+    carried: dict[Leg, _Carried] = field(default_factory=dict)
+    closed_pnl: list[FakeClosedPnl] = field(default_factory=list)
 
 
 Listener = Callable[[str, FakePosition | FakeOrder | FakeExecution], None]
@@ -97,6 +128,7 @@ class BybitAccount:
                 settle_coin=settle_coin_of(category, symbol),
             )
             self._book.positions[(category, symbol, idx)] = position
+            self._book.carried.pop((category, symbol, idx), None)
             self._notify("position", position)
             return position
 
@@ -177,7 +209,9 @@ class BybitAccount:
             when = to_ms(at or self._clock())
             fill_price = order.price if price is None else to_decimal(price)
             seq = next(self._seq)
+            before = self._leg(order.category, order.symbol, order.idx)
             closed = self._trade(order, amount, fill_price, seq, when)
+            self._book_money(order, before, amount, closed, fill_price, to_decimal(fee), when)
             cum = order.cum_exec_qty + amount
             status = "Filled" if cum == order.qty else "PartiallyFilled"
             order = replace(order, cum_exec_qty=cum, status=status, updated_ms=when)
@@ -289,6 +323,9 @@ class BybitAccount:
             if not leg.size:
                 raise ValueError(f"{symbol}#{idx}: funding needs a held position")
             when = at or self._clock()
+            carried = self._book.carried.get((category, symbol, idx), _Carried())
+            paid = _Carried(carried.open_fees, carried.funding + to_decimal(fee))
+            self._book.carried[(category, symbol, idx)] = paid
             return self.add_execution(
                 symbol,
                 leg.side,
@@ -390,6 +427,53 @@ class BybitAccount:
             updated_ms=0,
             settle_coin=settle_coin_of(category, symbol),
         )
+
+    def closed_pnl(self) -> list[FakeClosedPnl]:
+        """Every closed-pnl record the book has booked, oldest first."""
+        with self._lock:
+            return list(self._book.closed_pnl)
+
+    def _book_money(
+        self,
+        order: FakeOrder,
+        before: FakePosition,
+        qty: Decimal,
+        closed: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        ms: int,
+    ) -> None:
+        """Book what one execution of ``qty`` did to the leg's money: the part that closed takes
+        its share of the carried opening fees and funding into a closed-pnl record, with the
+        closing part of ``fee``; the part that opened (an add, or a flip's rest) carries the
+        remaining fee until it closes."""
+        leg = (order.category, order.symbol, order.idx)
+        carried = self._book.carried.get(leg, _Carried())
+        close_fee = fee if closed == qty else _portion(fee, closed, qty)
+        if closed:
+            taken = carried.share(closed, before.size)
+            carried = carried.less(taken)
+            self._book.closed_pnl.append(
+                FakeClosedPnl(
+                    category=order.category,
+                    symbol=order.symbol,
+                    order_id=order.order_id,
+                    side=order.side,
+                    order_qty=order.qty,
+                    order_price=order.price,
+                    order_type=order.order_type,
+                    exec_type="Trade",
+                    closed_size=closed,
+                    avg_entry_price=before.avg_price,
+                    avg_exit_price=price,
+                    open_fee=taken.open_fees,
+                    close_fee=close_fee,
+                    funding=taken.funding,
+                    created_ms=ms,
+                )
+            )
+        opened = _Carried(carried.open_fees + fee - close_fee, carried.funding)
+        self._book.carried[leg] = opened
 
     def _open_order(self, order_id: str) -> FakeOrder:
         order = self._book.orders.get(order_id)

@@ -330,3 +330,72 @@ class FakeExecution:
             "seq": self.seq,
             "extraFees": "",
         }
+
+
+@dataclass(frozen=True)
+class FakeClosedPnl:
+    """What the book booked when one execution closed part of a leg, as /v5/position/closed-pnl
+    lists it: the closed size at the leg's average entry and at the exit price, the share of the
+    opening fees and of the funding the closed size carried, and the closing fee. ``closedPnl``
+    is the price difference less both fees and that funding, as Bybit's help centre defines
+    Closed P&L (docs/money.md#bybit-closed-pnl)."""
+
+    category: str
+    symbol: str
+    order_id: str
+    side: str
+    order_qty: Decimal
+    order_price: Decimal
+    order_type: str
+    exec_type: str
+    closed_size: Decimal
+    avg_entry_price: Decimal
+    avg_exit_price: Decimal
+    open_fee: Decimal
+    close_fee: Decimal
+    funding: Decimal
+    created_ms: int
+
+    @property
+    def entry_value(self) -> Decimal:
+        return value_of(self.category, self.closed_size, self.avg_entry_price)
+
+    @property
+    def exit_value(self) -> Decimal:
+        return value_of(self.category, self.closed_size, self.avg_exit_price)
+
+    @property
+    def trading_pnl(self) -> Decimal:
+        """Exit less entry value for a long (closed by a Sell), the reverse for a short; in the
+        coin on an inverse contract, where a long gains what its entry value exceeds its exit's."""
+        gained = self.exit_value - self.entry_value
+        if self.category == INVERSE:
+            gained = -gained
+        return gained if self.side == "Sell" else -gained
+
+    @property
+    def closed_pnl(self) -> Decimal:
+        return self.trading_pnl - self.open_fee - self.close_fee - self.funding
+
+    def row(self) -> Row:
+        return {
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "side": self.side,
+            "qty": to_text(self.order_qty),
+            "orderPrice": to_text(self.order_price),
+            "orderType": self.order_type,
+            "execType": self.exec_type,
+            "closedSize": to_text(self.closed_size),
+            "cumEntryValue": to_text(self.entry_value),
+            "avgEntryPrice": to_text(self.avg_entry_price),
+            "cumExitValue": to_text(self.exit_value),
+            "avgExitPrice": to_text(self.avg_exit_price),
+            "closedPnl": to_text(self.closed_pnl),
+            "fillCount": "1",
+            "leverage": "10",
+            "openFee": to_text(self.open_fee),
+            "closeFee": to_text(self.close_fee),
+            "createdTime": str(self.created_ms),
+            "updatedTime": str(self.created_ms),
+        }

@@ -45,6 +45,7 @@ EXECUTIONS = "/v5/execution/list"
 SERVER_TIME = "/v5/market/time"
 INSTRUMENTS = "/v5/market/instruments-info"
 COIN_INFO = "/v5/asset/coin/query-info"
+CLOSED_PNL = "/v5/position/closed-pnl"
 DOCUMENTED_STATUS_FILTERS = ("Trading", "PreLaunch")
 """The ``status`` filters instruments-info documents for linear and inverse."""
 PUBLIC_ENDPOINTS = (SERVER_TIME, INSTRUMENTS)
@@ -146,6 +147,7 @@ class FakeBybit(BybitAccount, FakeHttpServer):
             EXECUTIONS: self._executions,
             INSTRUMENTS: self._instruments,
             COIN_INFO: self._coin_info,
+            CLOSED_PNL: self._closed_pnl,
         }
         public = path in PUBLIC_ENDPOINTS
         try:
@@ -310,12 +312,35 @@ class FakeBybit(BybitAccount, FakeHttpServer):
             page_size=self.page_size,
         )
 
+    def _closed_pnl(self, params: dict[str, str]) -> Row:
+        """The book's closed-pnl records created in a window of at most seven days, newest
+        first, paged as Bybit pages them (50 by default, at most 100)."""
+        category = category_of(params)
+        start, end = window(params, to_ms(self._clock()))
+        records = [
+            r
+            for r in self._book.closed_pnl
+            if r.category == category
+            and start <= r.created_ms <= end
+            and params.get("symbol") in (None, r.symbol)
+        ]
+        records.sort(key=lambda r: r.created_ms, reverse=True)
+        return page(
+            category,
+            [r.row() for r in records],
+            params,
+            default=50,
+            maximum=100,
+            page_size=self.page_size,
+        )
+
     def _instruments(self, params: dict[str, str]) -> Row:
         """Listed symbols of a category, by symbol; a symbol the book names is listed too."""
         category = category_of(params)
         named = {(p.category, p.symbol) for p in self._book.positions.values()}
         named |= {(o.category, o.symbol) for o in self._book.orders.values()}
         named |= {(e.category, e.symbol) for e in self._book.executions}
+        named |= {(r.category, r.symbol) for r in self._book.closed_pnl}
         instruments = dict(self._book.instruments)
         for leg_category, symbol in named - instruments.keys():
             settle = settle_coin_of(leg_category, symbol)

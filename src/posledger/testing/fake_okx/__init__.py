@@ -5,8 +5,10 @@ It checks signatures the way OKX does (``OK-ACCESS-KEY``, ``OK-ACCESS-PASSPHRASE
 request path with its query + body), answers in OKX's shapes (``{"code": "0", "msg": "",
 "data": [...]}``, numbers as strings, sizes in contracts) and keeps an in-memory account a test
 scripts: instruments (with ``ctVal``), positions (net or long/short legs, cross or isolated),
-open orders (paged by ``after`` ordId) and fills (paged by ``after`` billId). Faults can be armed
-per endpoint, so a test can prove every way a read can fail is told apart from "no position"::
+open orders (paged by ``after`` ordId), fills (paged by ``after`` billId) and the money records
+of its positions (positions-history, paged by ``after`` uTime; computed from its own average
+entry, fees and funding). Faults can be armed per endpoint, so a test can prove every way a
+read can fail is told apart from "no position"::
 
     import ccxt
     from posledger.testing.fake_okx import POSITIONS, FakeOkx, HttpError
@@ -42,14 +44,17 @@ from posledger.testing.fake_okx.records import (
     FakeInstrument,
     FakeOrder,
     FakePosition,
+    FakePositionHistory,
 )
 from posledger.testing.fake_okx.server import (
     CURRENCIES,
     FILLS,
     FILLS_SPAN,
+    HISTORY_SPAN,
     INSTRUMENTS,
     OPEN_ORDERS,
     POSITIONS,
+    POSITIONS_HISTORY,
     PUBLIC_ENDPOINTS,
     SERVER_TIME,
     FakeOkx,
@@ -59,11 +64,13 @@ __all__ = [
     "CURRENCIES",
     "FILLS",
     "FILLS_SPAN",
+    "HISTORY_SPAN",
     "INSTRUMENTS",
     "INST_TYPES",
     "OPEN_ORDERS",
     "OPEN_STATES",
     "POSITIONS",
+    "POSITIONS_HISTORY",
     "PUBLIC_ENDPOINTS",
     "SERVER_TIME",
     "DropConnection",
@@ -73,6 +80,7 @@ __all__ = [
     "FakeOkx",
     "FakeOrder",
     "FakePosition",
+    "FakePositionHistory",
     "Fault",
     "HttpError",
     "IgnoredAfter",

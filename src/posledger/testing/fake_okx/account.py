@@ -10,8 +10,25 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from posledger.testing.fake_http import EPOCH, Number, inverse_average, to_decimal, to_ms
-from posledger.testing.fake_okx.records import FakeFill, FakeInstrument, FakeOrder, FakePosition
+from posledger.testing.fake_http import (
+    COIN_PLACES,
+    EPOCH,
+    Number,
+    coin_value,
+    inverse_average,
+    to_decimal,
+    to_ms,
+)
+from posledger.testing.fake_okx.records import (
+    FakeFill,
+    FakeInstrument,
+    FakeOrder,
+    FakePosition,
+    FakePositionHistory,
+)
+
+Leg = tuple[str, str]
+"""(instId, posSide)."""
 
 
 @dataclass
@@ -20,6 +37,8 @@ class _Book:
     positions: dict[tuple[str, str, str], FakePosition] = field(default_factory=dict)
     orders: dict[str, FakeOrder] = field(default_factory=dict)
     fills: list[FakeFill] = field(default_factory=list)
+    open_histories: dict[Leg, FakePositionHistory] = field(default_factory=dict)
+    closed_histories: list[FakePositionHistory] = field(default_factory=list)
 
 
 class OkxAccount:
@@ -74,7 +93,23 @@ class OkxAccount:
         at: datetime | None = None,
     ) -> FakePosition:
         """Make the account hold ``pos`` contracts (signed in net mode). ``pos`` 0 leaves a
-        listed zero row, as OKX does for an isolated position after a margin transfer."""
+        listed zero row, as OKX does for an isolated position after a margin transfer. The
+        leg's money record starts afresh (nothing it carried is booked)."""
+        with self._lock:
+            self._book.open_histories.pop((inst_id, pos_side), None)
+            return self._place(inst_id, pos, avg_px, pos_side=pos_side, mgn_mode=mgn_mode, at=at)
+
+    def _place(
+        self,
+        inst_id: str,
+        pos: Number,
+        avg_px: Number,
+        *,
+        pos_side: str,
+        mgn_mode: str,
+        at: datetime | None,
+    ) -> FakePosition:
+        """Store a leg's row (its ``posId`` and ``cTime`` kept while it is held)."""
         contracts = to_decimal(pos)
         if pos_side != "net" and contracts < 0:
             raise ValueError(f"{inst_id}: a {pos_side} leg holds a positive pos")
@@ -146,7 +181,10 @@ class OkxAccount:
             if not order.is_open or not 0 < amount <= order.sz - order.acc_fill_sz:
                 raise ValueError(f"{ord_id}: cannot fill {sz}")
             when = to_ms(at or self._clock())
+            held = self._held(order.inst_id, order.pos_side)
             self._move(order.inst_id, order.pos_side, order.side, amount, order.px, when)
+            fill = (order.side, amount, order.px, to_decimal(fee), when)
+            self._book_history(order.inst_id, order.pos_side, held, fill)
             filled = order.acc_fill_sz + amount
             state = "filled" if filled == order.sz else "partially_filled"
             self._book.orders[ord_id] = replace(order, acc_fill_sz=filled, state=state, u_ms=when)
@@ -181,7 +219,92 @@ class OkxAccount:
                 trade_id=trade_id, sub_type=sub_type or ("1" if side == "buy" else "2"),
             )  # fmt: skip
 
+    def settle_funding(
+        self, inst_id: str, fee: Number, *, pos_side: str = "net", at: datetime | None = None
+    ) -> None:
+        """Funding on a held leg (``fee`` as OKX writes it: negative when paid), booked on the
+        position's money record (its ``fundingFee``); no size moves and no fill is listed (OKX
+        books funding as a bill). ``at`` is accepted for symmetry and leaves ``uTime`` alone."""
+        with self._lock:
+            if not self._held(inst_id, pos_side):
+                raise ValueError(f"{inst_id} {pos_side}: funding needs a held position")
+            leg = (inst_id, pos_side)
+            history = self._book.open_histories[leg]
+            paid = history.funding_fee + to_decimal(fee)
+            self._book.open_histories[leg] = replace(history, funding_fee=paid)
+
+    def position_histories(self) -> list[FakePositionHistory]:
+        """Every position's money record that positions-history lists: the closed positions,
+        and the held ones that have closed in part."""
+        with self._lock:
+            held = [h for h in self._book.open_histories.values() if h.close_total_pos]
+            return [*self._book.closed_histories, *held]
+
     # the book
+
+    def _held(self, inst_id: str, pos_side: str) -> Decimal:
+        """The leg's contracts (signed in net mode) before a fill; a held leg's money record
+        is begun if it has none yet (a position a test set directly)."""
+        row = self._book.positions.get((inst_id, pos_side, "cross"))
+        if row is None or not row.pos:
+            return Decimal(0)
+        if (inst_id, pos_side) not in self._book.open_histories:
+            self._book.open_histories[(inst_id, pos_side)] = _history_of(row, row.c_ms)
+        return row.pos
+
+    def _book_history(
+        self,
+        inst_id: str,
+        pos_side: str,
+        held: Decimal,
+        fill: tuple[str, Decimal, Decimal, Decimal, int],
+    ) -> None:
+        """Book one fill on the leg's money record: the part that closes adds its PnL, its share
+        of ``fee`` and its contracts (the record is done when the leg is flat); the part that
+        opens (an add, or a flip's rest) adds the remaining fee to the held position's record."""
+        side, sz, px, fee, ms = fill
+        delta = sz if side == "buy" else -sz
+        if pos_side == "short":
+            delta = -delta
+        closed = min(abs(held), sz) if held * delta < 0 else Decimal(0)
+        close_fee = fee if closed == sz else (fee * closed / sz).quantize(COIN_PLACES)
+        if closed:
+            self._close_history((inst_id, pos_side), abs(held) - closed, closed, px, close_fee, ms)
+        if closed < sz:
+            row = self._book.positions[(inst_id, pos_side, "cross")]
+            history = self._book.open_histories.get((inst_id, pos_side)) or _history_of(row, ms)
+            self._book.open_histories[(inst_id, pos_side)] = replace(
+                history,
+                open_avg_px=row.avg_px,
+                open_max_pos=max(history.open_max_pos, abs(row.pos)),
+                fee=history.fee + fee - close_fee,
+            )
+
+    def _close_history(
+        self, leg: Leg, left: Decimal, closed: Decimal, px: Decimal, fee: Decimal, ms: int
+    ) -> None:
+        history = self._book.open_histories.pop(leg)
+        listed = self._book.instruments[leg[0]]
+        size = closed * listed.ct_val
+        if listed.inverse:
+            gained = coin_value(size, history.open_avg_px) - coin_value(size, px)
+        else:
+            gained = size * (px - history.open_avg_px)
+        history = replace(
+            history,
+            close_total_pos=history.close_total_pos + closed,
+            close_avg_px=_average(
+                listed, history.close_total_pos, history.close_avg_px, closed, px
+            ),
+            pnl=history.pnl + (gained if history.direction == "long" else -gained),
+            fee=history.fee + fee,
+            u_ms=ms,
+            type="1" if left else "2",
+        )
+        if left:
+            self._book.open_histories[leg] = history
+        else:
+            self._book.closed_histories.append(history)
 
     def _instrument(self, inst_id: str) -> FakeInstrument:
         listed = self._book.instruments.get(inst_id)
@@ -245,7 +368,7 @@ class OkxAccount:
         else:
             avg = held.avg_px
         moment = EPOCH + timedelta(milliseconds=ms)
-        self.set_position(inst_id, after, avg, pos_side=pos_side, at=moment)
+        self._place(inst_id, after, avg, pos_side=pos_side, mgn_mode="cross", at=moment)
 
 
 def _average(
@@ -256,3 +379,20 @@ def _average(
     if listed.inverse:
         return inverse_average(held, avg, sz, px)
     return (held * avg + sz * px) / (held + sz)
+
+
+def _history_of(row: FakePosition, c_ms: int) -> FakePositionHistory:
+    """A money record begun for the position ``row`` holds, from ``c_ms``."""
+    long = row.pos_side == "long" or (row.pos_side == "net" and row.pos > 0)
+    return FakePositionHistory(
+        inst_id=row.inst_id,
+        inst_type=row.inst_type,
+        pos_side=row.pos_side,
+        pos_id=row.pos_id,
+        c_ms=c_ms,
+        u_ms=c_ms,
+        ccy=row.ccy,
+        direction="long" if long else "short",
+        open_avg_px=row.avg_px,
+        open_max_pos=abs(row.pos),
+    )

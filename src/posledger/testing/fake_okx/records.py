@@ -210,3 +210,62 @@ class FakeFill:
             "ts": str(self.ts),
             "fillTime": str(self.ts),
         }
+
+
+@dataclass(frozen=True)
+class FakePositionHistory:
+    """One position's record, as /api/v5/account/positions-history lists it once (part of) it
+    has closed: cumulative closed contracts, price PnL, fees (opening and closing), funding and
+    liquidation penalty, in OKX's signs (negative = paid) and the margin currency;
+    ``realizedPnl`` is their sum (docs/money.md#okx-positions-history)."""
+
+    inst_id: str
+    inst_type: str
+    pos_side: str
+    pos_id: str
+    c_ms: int
+    u_ms: int
+    ccy: str
+    direction: str
+    open_avg_px: Decimal
+    open_max_pos: Decimal
+    close_total_pos: Decimal = Decimal(0)
+    close_avg_px: Decimal = Decimal(0)
+    pnl: Decimal = Decimal(0)
+    fee: Decimal = Decimal(0)
+    funding_fee: Decimal = Decimal(0)
+    liq_penalty: Decimal = Decimal(0)
+    type: str = "1"
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        return self.pnl + self.fee + self.funding_fee + self.liq_penalty
+
+    def row(self) -> Row:
+        return {
+            "instType": self.inst_type,
+            "instId": self.inst_id,
+            "mgnMode": "cross",
+            "type": self.type,
+            "cTime": str(self.c_ms),
+            "uTime": str(self.u_ms),
+            "openAvgPx": to_text(self.open_avg_px),
+            "nonSettleAvgPx": "",
+            "closeAvgPx": to_text(self.close_avg_px),
+            "posId": self.pos_id,
+            "openMaxPos": to_text(self.open_max_pos),
+            "closeTotalPos": to_text(self.close_total_pos),
+            "realizedPnl": to_text(self.realized_pnl),
+            "settledPnl": "",
+            "pnlRatio": "0",
+            "fee": to_text(self.fee),
+            "fundingFee": to_text(self.funding_fee),
+            "liqPenalty": to_text(self.liq_penalty),
+            "pnl": to_text(self.pnl),
+            "posSide": self.pos_side,
+            "lever": "10",
+            "direction": self.direction,
+            "triggerPx": "",
+            "uly": "-".join(self.inst_id.split("-")[:2]),
+            "ccy": self.ccy,
+        }

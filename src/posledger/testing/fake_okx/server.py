@@ -33,10 +33,14 @@ FILLS = "/api/v5/trade/fills-history"
 INSTRUMENTS = "/api/v5/public/instruments"
 SERVER_TIME = "/api/v5/public/time"
 CURRENCIES = "/api/v5/asset/currencies"
+POSITIONS_HISTORY = "/api/v5/account/positions-history"
 PUBLIC_ENDPOINTS = (INSTRUMENTS, SERVER_TIME)
 
 FILLS_SPAN = timedelta(days=90)
 """fills-history serves the last three months."""
+
+HISTORY_SPAN = timedelta(days=90)
+"""positions-history serves the positions updated in the last three months."""
 
 
 class _ApiError(Exception):
@@ -121,6 +125,7 @@ class FakeOkx(OkxAccount, FakeHttpServer):
             INSTRUMENTS: self._instruments,
             SERVER_TIME: lambda params: [{"ts": str(to_ms(self._clock()))}],
             CURRENCIES: self._currencies,
+            POSITIONS_HISTORY: self._positions_history,
         }
 
     def _authenticate(self, method: str, target: str, body: bytes, headers: Message) -> None:
@@ -191,6 +196,29 @@ class FakeOkx(OkxAccount, FakeHttpServer):
             and (end is None or f.ts <= end)
         ]
         return self._page([(int(f.bill_id), f.row()) for f in fills], params)
+
+    def _positions_history(self, params: dict[str, str]) -> list[Row]:
+        """The money records of positions updated in the last three months, newest ``uTime``
+        first, paged by ``after`` / ``before`` (ms, strictly earlier / later), 100 a page."""
+        inst_type = params.get("instType")
+        if inst_type is not None and inst_type not in INST_TYPES:
+            raise _ApiError("51000", "Parameter instType error")
+        limit = _int(params, "limit") or 100
+        if not 1 <= limit <= 100:
+            raise _ApiError("51000", "Parameter limit error")
+        oldest = to_ms(self._clock() - HISTORY_SPAN)
+        after, before = _int(params, "after"), _int(params, "before")
+        listed = [
+            h
+            for h in self.position_histories()
+            if inst_type in (None, h.inst_type)
+            and params.get("instId") in (None, h.inst_id)
+            and h.u_ms >= oldest
+            and (after is None or h.u_ms < after)
+            and (before is None or h.u_ms > before)
+        ]
+        listed.sort(key=lambda h: h.u_ms, reverse=True)
+        return [h.row() for h in listed[: min(limit, self.page_size or limit)]]
 
     def _instruments(self, params: dict[str, str]) -> list[Row]:
         """Listed instruments of a type; every instrument the book names is listed."""
