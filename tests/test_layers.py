@@ -19,6 +19,7 @@ MAY_IMPORT = {
     "venues": {"core", "venues"},
     "drivers": {"core", "ledger", "venues", "drivers"},
     "audit": {"core", "store", "ledger", "audit"},
+    "web": {"core", "store", "ledger", "audit", "web"},
 }
 """Each layer and the layers it may import (cli, testing, demo and the package root: any)."""
 OLD_PUBLIC_PATHS = {
