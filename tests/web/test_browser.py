@@ -6,6 +6,7 @@ Never skipped: CI installs chromium (.ci/run)."""
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 
@@ -18,7 +19,8 @@ from tests.conftest import key
 from tests.helpers import fill
 from tests.web.serving import HELD, TOKEN, demo_with_a_proposal, served
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("POSLEDGER_TEST_CHROMIUM", "/usr/bin/chromium")
+"""Debian's chromium (apt-get install chromium), or the browser this variable names."""
 LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 NEW_KEY = key("XRPUSDT", account="main")
@@ -30,10 +32,6 @@ def chromium() -> Iterator[Browser]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM)
         yield browser
         browser.close()
-
-
-def row_of(page: Page, symbol: str) -> object:
-    return page.locator(f'tr[data-key="bybit/main/linear/{symbol}#0"]')
 
 
 def log_in(page: Page, base: str) -> None:
@@ -57,17 +55,19 @@ def test_approving_in_the_page_changes_the_position_without_a_reload(
         page.evaluate("window.sameDocument = true")
 
         card = page.locator(f'[data-proposal="{proposal}"]')
-        card.locator("form[action$='/approve'] input[name=operator]").fill("dana")
-        card.locator("button.approve").click()
-        expect(page.locator("#notice")).to_contain_text("the correction is applied")
-        expect(held).to_have_count(0)  # flat and no longer held: gone from the open positions
-        expect(page.locator("[data-live='/parts/proposals']")).to_contain_text("No open proposals")
-
-        with Ledger.open(durable_url) as bot:  # another process trades: the page follows
+        operator = card.locator("form[action$='/approve'] input[name=operator]")
+        operator.fill("dana")  # still typing when another process trades: the page follows...
+        with Ledger.open(durable_url) as bot:
             bot.record_fill(NEW_KEY, fill("xrp-1", "sell", "150", "0.52"))
         added = page.locator('tr[data-key="bybit/main/linear/XRPUSDT#0"]')
         expect(added.locator("td.size")).to_have_text("150")
         expect(added).to_contain_text("short")
+        expect(operator).to_have_value("dana")  # ...without wiping the form being filled in
+
+        card.locator("button.approve").click()
+        expect(page.locator("#notice")).to_contain_text("the correction is applied")
+        expect(held).to_have_count(0)  # flat and no longer held: gone from the open positions
+        expect(page.locator("[data-live='/parts/proposals']")).to_contain_text("No open proposals")
         assert page.evaluate("window.sameDocument") is True  # never reloaded
     with Ledger.open(durable_url) as ledger:
         decided = [e for e in ledger.history(HELD) if isinstance(e, ProposalDecided)]

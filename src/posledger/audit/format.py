@@ -1,5 +1,6 @@
-"""How sides, sizes and counts are written for people: shared by the audit, the CLI and the demo,
-so a position reads the same in a notebook, a terminal and the demo's chapters."""
+"""How sides, sizes, money, times and counts are written for people: shared by the audit, the
+CLI, the demo and the web view, so a position reads the same in a notebook, a terminal, the
+demo's chapters and a browser."""
 
 from __future__ import annotations
 

@@ -20,14 +20,26 @@
     live.title = on ? "live updates: connected" : "live updates: reconnecting";
   }
 
+  async function load(part) {
+    if (part.contains(document.activeElement) && document.activeElement.matches("input")) {
+      part.dataset.stale = "1"; // someone is typing here: refreshed when they leave the part
+      return;
+    }
+    delete part.dataset.stale;
+    const response = await fetch(part.dataset.live, { cache: "no-store" });
+    if (response.ok) part.innerHTML = await response.text();
+  }
+
   async function refresh(keys) {
     const parts = [...document.querySelectorAll("[data-live]")].filter(
       (part) => !keys || !part.dataset.stream || keys.includes(part.dataset.stream));
-    for (const part of parts) {
-      const response = await fetch(part.dataset.live, { cache: "no-store" });
-      if (response.ok) part.innerHTML = await response.text();
-    }
+    for (const part of parts) await load(part);
   }
+
+  document.addEventListener("focusout", (event) => {
+    const part = event.target.closest("[data-live][data-stale]");
+    if (part && !part.contains(event.relatedTarget)) load(part);
+  });
 
   function moved(data) {
     if (data.log === null || data.log <= log) return false;
@@ -56,9 +68,11 @@
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-decision")) return;
     event.preventDefault();
+    const body = new URLSearchParams(new FormData(form));
+    document.activeElement.blur(); // done typing: this part may be refreshed again
     const response = await fetch(form.action, {
       method: "POST",
-      body: new URLSearchParams(new FormData(form)),
+      body,
       headers: { Accept: "application/json" },
     });
     const answer = await response.json();
