@@ -5,6 +5,7 @@ view itself is tested in tests/web/."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,11 @@ def test_help_says_where_the_token_comes_from(tmp_path: Path) -> None:
     result = run_cli("serve", "--help", cwd=tmp_path)
     assert result.returncode == 0
     assert "--token-env" in result.stdout and "examples:" in result.stdout
+
+
+def test_an_address_in_use_is_refused_in_one_line(demo_db: str, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--db", demo_db, "--port", str(port), cwd=tmp_path)
+    assert_clean_usage_error(result, f"cannot listen on 127.0.0.1:{port}")
+    assert result.stdout == ""

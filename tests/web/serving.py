@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,19 +31,13 @@ def demo_with_a_proposal(url: str) -> str:
     return propose_phantom(url)
 
 
-def free_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port: int = listener.getsockname()[1]
-        return port
-
-
 @contextmanager
 def served(url: str, *, token: str | None = TOKEN) -> Iterator[str]:
-    """``posledger serve --db url`` in its own process, the token (if any) in its environment;
-    yields its base URL once /health answers, and stops it with Ctrl-C's signal."""
-    port = free_port()
+    """``posledger serve --db url --port 0`` in its own process, the token (if any) in its
+    environment; yields the base URL it prints once /health answers, and stops it with
+    Ctrl-C's signal."""
     command = [sys.executable, "-m", "posledger", "serve", "--db", url]
-    command += ["--port", str(port), "--poll", str(POLL_S)]
+    command += ["--port", "0", "--poll", str(POLL_S)]
     env = dict(os.environ)
     if token is not None:
         command += ["--token-env", TOKEN_ENV]
@@ -51,9 +45,8 @@ def served(url: str, *, token: str | None = TOKEN) -> Iterator[str]:
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_up(process, base)
+        base = _wait_until_up(process)
         yield base
     finally:
         process.send_signal(signal.SIGINT)
@@ -66,18 +59,22 @@ def served(url: str, *, token: str | None = TOKEN) -> Iterator[str]:
         assert "Traceback" not in errors, errors
 
 
-def _wait_until_up(process: subprocess.Popen[str], base: str) -> None:
+def _wait_until_up(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    started = process.stdout.readline()  # "Serving URL at http://127.0.0.1:PORT (...)"
+    found = re.search(r"at (http://127\.0\.0\.1:\d+) ", started)
+    if found is None:
+        output = process.communicate()
+        raise AssertionError(f"posledger serve exited {process.returncode}: {started} {output}")
+    base = found.group(1)
     give_up = time.monotonic() + STARTUP_S
     while time.monotonic() < give_up:
-        if process.poll() is not None:
-            output = process.communicate()
-            raise AssertionError(f"posledger serve exited {process.returncode}: {output}")
         try:
             if httpx2.get(f"{base}/health", timeout=2).status_code == 200:
-                return
+                return base
         except httpx2.TransportError:
             pass
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError(f"posledger serve did not answer at {base} within {STARTUP_S} s")
 
 

@@ -4,6 +4,7 @@ another process changed, and /health through a store outage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 from posledger import Ledger
 from posledger.core.events import ProposalDecided
 from posledger.web import create_app
+from posledger.web.live import LogWatcher
 from tests.helpers import fill
 from tests.tcp_proxy import TcpProxy
 from tests.web.serving import HELD, demo_with_a_proposal, log_in, served
@@ -111,3 +113,36 @@ def test_health_and_pages_answer_503_while_the_store_is_cut_off_then_recover(
             assert time.monotonic() < give_up, "the store did not come back"
             time.sleep(0.2)
         assert browser.get("/").status_code == 200
+
+
+def test_open_pages_hear_when_the_store_stops_answering_and_when_it_is_back(
+    proxied: tuple[TcpProxy, str],
+) -> None:
+    proxy, url = proxied
+    demo_with_a_proposal(url)
+
+    async def listen(watcher: LogWatcher) -> list[tuple[str, object]]:
+        page = watcher.subscribe()
+        await watcher.poll()  # where the log is
+        proxy.cut()
+        await watcher.poll()
+        await watcher.poll()  # still down: said once
+        proxy.restore()
+        give_up = time.monotonic() + 10
+        while watcher.problem is not None or page.empty():
+            assert time.monotonic() < give_up, "the store did not come back"
+            await watcher.poll()
+        heard = []
+        while not page.empty():
+            message = page.get_nowait()
+            assert message is not None
+            name, data = message.split("\n")[:2]
+            heard.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+        return heard
+
+    with Ledger.open(url, timeout=2) as ledger:
+        heard = asyncio.run(listen(LogWatcher(ledger, interval=0.1)))
+    assert [name for name, _ in heard] == ["changed", "store", "store"]
+    problem, back = heard[1][1], heard[2][1]
+    assert isinstance(problem, dict) and "127.0.0.1" in problem["problem"]
+    assert back == {"problem": None}

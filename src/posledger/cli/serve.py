@@ -42,7 +42,12 @@ examples:
         argument(
             "--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)"
         ),
-        argument("--port", type=int, default=8000, help="the port (default: %(default)s)"),
+        argument(
+            "--port",
+            type=int,
+            default=8000,
+            help="the port (default: %(default)s; 0: any free one, printed on start)",
+        ),
         argument(
             "--token-env",
             metavar="NAME",
@@ -63,7 +68,7 @@ def serve(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--poll must be a positive number of seconds, got {args.poll}")
     try:
         from posledger.web import create_app
-        from posledger.web.server import run
+        from posledger.web.server import listen, run
     except ImportError:
         raise UsageError(WEB_HINT) from None
     with open_ledger(args.db) as ledger:
@@ -71,13 +76,18 @@ def serve(args: argparse.Namespace, console: Console) -> int:
             app = create_app(ledger, token=token, poll_interval=args.poll)
         except InvalidInput as error:
             raise UsageError(f"--token-env {args.token_env}: {error}") from None
+        try:
+            listener = listen(args.host, args.port)
+        except OSError as error:
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {error}") from None
+        host, port = listener.getsockname()[:2]
         mode = f"decisions need the token in ${args.token_env}" if token else "read-only"
         console.print(
-            f"Serving {ledger.settings.description} at http://{args.host}:{args.port} "
-            f"({mode}); Ctrl-C stops.",
+            f"Serving {ledger.settings.description} at http://{host}:{port} ({mode}); "
+            "Ctrl-C stops.",
             soft_wrap=True,
         )
-        run(app, host=args.host, port=args.port)
+        run(app, listener)
     return 0
 
 

@@ -3,6 +3,7 @@ streams first so the server stops at once instead of waiting for them."""
 
 from __future__ import annotations
 
+import socket
 from types import FrameType
 
 import uvicorn
@@ -14,13 +15,19 @@ SHUTDOWN_GRACE_S = 5
 """Seconds requests still running get when the server stops."""
 
 
-def run(app: Starlette, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve ``app`` (:func:`~posledger.web.create_app`) at ``host:port`` until the process
-    is told to stop."""
+def listen(host: str = "127.0.0.1", port: int = 8000) -> socket.socket:
+    """The listening socket (port 0: any free one), or OSError when the address cannot be had."""
+    return socket.create_server((host, port))
+
+
+def run(app: Starlette, listener: socket.socket) -> None:
+    """Serve ``app`` (:func:`~posledger.web.create_app`) on ``listener`` until the process is
+    told to stop."""
+    host, port = listener.getsockname()[:2]
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=SHUTDOWN_GRACE_S
     )
-    _Server(config, app.state.web).run()
+    _Server(config, app.state.web).run(sockets=[listener])
 
 
 class _Server(uvicorn.Server):
