@@ -20,6 +20,7 @@ MAY_IMPORT = {
     "drivers": {"core", "ledger", "venues", "drivers"},
     "audit": {"core", "store", "ledger", "audit"},
     "ops": {"core", "store", "ledger", "venues", "drivers", "ops"},
+    "web": {"core", "store", "ledger", "audit", "web"},
 }
 """Each layer and the layers it may import (cli, testing, demo and the package root: any)."""
 OLD_PUBLIC_PATHS = {

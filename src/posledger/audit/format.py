@@ -1,9 +1,11 @@
-"""How sides, sizes and counts are written for people: shared by the audit, the CLI and the demo,
-so a position reads the same in a notebook, a terminal and the demo's chapters."""
+"""How sides, sizes, money, times and counts are written for people: shared by the audit, the
+CLI, the demo and the web view, so a position reads the same in a notebook, a terminal, the
+demo's chapters and a browser."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 
 from posledger.core.model import Side, Status
@@ -60,3 +62,21 @@ def per_settle_coin(states: Iterable[PositionState]) -> dict[str | None, Decimal
         coin = state.key.settle_coin
         totals[coin] = totals.get(coin, Decimal(0)) + state.realized_pnl
     return totals
+
+
+def quantity(value: Decimal | None) -> str:
+    """Exact fixed-point text without trailing zeros: 24000.000…0 (a harmonic average) is 24000."""
+    if value is None:
+        return ""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def money(value: Decimal, coin: str | None) -> str:
+    """An amount with its settle coin (``0.0003 BTC``); bare where the coin is unknown."""
+    return quantity(value) if coin is None else f"{quantity(value)} {coin}"
+
+
+def when(moment: datetime | None) -> str:
+    """A time as tables show it, to the second (``2025-10-13 09:31:00``); empty for None."""
+    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"

@@ -265,15 +265,26 @@ _HTML_COLUMNS: tuple[tuple[str, Callable[[HistoryRow], object]], ...] = (
 )
 
 
-def _shade(row: HistoryRow) -> str:
-    """Corrections purple, suspect snapshots orange, closes grey."""
+def row_tone(row: HistoryRow) -> str:
+    """What a row is to the eye: ``correction``, ``proposal`` (proposed or decided),
+    ``suspect`` (an unconfirmed disagreement), ``closed``, or empty."""
     if row.event == "Reconciled":
-        return "background:#f3e5f5"
+        return "correction"
+    if row.event in {"CorrectionProposed", "ProposalDecided"}:
+        return "proposal"
     if row.reason == "suspect":
-        return "background:#fff3e0"
+        return "suspect"
     if row.event == "Closed":
-        return "background:#f5f5f5"
+        return "closed"
     return ""
+
+
+_SHADES = {
+    "correction": "background:#f3e5f5",
+    "suspect": "background:#fff3e0",
+    "closed": "background:#f5f5f5",
+}
+"""Corrections purple, suspect snapshots orange, closes grey."""
 
 
 def history_html(rows: Iterable[HistoryRow]) -> str:
@@ -281,5 +292,5 @@ def history_html(rows: Iterable[HistoryRow]) -> str:
     show as before → after; corrections are highlighted."""
     return html_table(
         (name for name, _ in _HTML_COLUMNS),
-        ((_shade(row), [get(row) for _, get in _HTML_COLUMNS]) for row in rows),
+        ((_SHADES.get(row_tone(row), ""), [get(row) for _, get in _HTML_COLUMNS]) for row in rows),
     )

@@ -21,7 +21,7 @@ from posledger.audit import (
     state_record,
     verify,
 )
-from posledger.audit.format import holding, per_settle_coin, signed_quantity
+from posledger.audit.format import holding, money, per_settle_coin, quantity, signed_quantity, when
 from posledger.audit.history import evidence_line
 from posledger.cli.base import (
     DB_ARGUMENT,
@@ -29,16 +29,13 @@ from posledger.cli.base import (
     PROG,
     UsageError,
     argument,
-    money,
     open_ledger,
     print_json,
     progress_bar,
-    quantity,
     section,
     subcommand,
     symbol_suggestion,
     table,
-    when,
 )
 from posledger.cli.corruption import reporting_corruption
 from posledger.core.model import PositionKey, Side, Status

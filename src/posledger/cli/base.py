@@ -257,23 +257,6 @@ def print_json(document: object) -> None:
     sys.stdout.flush()
 
 
-def quantity(value: Decimal | None) -> str:
-    """Exact fixed-point text without trailing zeros: 24000.000…0 (a harmonic average) is 24000."""
-    if value is None:
-        return ""
-    text = format(value, "f")
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def money(value: Decimal, coin: str | None) -> str:
-    """An amount with its settle coin (``0.0003 BTC``); bare where the coin is unknown."""
-    return quantity(value) if coin is None else f"{quantity(value)} {coin}"
-
-
-def when(moment: datetime | None) -> str:
-    return "" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S}"
-
-
 Progress = Callable[[int, int], None]
 
 

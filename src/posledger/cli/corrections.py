@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from posledger.audit.format import signed_size
+from posledger.audit.format import signed_size, when
 from posledger.cli.base import (
     DB_ARGUMENT,
     JSON_ARGUMENT,
@@ -21,7 +21,6 @@ from posledger.cli.base import (
     print_json,
     subcommand,
     table,
-    when,
 )
 from posledger.core.position import PositionState, Proposal
 

@@ -21,7 +21,7 @@ from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from posledger.audit.format import counted
+from posledger.audit.format import counted, when
 from posledger.cli.base import (
     DB_ARGUMENT,
     EXCHANGE_UNAVAILABLE,
@@ -34,7 +34,6 @@ from posledger.cli.base import (
     print_json,
     subcommand,
     table,
-    when,
 )
 from posledger.cli.corruption import reporting_corruption
 from posledger.cli.operations import OPERATIONS_ARGUMENTS, WEBHOOK_ENV, operations
