@@ -9,7 +9,6 @@ fills come back as the executions they were, not as corrections.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -42,24 +41,8 @@ from posledger.testing.fake_bybit import (
     Slow,
 )
 from posledger.venues.bybit import BybitVenue
-from tests.conftest import T0
+from tests.drivers.conftest import Clock
 from tests.helpers import event_names, last_event
-
-
-class Clock:
-    """The one time the fake exchange, the venue, the ledger and the synchronizer read."""
-
-    def __init__(self) -> None:
-        self.now = T0 + timedelta(days=30)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def ago(self, **delta: float) -> datetime:
-        return self.now - timedelta(**delta)
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 def key(symbol: str, idx: int = 0) -> PositionKey:
@@ -68,23 +51,6 @@ def key(symbol: str, idx: int = 0) -> PositionKey:
 
 def all_keys(ledger: Ledger) -> list[PositionKey]:
     return [state.key for state in ledger.positions()]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def fake(clock: Clock) -> Iterator[FakeBybit]:
-    with FakeBybit(clock=clock, page_size=2) as server:
-        yield server
-
-
-@pytest.fixture
-def ledger(ledger_url: str, clock: Clock) -> Iterator[Ledger]:
-    with Ledger.open(ledger_url, clock=clock) as opened:
-        yield opened
 
 
 def synchronizer(ledger: Ledger, fake: FakeBybit, clock: Clock, **session: Any) -> Synchronizer:

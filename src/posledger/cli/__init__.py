@@ -4,9 +4,9 @@ Each subcommand is one function decorated with :func:`~posledger.cli.base.subcom
 declares its name, help, examples and arguments, in a module per command group: ``demo`` and
 ``init-db`` (:mod:`posledger.cli.demo`), the audit queries ``positions``, ``history``,
 ``verify`` and ``export`` (:mod:`posledger.cli.audit`), ``sync`` (:mod:`posledger.cli.sync`),
-``corrections``, ``approve`` and ``reject`` (:mod:`posledger.cli.corrections`), and ``serve``
-(:mod:`posledger.cli.serve`). ``main``
-builds the parser from the registry and runs the chosen one with a rich ``Console``.
+``corrections``, ``approve`` and ``reject`` (:mod:`posledger.cli.corrections`), ``money``
+(:mod:`posledger.cli.money`) and ``serve`` (:mod:`posledger.cli.serve`). ``main`` builds the
+parser from the registry and runs the chosen one with a rich ``Console``.
 
 rich is an optional dependency (``pip install -e '.[cli]'``); it is imported only when a
 subcommand runs, so a missing rich costs a one-line hint, not a traceback. Output degrades to
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import NoReturn
 
-from posledger.cli import audit, corrections, demo, export, serve, sync
+from posledger.cli import audit, corrections, demo, export, money, serve, sync
 from posledger.cli.base import (
     EXCHANGE_UNAVAILABLE,
     PROG,
@@ -45,7 +45,7 @@ __all__ = ["EXCHANGE_UNAVAILABLE", "build_parser", "main"]
 
 INSTALL_HINT = "posledger: the command line needs rich: pip install -e '.[cli]'"
 
-_COMMAND_MODULES = (demo, audit, export, sync, corrections, serve)
+_COMMAND_MODULES = (demo, audit, export, sync, corrections, serve, money)
 """Imported for their ``@subcommand`` registrations."""
 ORDER = (
     "demo",
@@ -58,6 +58,7 @@ ORDER = (
     "corrections",
     "approve",
     "reject",
+    "money",
     "serve",
 )
 """The order ``--help`` lists the commands in (any other after them)."""

@@ -116,6 +116,12 @@ environment:
             "(repeatable; posledger corrections lists them)",
         ),
         argument(
+            "--money",
+            action="store_true",
+            help="check each closed lifecycle's PnL, fees and funding against Bybit's closed-pnl "
+            "records (docs/design.md#money); posledger money lists the differences",
+        ),
+        argument(
             "--hold-above",
             metavar="NOTIONAL",
             help="propose any correction that moves more than this notional for approval",
@@ -126,6 +132,7 @@ environment:
 )
 @reporting_corruption
 def sync_command(args: argparse.Namespace, console: Console) -> int:
+    from posledger.drivers.money import MoneyChecks
     from posledger.drivers.sync import Synchronizer
 
     if not args.interval > 0:
@@ -140,7 +147,12 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
     ):
         interval = timedelta(seconds=args.interval)
         synchronizer = Synchronizer(
-            ledger, venue, policy=policy, interval=interval, observers=observers
+            ledger,
+            venue,
+            policy=policy,
+            interval=interval,
+            observers=observers,
+            money=MoneyChecks() if args.money else None,
         )
         try:
             if not args.once:
@@ -223,6 +235,16 @@ def _print_report(console: Console, report: SyncReport) -> None:
             "confirm or correct it.",
             soft_wrap=True,
         )
+    for checked in report.money:
+        console.print(
+            f"Money of {checked.key} lifecycle {checked.lifecycle}: "
+            + (
+                "agrees with the exchange's records."
+                if checked.check.agrees
+                else f"{checked.check.detail}."
+            ),
+            soft_wrap=True,
+        )
     if not report.outcomes:
         return
     made = table("symbol", "idx", "recovered", "outcome", "correction", "events", "detail")
@@ -255,6 +277,16 @@ def _report_document(report: SyncReport) -> dict[str, object]:
         "unknown_executions": [
             {"key": str(u.key), "exec_id": u.exec_id, "venue_type": u.venue_type}
             for u in report.unknown_executions
+        ],
+        "money": [
+            {
+                "key": str(m.key),
+                "lifecycle": m.lifecycle,
+                "agrees": m.check.agrees,
+                "difference": m.check.difference,
+                "detail": m.check.detail,
+            }
+            for m in report.money
         ],
         "outcomes": [
             {

@@ -13,6 +13,7 @@ from typing import Any
 
 from posledger.drivers.sync import (
     FetchExecutions,
+    FetchMoney,
     FetchSnapshot,
     Step,
     SyncReport,
@@ -55,4 +56,6 @@ class AsyncSynchronizer(SyncRounds[AsyncLedger, AsyncVenue]):
             return await self.venue.fetch_snapshot()
         if isinstance(step, FetchExecutions):
             return await self.venue.fetch_executions(step.since, step.until)
+        if isinstance(step, FetchMoney):
+            return await self.venue.fetch_money(step.since, step.until)  # type: ignore[attr-defined]
         return await self.ledger._call(on_ledger, self.ledger.ledger, step)

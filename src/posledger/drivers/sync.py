@@ -34,10 +34,12 @@ from posledger.core.errors import (
     ExchangeAuthFailed,
     ExchangeUnavailable,
     ExecutionConflict,
+    InvalidInput,
     PosledgerError,
     StorageUnavailable,
 )
 from posledger.core.model import ExecKind, Fill, PositionKey, Side, Snapshot, aware_utc
+from posledger.core.money import MoneyPolicy, MoneyRecord
 from posledger.core.position import PositionState
 from posledger.core.reconcile import (
     KeyOutcome,
@@ -45,6 +47,15 @@ from posledger.core.reconcile import (
     ReconcilePolicy,
     ReconcileReport,
     needs_recovery,
+)
+from posledger.drivers.money import (
+    MoneyChecks,
+    MoneyDue,
+    MoneyOutcome,
+    candidates,
+    check_due,
+    due,
+    funding_of,
 )
 from posledger.drivers.observers import (
     Disagreement,
@@ -97,6 +108,8 @@ class SyncReport:
     reconcile: ReconcileReport
     unknown_executions: tuple[UnknownExecution, ...] = ()
     disagreements: tuple[Disagreement, ...] = ()
+    money: tuple[MoneyOutcome, ...] = ()
+    """The money checks of lifecycles this round found due (with ``money`` on)."""
 
     @property
     def unexplained_exposure(self) -> Decimal:
@@ -343,8 +356,35 @@ class ReadStates:
     keys: Sequence[PositionKey]
 
 
-VenueStep = FetchSnapshot | FetchExecutions
-LedgerStep = ReadPositions | RecordRecovered | Reconcile | ReadStates
+@attrs.frozen
+class FetchMoney:
+    """Step: the venue's money records of the closes in ``[since, until]``."""
+
+    since: datetime
+    until: datetime
+
+
+@attrs.frozen
+class FindMoneyDue:
+    """Step: which of these keys' last closed lifecycles are due for a money check."""
+
+    states: Sequence[PositionState]
+    now: datetime
+    settings: MoneyChecks
+
+
+@attrs.frozen
+class CheckMoney:
+    """Step: the due lifecycles checked against the records read for them."""
+
+    dues: Sequence[MoneyDue]
+    records: Sequence[MoneyRecord]
+    policy: MoneyPolicy
+    now: datetime
+
+
+VenueStep = FetchSnapshot | FetchExecutions | FetchMoney
+LedgerStep = ReadPositions | RecordRecovered | Reconcile | ReadStates | FindMoneyDue | CheckMoney
 Step = VenueStep | LedgerStep
 Round = Generator[Step, Any, T]
 """Yields a round's steps, is sent each step's answer, returns the round's value."""
@@ -359,6 +399,11 @@ def on_ledger(ledger: Ledger, step: LedgerStep) -> Any:
         return record_recovered(ledger, step.groups)
     if isinstance(step, ReadStates):
         return [ledger.position(key) for key in step.keys]
+    if isinstance(step, FindMoneyDue):
+        found = (due(s, ledger.history(s.key), step.now, step.settings) for s in step.states)
+        return [item for item in found if item is not None]
+    if isinstance(step, CheckMoney):
+        return check_due(ledger, step.dues, step.records, step.policy, step.now)
     return ledger.reconcile(step.snapshot, now=step.now, policy=step.policy, skip=step.skip)
 
 
@@ -377,9 +422,15 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         max_backoff: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] | None = None,
         observers: Iterable[SyncObserver] = (),
+        money: MoneyChecks | None = None,
     ) -> None:
+        if money is not None and not callable(getattr(venue, "fetch_money", None)):
+            raise InvalidInput(f"{type(venue).__name__} cannot read money records (fetch_money)")
         self.ledger = ledger
         self.venue = venue
+        self.money = money
+        """The money check of closed lifecycles (docs/design.md#money); off when None."""
+        self._money_checked: dict[PositionKey, int] = {}
         self.observers = tuple(observers)
         """Told of every round done or failed (docs/operations.md); none by default."""
         self.policy = policy or self.blocking_ledger.policy
@@ -422,8 +473,34 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         result = finish_round(
             self.venue, snapshot, recovered, report, disagreements(snapshot, states)
         )
+        if self.money is not None:
+            states = list(plan.states.values())
+            money = yield from self._money_round(states, snapshot, when, self.money)
+            result = attrs.evolve(result, money=tuple(money))
         notify(self.observers, methodcaller("round_done", self, result))
         return result
+
+    def _money_round(
+        self, states: list[PositionState], snapshot: Snapshot, when: datetime, settings: MoneyChecks
+    ) -> Round[list[MoneyOutcome]]:
+        """The money check of the lifecycles due (docs/design.md#money): their funding rows
+        recovered first, then one complete read of the venue's records for all of them, each
+        lifecycle checked against it."""
+        fresh = candidates(states, self._money_checked, when, settings.lookback)
+        dues: list[MoneyDue] = (yield FindMoneyDue(fresh, when, settings)) if fresh else []
+        if not dues:
+            return []
+        since, until = min(d.since for d in dues), max(d.until for d in dues)
+        fills: list[Fill] = yield FetchExecutions(since, until)
+        funding = funding_of(dues, fills, snapshot)
+        if funding:
+            recovered: Recovered = yield RecordRecovered(funding)
+            conflicted = {c.key for c in recovered.conflicts}
+            dues = [item for item in dues if item.key not in conflicted]
+        records: list[MoneyRecord] = yield FetchMoney(since, until)
+        outcomes: list[MoneyOutcome] = yield CheckMoney(dues, records, settings.policy, when)
+        self._money_checked.update((item.key, item.lifecycle) for item in dues)
+        return outcomes
 
     @contextlib.contextmanager
     def reporting_failure(self) -> Iterator[None]:
@@ -463,6 +540,8 @@ class Synchronizer(SyncRounds[Ledger, Venue]):
             return self.venue.fetch_snapshot()
         if isinstance(step, FetchExecutions):
             return self.venue.fetch_executions(step.since, step.until)
+        if isinstance(step, FetchMoney):
+            return self.venue.fetch_money(step.since, step.until)  # type: ignore[attr-defined]
         return on_ledger(self.ledger, step)
 
 
