@@ -20,7 +20,14 @@ from posledger import Fill, InvalidInput, Ledger, Outcome
 from posledger.core.events import FundingSettled, MoneyReconciled
 from posledger.drivers.money import MoneyChecks
 from posledger.drivers.sync import Synchronizer
-from posledger.testing.fake_bybit import CLOSED_PNL, FakeBybit
+from posledger.testing.fake_bybit import (
+    CLOSED_PNL,
+    FakeBybit,
+    Fault,
+    HttpError,
+    RetCode,
+    TruncatedJson,
+)
 from posledger.venues.bybit import BybitVenue
 from tests.drivers.conftest import Clock
 from tests.drivers.test_bybit_sync import key
@@ -107,6 +114,24 @@ def test_the_missed_fills_pnl_is_adopted_and_the_lifecycle_equals_closed_pnl(
     assert sync.run_once().money == ()
     assert len(fake.requests(CLOSED_PNL)) == reads + 1
     assert len([e for e in ledger.history(AGI) if isinstance(e, MoneyReconciled)]) == 1
+
+
+@pytest.mark.parametrize(
+    "fault", [HttpError(502), TruncatedJson(), RetCode(10016, "server error")], ids=str
+)
+def test_a_failed_money_read_writes_nothing_and_is_tried_next_round(
+    fake: FakeBybit, ledger: Ledger, clock: Clock, fault: Fault
+) -> None:
+    sync = synchronizer(ledger, fake, clock)
+    corrected_and_closed(fake, ledger, clock, sync)
+    clock.advance(minutes=6)
+    before = ledger.history(AGI)
+    fake.inject(CLOSED_PNL, fault)
+    report = sync.run_once()
+    assert report.money == () and report.money_failure
+    assert ledger.history(AGI) == before
+    (outcome,) = sync.run_once().money
+    assert not outcome.check.agrees and outcome.check.difference == Decimal("-0.856")
 
 
 def test_a_funding_row_the_bot_never_heard_of_is_recovered_and_then_agrees(

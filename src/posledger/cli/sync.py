@@ -235,6 +235,12 @@ def _print_report(console: Console, report: SyncReport) -> None:
             "confirm or correct it.",
             soft_wrap=True,
         )
+    if report.money_failure:
+        console.print(
+            f"Money check not run (its read failed; next round tries again): "
+            f"{report.money_failure}",
+            soft_wrap=True,
+        )
     for checked in report.money:
         console.print(
             f"Money of {checked.key} lifecycle {checked.lifecycle}: "
@@ -278,6 +284,7 @@ def _report_document(report: SyncReport) -> dict[str, object]:
             {"key": str(u.key), "exec_id": u.exec_id, "venue_type": u.venue_type}
             for u in report.unknown_executions
         ],
+        "money_failure": report.money_failure,
         "money": [
             {
                 "key": str(m.key),
