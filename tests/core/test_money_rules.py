@@ -303,7 +303,7 @@ def test_m2_the_event_records_every_figure_and_the_detail_says_why() -> None:
     assert (event.ledger_funding, event.exchange_funding) == (d(0), d("0.5"))
     assert (event.exchange_penalty, event.tolerance) == (d("0.25"), d(0))
     assert event.difference == d("-1.75") == result.difference
-    assert result.detail == "-1.75 unexplained"
+    assert result.detail == "-1.75 unexplained" and not result.adopted
     unknown = check(state, events, record("r1", "19", "0.2"))
     (without,) = unknown.events
     assert (without.ledger_funding, without.exchange_funding) == (None, None)  # type: ignore[attr-defined]
@@ -333,7 +333,7 @@ def test_m3_an_adopted_difference_says_so() -> None:
     result = decide_money(
         state, corrected, [record("r", "21")], window=WINDOW, policy=MoneyPolicy(), at=LATER
     )
-    assert result.detail == "+1 adopted (a correction in the window)"
+    assert result.detail == "+1 adopted (a correction in the window)" and result.adopted
 
 
 def test_m7_a_key_of_no_known_coin_takes_the_default_tolerance() -> None:

@@ -178,3 +178,43 @@ def test_a_venue_that_cannot_read_money_is_refused(ledger: Ledger) -> None:
         Synchronizer(ledger, Positions(), money=MoneyChecks())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="settle"):
         MoneyChecks(settle=timedelta(minutes=-1))
+
+
+def test_differences_are_counted_and_an_unexplained_one_alerts(
+    fake: FakeBybit, ledger: Ledger, clock: Clock
+) -> None:
+    """The bot recorded its close's fee as paid (0.01); the exchange booked a rebate (-0.01)."""
+    prometheus = pytest.importorskip("prometheus_client")
+    from posledger.ops.alerts import AlertKind, Alerts
+    from posledger.ops.metrics import Metrics
+
+    registry = prometheus.CollectorRegistry()
+    alerts, heard = Alerts(), []
+    alerts.subscribe(heard.append)
+    venue = BybitVenue(
+        fake.session(timeout=5), account="main", category="linear", settle_coin="USDT", clock=clock
+    )
+    sync = Synchronizer(
+        ledger, venue, clock=clock, money=MoneyChecks(), observers=[Metrics(registry), alerts]
+    )
+    opening = fake.add_open_order("AGIUSDT", "Sell", "1000", "0.05", at=clock.ago(hours=9))
+    ledger.request_open(AGI, order_id=opening, side="sell", qty="1000", at=clock.ago(hours=9))
+    opened = fake.partial_fill(opening, "1000", fee="0.02", at=clock.ago(hours=9))
+    recorded(ledger, opened, opening, "sell")
+    closing = fake.add_open_order("AGIUSDT", "Buy", "1000", "0.049", at=clock.ago(hours=1))
+    ledger.request_open(AGI, order_id=closing, side="buy", qty="1000", at=clock.ago(hours=1))
+    closed = fake.partial_fill(closing, "1000", fee="-0.01", at=clock.ago(hours=1))
+    ledger.record_fill(
+        AGI,
+        Fill(exec_id=closed.exec_id, order_id=closing, side="buy", qty="1000", price="0.049",
+             fee="0.01", exec_time=closed.exec_time, seq=closed.seq),
+    )  # fmt: skip
+    (outcome,) = sync.run_once().money
+    assert outcome.check.difference == Decimal("0.02") and not outcome.check.adopted
+    labels = {"venue": "bybit", "account": "main", "category": "linear"}
+    count = registry.get_sample_value(
+        "posledger_money_differences_total", {**labels, "explained": "unexplained"}
+    )
+    assert count == 1
+    (money,) = [a for a in heard if a.kind is AlertKind.MONEY]
+    assert Decimal(money.fields["difference"]) == Decimal("0.02") and "unexplained" in money.text

@@ -135,6 +135,8 @@ class MoneyCheck:
     difference: Decimal
     events: tuple[PositionEvent, ...] = ()
     detail: str = ""
+    adopted: bool = False
+    """A correction in the window explains the difference (only when one was written)."""
 
 
 def ledger_money(events: Iterable[PositionEvent], start: datetime, end: datetime) -> LedgerMoney:
@@ -212,7 +214,8 @@ def decide_money(
         tolerance=tolerance,
     )
     how = "adopted (a correction in the window)" if ledger.corrected else "unexplained"
-    return MoneyCheck(False, difference, tuple(emitter.events), f"{difference:+f} {how}")
+    detail = f"{difference:+f} {how}"
+    return MoneyCheck(False, difference, tuple(emitter.events), detail, ledger.corrected)
 
 
 def _net(trading: Decimal, fees: Decimal, funding: Decimal | None) -> Decimal:

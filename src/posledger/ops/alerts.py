@@ -21,6 +21,7 @@ import attrs
 
 from posledger.core.errors import StorageUnavailable
 from posledger.core.reconcile import KeyOutcome, Outcome
+from posledger.drivers.money import MoneyOutcome
 from posledger.drivers.observers import SyncObserver
 from posledger.drivers.sync import SyncReport, SyncRounds
 from posledger.ledger.observers import StoreObserver, notify
@@ -34,6 +35,8 @@ class AlertKind(StrEnum):
     PROPOSAL = "proposal"
     FAILED_ROUNDS = "failed_rounds"
     STORAGE_OUTAGE = "storage_outage"
+    MONEY = "money"
+    """A money check found a difference nobody explains (docs/design.md#money)."""
 
 
 @attrs.frozen
@@ -105,6 +108,9 @@ class Alerts(SyncObserver, StoreObserver):
                 continue
             if kind is not None:
                 self._emit(_key_alert(kind, outcome, self._clock()))
+        for checked in report.money:
+            if not checked.check.agrees and not checked.check.adopted:
+                self._emit(_money_alert(checked, self._clock()))
 
     def round_failed(self, source: SyncRounds[Any, Any], error: Exception) -> None:
         """An alert when this failure makes ``failed_rounds`` in a row."""
@@ -169,3 +175,23 @@ def _key_alert(kind: AlertKind, outcome: KeyOutcome, at: datetime) -> Alert:
         "detail": outcome.detail,
     }
     return Alert(kind, text, fields, at)
+
+
+def _money_alert(checked: MoneyOutcome, at: datetime) -> Alert:
+    key = checked.key
+    coin = key.settle_coin or ""
+    text = (
+        f"posledger {key}: money of lifecycle {checked.lifecycle} differs from the exchange's "
+        f"records by {checked.check.difference:+f} {coin}, unexplained"
+    ).rstrip()
+    fields = {
+        "venue": key.venue,
+        "account": key.account,
+        "category": key.category,
+        "symbol": key.symbol,
+        "idx": str(key.idx),
+        "lifecycle": str(checked.lifecycle),
+        "difference": str(checked.check.difference),
+        "settle_coin": coin,
+    }
+    return Alert(AlertKind.MONEY, text, fields, at)

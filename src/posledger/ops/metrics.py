@@ -115,6 +115,12 @@ class Metrics(SyncObserver, StoreObserver):
         self.recovered = counter(
             "posledger_sync_recovered_executions", "Missed executions a round recorded."
         )
+        self.money_differences = counter(
+            "posledger_money_differences",
+            "Money checks that found the ledger apart from the exchange's records, by whether a "
+            "correction explains it.",
+            "explained",
+        )
         self.unknown = counter(
             "posledger_sync_unknown_executions", "Recovered executions of an unknown type."
         )
@@ -156,6 +162,10 @@ class Metrics(SyncObserver, StoreObserver):
             elif outcome.outcome is Outcome.PROPOSED:
                 self.proposals.labels(*scope, kind).inc()
         self.recovered.labels(*scope).inc(report.fills_recovered)
+        for checked in report.money:
+            if not checked.check.agrees:
+                why = "adopted" if checked.check.adopted else "unexplained"
+                self.money_differences.labels(*scope, why).inc()
         self.unknown.labels(*scope).inc(len(report.unknown_executions))
         held = sum(o.outcome in (Outcome.PROPOSED, Outcome.HELD) for o in outcomes)
         self.open_proposals.labels(*scope).set(held)
