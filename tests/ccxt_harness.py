@@ -146,7 +146,13 @@ class Rig:
     snapshots with its replies' time); a context manager."""
 
     def __init__(
-        self, harness: CcxtHarness, url: str, *, clock: Clock | None = None, **venue_options: Any
+        self,
+        harness: CcxtHarness,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        money: Any = None,
+        **venue_options: Any,
     ) -> None:
         self.harness = harness
         self.clock = clock or Clock()
@@ -155,10 +161,10 @@ class Rig:
         self.sync: Any
         if harness.flavour == "sync":
             self.ledger = Ledger.open(url, clock=self.clock)
-            self.sync = Synchronizer(self.ledger, venue, clock=self.clock)  # type: ignore[arg-type]
+            self.sync = Synchronizer(self.ledger, venue, clock=self.clock, money=money)  # type: ignore[arg-type]
         else:
             self.ledger = AsyncLedger.open(url, clock=self.clock)
-            self.sync = AsyncSynchronizer(self.ledger, venue, clock=self.clock)  # type: ignore[arg-type]
+            self.sync = AsyncSynchronizer(self.ledger, venue, clock=self.clock, money=money)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:
         """The ledger's commands and queries, awaited on the harness loop when async."""

@@ -14,6 +14,7 @@ from decimal import Decimal
 import pytest
 
 from posledger import Correction, ExchangeUnavailable, Fill, Outcome, PositionKey, Side
+from posledger.drivers.money import MoneyChecks
 from posledger.testing.fake_bybit import (
     EXECUTIONS,
     INSTRUMENTS,
@@ -251,3 +252,32 @@ def test_a_failed_read_raises_and_leaves_the_ledger_unchanged(
         report = rig.run_once(NOW)
         assert report.recovered == {eth: 1}
         assert rig.position(eth).size == Decimal(2)
+
+
+# the money check through ccxt, blocking and asyncio
+
+
+def test_a_closed_lifecycle_is_money_checked_through_ccxt(
+    harness: CcxtHarness, fake: FakeBybit, ledger_url: str, clock: Clock
+) -> None:
+    """Opened and closed with the fills the exchange booked, except the close's fee: the bot
+    recorded it as paid (0.01), the exchange booked a maker rebate (-0.01)."""
+    agi = key("AGIUSDT")
+    with Rig(harness, ledger_url, clock=clock, settle_coin="USDT", money=MoneyChecks()) as rig:
+        for side, price, fee, recorded_fee, at in (
+            ("Sell", "0.05", "0.02", "0.02", ago(hours=9)),
+            ("Buy", "0.049", "-0.01", "0.01", ago(hours=1)),
+        ):
+            order_id = fake.add_open_order("AGIUSDT", side, "1000", price, at=at)
+            done = fake.partial_fill(order_id, "1000", fee=fee, at=at)
+            rig.request_open(agi, order_id=order_id, side=side, qty="1000", at=at)
+            rig.record_fill(
+                agi,
+                Fill(exec_id=done.exec_id, order_id=order_id, side=side, qty="1000",
+                     price=price, fee=recorded_fee, exec_time=at, seq=done.seq),
+            )  # fmt: skip
+        (checked,) = rig.run_once(NOW).money
+        assert (checked.key, checked.lifecycle, checked.check.agrees) == (agi, 1, False)
+        assert checked.check.difference == Decimal("0.02") and not checked.check.adopted
+        assert rig.run_once(NOW + timedelta(minutes=1)).money == ()
+        assert rig.names(agi)[-1] == "MoneyReconciled"
