@@ -169,3 +169,32 @@ def test_compressed_stores_load_through_the_mapper(tmp_path: Path) -> None:
         assert not stored.state.startswith(b"{")
         assert reader.positions() == live
         assert reader.keys() == [K]
+
+
+def test_approval_and_money_fields_are_written_only_when_they_hold_something() -> None:
+    """A key that never had a proposal or a money difference snapshots exactly as before those
+    fields existed; one that had them keeps them through the codec."""
+    from posledger.core.decide import register
+    from posledger.core.position import Proposal, evolve
+
+    plain = evolve(None, register(key("BTCUSDT"), T0))
+    assert not {"proposal", "adopted_pnl", "unexplained_pnl", "money_checked_until"} & set(
+        encode(plain)
+    )
+    assert decode(encode(plain)) == plain
+    proposal = Proposal(
+        proposal_id="p1", kind="phantom", proposed_at=T0, reason="held", before_side="buy",
+        before_size=Decimal(2), after_side=None, after_size=Decimal(0), after_avg_price=None,
+        cleared_orders=("o1",), evidence_taken_at=T0, evidence_seq=7, evidence_avg_price=None,
+        confirmations=2,
+    )  # fmt: skip
+    busy = attrs.evolve(
+        plain,
+        proposal=proposal,
+        adopted_pnl=Decimal("2.14"),
+        unexplained_pnl=Decimal("-0.5"),
+        money_checked_until=T0,
+    )
+    stored = json.loads(json.dumps(encode(busy)))
+    assert stored["adopted_pnl"] == "2.14" and stored["proposal"]["proposal_id"] == "p1"
+    assert decode(stored) == busy

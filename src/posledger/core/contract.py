@@ -1,6 +1,6 @@
-"""Average-cost arithmetic per contract type: linear (USDT/USDC-margined) and inverse
-(coin-margined). The position rules are the same for both (docs/design.md#inverse); only what
-a contract costs and what closing it realizes differ.
+"""Contract types: which keys are inverse (coin-margined), their average-cost arithmetic, and
+the settle coin of a key's money. The position rules are the same for linear and inverse
+(docs/design.md#inverse); only what a contract costs and what closing it realizes differ.
 
 A position keeps one running ``cost``: the quote value paid (Σ price × qty) on a linear
 contract, the coin value (Σ qty / price) on an inverse one, where a contract is worth a fixed
@@ -14,7 +14,6 @@ harmonic for inverse), and closing ``qty`` at ``price`` realizes, long side posi
 from __future__ import annotations
 
 from decimal import Context, Decimal
-from typing import Protocol
 
 INVERSE = "inverse"
 """The category of inverse (coin-margined) contracts, on every venue: Bybit's own name, and the
@@ -23,49 +22,6 @@ one posledger gives OKX's coin-margined swaps and futures."""
 COIN = Context(prec=60)
 """Inverse costs are sums of quotients (1/30000 never ends): 60 digits carried through a
 lifecycle keep its realized PnL exact to the 28 significant digits it is stored with."""
-
-
-class Arithmetic(Protocol):
-    """What a contract type changes in the average-cost rules."""
-
-    def cost(self, price: Decimal, qty: Decimal) -> Decimal:
-        """What opening ``qty`` at ``price`` adds to the running cost."""
-        ...
-
-    def plus(self, cost: Decimal, more: Decimal) -> Decimal:
-        """A running cost with one more opening's cost added."""
-        ...
-
-    def share(self, cost: Decimal, part: Decimal, whole: Decimal) -> Decimal:
-        """The cost of ``part`` of a position of size ``whole`` (a partial close)."""
-        ...
-
-    def average(self, cost: Decimal, size: Decimal) -> Decimal:
-        """The average entry price of ``size`` contracts that cost ``cost``."""
-        ...
-
-    def pnl(self, removed: Decimal, price: Decimal, qty: Decimal) -> Decimal:
-        """What closing ``qty`` of cost ``removed`` at ``price`` realizes, for a long."""
-        ...
-
-
-class Linear:
-    """Sizes in the base coin, PnL in the quote (settle) coin: cost is the quote paid."""
-
-    def cost(self, price: Decimal, qty: Decimal) -> Decimal:
-        return price * qty
-
-    def plus(self, cost: Decimal, more: Decimal) -> Decimal:
-        return cost + more
-
-    def share(self, cost: Decimal, part: Decimal, whole: Decimal) -> Decimal:
-        return cost * part / whole
-
-    def average(self, cost: Decimal, size: Decimal) -> Decimal:
-        return cost / size
-
-    def pnl(self, removed: Decimal, price: Decimal, qty: Decimal) -> Decimal:
-        return price * qty - removed
 
 
 class Inverse:
@@ -89,13 +45,8 @@ class Inverse:
 
 _UNITS = Decimal(0)
 
-LINEAR_COST = Linear()
-INVERSE_COST = Inverse()
-
-
-def arithmetic(inverse: bool) -> Arithmetic:
-    """The arithmetic of a key (``PositionKey.inverse``)."""
-    return INVERSE_COST if inverse else LINEAR_COST
+COIN_COST = Inverse()
+"""The inverse arithmetic (linear's is written out where it is used: replays fold every fill)."""
 
 
 def settle_coin(venue: str, category: str, symbol: str) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from posledger.core.contract import arithmetic
+from posledger.core.contract import COIN_COST, INVERSE
 from posledger.core.events import (
     Closed,
     CorrectionProposed,
@@ -320,21 +320,26 @@ def _apply_execution(
     if closing > 0 and state.side is not None:
         remaining = SIZES.subtract(state.size, closing)
         cost = state.cost_basis
-        contract = arithmetic(state.key.inverse)
+        inverse = state.key.category == INVERSE
         # The last close takes whatever cost remains, so a lifecycle's PnL is exact even though
-        # a partial close's share of the cost needs a division.
-        removed = (
-            None
-            if cost is None
-            else cost
-            if remaining == 0
-            else contract.share(cost, closing, state.size)
-        )
-        pnl = (
-            ZERO
-            if removed is None
-            else contract.pnl(removed, event.price, closing) * state.side.sign
-        )
+        # a partial close's share of the cost needs a division. Linear arithmetic is written
+        # out here (replays fold millions of fills); inverse goes through COIN_COST.
+        if cost is None:
+            removed = None
+        elif remaining == 0:
+            removed = cost
+        else:
+            removed = (
+                COIN_COST.share(cost, closing, state.size)
+                if inverse
+                else cost * closing / state.size
+            )
+        if removed is None:
+            pnl = ZERO
+        elif inverse:
+            pnl = COIN_COST.pnl(removed, event.price, closing) * state.side.sign
+        else:
+            pnl = (event.price * closing - removed) * state.side.sign
         changes.update(
             size=remaining,
             side=state.side if remaining > 0 else None,
@@ -363,18 +368,22 @@ def _open(
 ) -> PositionState:
     """Add ``opening`` at the execution's price to what ``held`` holds (average cost)."""
     size = held.size
-    contract = arithmetic(held.key.inverse)
     known = held.cost_basis if size > 0 else ZERO
-    if known is None:
-        known = contract.cost(event.price, size)
-    cost = contract.plus(known, contract.cost(event.price, opening))
     after = SIZES.add(size, opening)
+    if held.key.category == INVERSE:
+        if known is None:
+            known = COIN_COST.cost(event.price, size)
+        cost = COIN_COST.plus(known, COIN_COST.cost(event.price, opening))
+        average = COIN_COST.average(cost, after)
+    else:
+        cost = (known if known is not None else event.price * size) + event.price * opening
+        average = cost / after
     lifecycle_fees = changes.get("lifecycle_fees", held.lifecycle_fees) + fee
     changes.update(
         side=side,
         size=after,
         cost_basis=cost,
-        avg_entry_price=contract.average(cost, after),
+        avg_entry_price=average,
         lifecycle_fees=lifecycle_fees,
     )
     return _settle(before, _replace(held, **changes), event.timestamp)
@@ -460,7 +469,11 @@ def _apply_reconciled(
         size=event.after_size,
         avg_entry_price=event.after_avg_price if event.after_size > 0 else None,
         cost_basis=(
-            arithmetic(state.key.inverse).cost(event.after_avg_price, event.after_size)
+            (
+                COIN_COST.cost(event.after_avg_price, event.after_size)
+                if state.key.inverse
+                else event.after_avg_price * event.after_size
+            )
             if event.after_avg_price is not None and event.after_size > 0
             else None
         ),

@@ -159,6 +159,18 @@ def _compile_writer(cls: type[Any]) -> Callable[[dict[str, Any]], str] | None:
     return writer
 
 
+_WRITERS: dict[type[Any], Callable[[dict[str, Any]], str]] = {}
+"""The writer of each event class, compiled once per process (every Ledger.open would
+otherwise compile them all again)."""
+
+
+def _writer(cls: type[Any]) -> Callable[[dict[str, Any]], str]:
+    writer = _WRITERS.get(cls)
+    if writer is None:
+        writer = _WRITERS[cls] = _compile_writer(cls) or _standard_json
+    return writer
+
+
 class StoredEventEncoder:
     """Turns posledger's own events into the very ``StoredEvent`` that
     ``mapper.to_stored_event`` returns, at a fraction of its cost.
@@ -182,7 +194,7 @@ class StoredEventEncoder:
             if standard
             else {}
         )
-        self._writers = {cls: _compile_writer(cls) or _standard_json for cls in self.topics}
+        self._writers = {cls: _writer(cls) for cls in self.topics}
 
     def __call__(self, event: Any) -> StoredEvent:
         topic = self.topics.get(event.__class__)

@@ -50,15 +50,22 @@ class PositionSnapshot:
 register_topic(PositionSnapshot.TOPIC, PositionSnapshot)
 
 
+SPARSE_FIELDS = frozenset({"proposal", "adopted_pnl", "unexplained_pnl", "money_checked_until"})
+"""Fields written only when they hold something (docs/design.md#approval, #money): a key that
+never had a proposal or a money difference is snapshotted exactly as before they existed, and
+its snapshot stays as small (decode fills in the defaults)."""
+
+
+def _kept(attribute: attrs.Attribute[Any], value: Any) -> bool:
+    if attribute.name in SPARSE_FIELDS:
+        return bool(value)
+    return attribute.name != "stream_id"
+
+
 def encode(state: PositionState) -> dict[str, Any]:
     """The state as plain JSON values: decimals as their exact text, times as ISO 8601, sides
     as their value. No transcoded objects, so a snapshot reads with one plain ``json.loads``."""
-    return attrs.asdict(
-        state,
-        recurse=True,
-        filter=lambda attribute, _: attribute.name != "stream_id",
-        value_serializer=_plain,
-    )
+    return attrs.asdict(state, recurse=True, filter=_kept, value_serializer=_plain)
 
 
 def decode(data: dict[str, Any]) -> PositionState:
