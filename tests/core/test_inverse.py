@@ -217,6 +217,7 @@ def test_fees_add_up_in_coin_whatever_the_history(
         ("bybit", "inverse", "USDBTC"),
         ("okx", "swap", "BTCUSDT"),
         ("okx", "swap", "BTC-USD_UM-SWAP"),
+        ("okx", "swap", "BTC-USDT"),
         ("binance", "linear", "BTCUSDT"),
     ],
 )
