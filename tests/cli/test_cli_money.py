@@ -52,6 +52,11 @@ def test_money_lists_each_difference_and_exits_1_when_one_is_unexplained(tmp_pat
     assert result.returncode == 1, result.stderr
     assert "unexplained" in result.stdout and "+0.5" in result.stdout and "+0.0002" in result.stdout
     assert "Unexplained, per settle coin: 0.0002 BTC, 0.5 USDT." in " ".join(result.stdout.split())
+    per_key = [line.split() for line in result.stdout.splitlines() if line.startswith("bybit/")]
+    assert per_key == [
+        ["bybit/main/inverse/BTCUSD#0", "1", "+0", "+0.0002", "BTC"],
+        ["bybit/main/linear/BTCUSDT#0", "1", "+0", "+0.5", "USDT"],
+    ]
     document = json.loads(run_cli("money", "--db", store, "--json", cwd=tmp_path).stdout)
     assert document["unexplained"] == {"BTC": "0.0002", "USDT": "0.5"}
     assert [c["settle_coin"] for c in document["checks"]] == ["USDT", "BTC"]

@@ -4,7 +4,9 @@ settle coin, from the store alone."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from posledger.audit.format import money, quantity, when
@@ -23,6 +25,9 @@ from posledger.cli.corruption import reporting_corruption
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from posledger.audit.money import MoneyRow
+    from posledger.core.model import PositionKey
 
 UNEXPLAINED = 1
 """Exit status when a money check left a difference nobody explains."""
@@ -91,9 +96,32 @@ def money_command(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(made)
     console.print()
+    console.print(_per_key(rows))
+    console.print()
     listed = ", ".join(money(total, coin) for coin, total in sorted(unexplained.items(), key=str))
     console.print(
         f"Unexplained, per settle coin: {listed}." if listed else "Nothing is unexplained.",
         soft_wrap=True,
     )
     return status
+
+
+def _per_key(rows: Sequence[MoneyRow]) -> object:
+    """Each key's differences summed: adopted and unexplained, in its settle coin."""
+    totals: dict[PositionKey, list[Decimal]] = {}
+    for row in rows:
+        adopted, unexplained = totals.setdefault(row.key, [Decimal(0), Decimal(0)])
+        if row.adopted:
+            totals[row.key][0] = adopted + row.difference
+        else:
+            totals[row.key][1] = unexplained + row.difference
+    made = table("key", "checks", "adopted", "unexplained", "coin")
+    for key, (adopted, unexplained) in sorted(totals.items(), key=lambda item: str(item[0])):
+        made.add_row(
+            str(key),
+            str(sum(1 for row in rows if row.key == key)),
+            f"{adopted:+f}",
+            f"{unexplained:+f}",
+            key.settle_coin or "",
+        )
+    return made
