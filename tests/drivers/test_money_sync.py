@@ -178,6 +178,8 @@ def test_a_venue_that_cannot_read_money_is_refused(ledger: Ledger) -> None:
         Synchronizer(ledger, Positions(), money=MoneyChecks())  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="settle"):
         MoneyChecks(settle=timedelta(minutes=-1))
+    with pytest.raises(InvalidInput, match="lookback"):
+        MoneyChecks(lookback=3)  # type: ignore[arg-type]
 
 
 def test_differences_are_counted_and_an_unexplained_one_alerts(

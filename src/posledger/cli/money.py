@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -34,8 +34,6 @@ UNEXPLAINED = 1
 
 
 def _since(text: str) -> datetime:
-    from datetime import UTC
-
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

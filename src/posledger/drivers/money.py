@@ -25,10 +25,18 @@ from posledger.ledger import Ledger
 TICK = timedelta(microseconds=1)
 
 
-def _settle(value: object) -> timedelta:
+def _duration(value: object, what: str) -> timedelta:
     if not isinstance(value, timedelta) or value < timedelta(0):
-        raise InvalidInput(f"settle must be a non-negative timedelta, got {value!r}")
+        raise InvalidInput(f"{what} must be a non-negative timedelta, got {value!r}")
     return value
+
+
+def _settle(value: object) -> timedelta:
+    return _duration(value, "settle")
+
+
+def _lookback(value: object) -> timedelta:
+    return _duration(value, "lookback")
 
 
 @attrs.frozen
@@ -39,7 +47,7 @@ class MoneyChecks:
 
     policy: MoneyPolicy = attrs.field(factory=MoneyPolicy)
     settle: timedelta = attrs.field(default=timedelta(minutes=5), converter=_settle)
-    lookback: timedelta = attrs.field(default=timedelta(days=7), converter=_settle)
+    lookback: timedelta = attrs.field(default=timedelta(days=7), converter=_lookback)
 
 
 @attrs.frozen
