@@ -276,8 +276,9 @@ def test_a_closed_lifecycle_is_money_checked_through_ccxt(
                 Fill(exec_id=done.exec_id, order_id=order_id, side=side, qty="1000",
                      price=price, fee=recorded_fee, exec_time=at, seq=done.seq),
             )  # fmt: skip
-        (checked,) = rig.run_once(NOW).money
+        assert rig.run_once(NOW).money[0].seen == 1
+        (checked,) = rig.run_once(NOW + timedelta(minutes=1)).money
         assert (checked.key, checked.lifecycle, checked.check.agrees) == (agi, 1, False)
         assert checked.check.difference == Decimal("0.02") and not checked.check.adopted
-        assert rig.run_once(NOW + timedelta(minutes=1)).money == ()
+        assert rig.run_once(NOW + timedelta(minutes=2)).money == ()
         assert rig.names(agi)[-1] == "MoneyReconciled"

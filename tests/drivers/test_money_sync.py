@@ -25,6 +25,7 @@ from posledger.testing.fake_bybit import (
     FakeBybit,
     Fault,
     HttpError,
+    NotYetBooked,
     RetCode,
     TruncatedJson,
 )
@@ -56,6 +57,29 @@ def recorded(ledger: Ledger, fill: Any, order_id: str, side: str) -> None:
             seq=fill.seq,
         ),
     )
+
+
+def traded(
+    fake: FakeBybit,
+    ledger: Ledger,
+    clock: Clock,
+    side: str,
+    price: str,
+    fee: str,
+    hours: float,
+    recorded_fee: str | None = None,
+) -> None:
+    """1000 AGIUSDT ``hours`` ago: the bot requests it, the exchange fills it at ``fee``, the
+    bot records the fill (with ``recorded_fee`` instead, when it got the fee wrong)."""
+    at = clock.ago(hours=hours)
+    order = fake.add_open_order("AGIUSDT", side, "1000", price, at=at)
+    ledger.request_open(AGI, order_id=order, side=side.lower(), qty="1000", at=at)
+    done = fake.partial_fill(order, "1000", fee=fee, at=at)
+    ledger.record_fill(
+        AGI,
+        Fill(exec_id=done.exec_id, order_id=order, side=side.lower(), qty="1000", price=price,
+             fee=recorded_fee or fee, exec_time=done.exec_time, seq=done.seq),
+    )  # fmt: skip
 
 
 def seed_002_past_the_lookback(fake: FakeBybit, ledger: Ledger, clock: Clock) -> str:
@@ -96,10 +120,13 @@ def test_the_missed_fills_pnl_is_adopted_and_the_lifecycle_equals_closed_pnl(
     clock.advance(minutes=2)
     assert sync.run_once().money == ()  # the exchange's books are awaited for 5 minutes
     clock.advance(minutes=4)
-    report = sync.run_once()
-    (outcome,) = report.money
-    assert (outcome.key, outcome.lifecycle, outcome.check.agrees) == (AGI, 1, False)
-    assert outcome.check.difference == Decimal("-0.856")  # -0.83 and the unseen fill's 0.026
+    (first,) = sync.run_once().money  # seen once: not written until a fresh read confirms it
+    assert (first.key, first.lifecycle, first.seen, first.check.events) == (AGI, 1, 1, ())
+    assert first.check.difference == Decimal("-0.856")  # -0.83 and the unseen fill's 0.026
+    assert not [e for e in ledger.history(AGI) if isinstance(e, MoneyReconciled)]
+    clock.advance(minutes=1)
+    (outcome,) = sync.run_once().money
+    assert (outcome.seen, outcome.check.agrees, outcome.check.adopted) == (2, False, True)
     (event,) = [e for e in ledger.history(AGI) if isinstance(e, MoneyReconciled)]
     assert event.adopted and len(event.records) == 2
     state = ledger.position(AGI)
@@ -110,7 +137,8 @@ def test_the_missed_fills_pnl_is_adopted_and_the_lifecycle_equals_closed_pnl(
 
     reads = len(fake.requests(CLOSED_PNL))
     clock.advance(minutes=10)
-    assert synchronizer(ledger, fake, clock).run_once().money[0].check.events == ()  # a restart
+    restarted = synchronizer(ledger, fake, clock).run_once().money  # a restart checks again
+    assert [(m.check.agrees, m.check.events) for m in restarted] == [(True, ())]
     assert sync.run_once().money == ()
     assert len(fake.requests(CLOSED_PNL)) == reads + 1
     assert len([e for e in ledger.history(AGI) if isinstance(e, MoneyReconciled)]) == 1
@@ -132,30 +160,32 @@ def test_a_failed_money_read_writes_nothing_and_is_tried_next_round(
     assert ledger.history(AGI) == before
     (outcome,) = sync.run_once().money
     assert not outcome.check.agrees and outcome.check.difference == Decimal("-0.856")
+    assert outcome.seen == 1 and ledger.history(AGI) == before
+
+
+def test_a_difference_the_exchange_books_late_is_never_written(
+    fake: FakeBybit, ledger: Ledger, clock: Clock
+) -> None:
+    """The first check misses the close's record (the exchange has not booked it yet: the fake
+    serves none), the next sees it and agrees: nothing is written."""
+    sync = synchronizer(ledger, fake, clock)
+    traded(fake, ledger, clock, "Sell", "0.05", "0.02", 9)
+    traded(fake, ledger, clock, "Buy", "0.049", "0.01", 1)
+    fake.inject(CLOSED_PNL, NotYetBooked())
+    (late,) = sync.run_once().money
+    assert (late.check.agrees, late.seen, late.check.events) == (False, 1, ())
+    clock.advance(minutes=1)
+    (booked,) = sync.run_once().money
+    assert booked.check.agrees
+    assert not [e for e in ledger.history(AGI) if isinstance(e, MoneyReconciled)]
 
 
 def test_a_funding_row_the_bot_never_heard_of_is_recovered_and_then_agrees(
     fake: FakeBybit, ledger: Ledger, clock: Clock
 ) -> None:
-    opening = fake.add_open_order("AGIUSDT", "Sell", "1000", "0.05", at=clock.ago(hours=9))
-    ledger.request_open(AGI, order_id=opening, side="sell", qty="1000", at=clock.ago(hours=9))
-    recorded(
-        ledger,
-        fake.partial_fill(opening, "1000", fee="0.02", at=clock.ago(hours=9)),
-        opening,
-        "sell",
-    )
+    traded(fake, ledger, clock, "Sell", "0.05", "0.02", 9)
     fake.settle_funding("AGIUSDT", fee="0.003", price="0.05", at=clock.ago(hours=8))
-    closing = fake.add_open_order(
-        "AGIUSDT", "Buy", "1000", "0.049", reduce_only=True, at=clock.ago(hours=1)
-    )
-    ledger.request_exit(AGI, order_id=closing, qty="1000", at=clock.ago(hours=1))
-    recorded(
-        ledger,
-        fake.partial_fill(closing, "1000", fee="-0.01", at=clock.ago(hours=1)),
-        closing,
-        "buy",
-    )
+    traded(fake, ledger, clock, "Buy", "0.049", "-0.01", 1)
     report = synchronizer(ledger, fake, clock).run_once()
     (outcome,) = report.money
     assert outcome.check.agrees and outcome.check.events == ()
@@ -180,6 +210,8 @@ def test_a_venue_that_cannot_read_money_is_refused(ledger: Ledger) -> None:
         MoneyChecks(settle=timedelta(minutes=-1))
     with pytest.raises(InvalidInput, match="lookback"):
         MoneyChecks(lookback=3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="confirmations"):
+        MoneyChecks(confirmations=0)
 
 
 def test_differences_are_counted_and_an_unexplained_one_alerts(
@@ -199,18 +231,10 @@ def test_differences_are_counted_and_an_unexplained_one_alerts(
     sync = Synchronizer(
         ledger, venue, clock=clock, money=MoneyChecks(), observers=[Metrics(registry), alerts]
     )
-    opening = fake.add_open_order("AGIUSDT", "Sell", "1000", "0.05", at=clock.ago(hours=9))
-    ledger.request_open(AGI, order_id=opening, side="sell", qty="1000", at=clock.ago(hours=9))
-    opened = fake.partial_fill(opening, "1000", fee="0.02", at=clock.ago(hours=9))
-    recorded(ledger, opened, opening, "sell")
-    closing = fake.add_open_order("AGIUSDT", "Buy", "1000", "0.049", at=clock.ago(hours=1))
-    ledger.request_open(AGI, order_id=closing, side="buy", qty="1000", at=clock.ago(hours=1))
-    closed = fake.partial_fill(closing, "1000", fee="-0.01", at=clock.ago(hours=1))
-    ledger.record_fill(
-        AGI,
-        Fill(exec_id=closed.exec_id, order_id=closing, side="buy", qty="1000", price="0.049",
-             fee="0.01", exec_time=closed.exec_time, seq=closed.seq),
-    )  # fmt: skip
+    traded(fake, ledger, clock, "Sell", "0.05", "0.02", 9)
+    traded(fake, ledger, clock, "Buy", "0.049", "-0.01", 1, recorded_fee="0.01")
+    assert sync.run_once().money[0].seen == 1
+    clock.advance(minutes=1)
     (outcome,) = sync.run_once().money
     assert outcome.check.difference == Decimal("0.02") and not outcome.check.adopted
     labels = {"venue": "bybit", "account": "main", "category": "linear"}

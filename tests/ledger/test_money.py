@@ -102,3 +102,17 @@ def test_bad_windows_and_records_are_invalid_input_and_write_nothing(durable_url
         with pytest.raises(InvalidInput, match="MoneyRecord"):
             ledger.check_money(AGI, [{"record_id": "x"}], since=SINCE, until=UNTIL)  # type: ignore[list-item]
         assert ledger.history(AGI) == before
+
+
+def test_a_check_that_only_reports_writes_nothing(durable_url: str) -> None:
+    with Ledger.open(durable_url, clock=lambda: T0) as ledger:
+        seed_002(ledger)
+        before = ledger.history(AGI)
+        dry = ledger.check_money(AGI, [UNSEEN, SEEN], since=SINCE, until=UNTIL, record=False)
+        assert (dry.agrees, dry.difference, dry.events, dry.adopted) == (
+            False,
+            Decimal("2.14"),
+            (),
+            True,
+        )
+        assert ledger.history(AGI) == before

@@ -242,14 +242,17 @@ def _print_report(console: Console, report: SyncReport) -> None:
             soft_wrap=True,
         )
     for checked in report.money:
+        if checked.check.agrees:
+            verdict = "agrees with the exchange's records."
+        elif checked.check.events:
+            verdict = f"{checked.check.detail}."
+        else:
+            verdict = (
+                f"{checked.check.detail}, seen {checked.seen}×: written once a fresh read "
+                "confirms it."
+            )
         console.print(
-            f"Money of {checked.key} lifecycle {checked.lifecycle}: "
-            + (
-                "agrees with the exchange's records."
-                if checked.check.agrees
-                else f"{checked.check.detail}."
-            ),
-            soft_wrap=True,
+            f"Money of {checked.key} lifecycle {checked.lifecycle}: {verdict}", soft_wrap=True
         )
     if not report.outcomes:
         return
@@ -290,6 +293,8 @@ def _report_document(report: SyncReport) -> dict[str, object]:
                 "key": str(m.key),
                 "lifecycle": m.lifecycle,
                 "agrees": m.check.agrees,
+                "written": bool(m.check.events),
+                "seen": m.seen,
                 "difference": m.check.difference,
                 "detail": m.check.detail,
             }

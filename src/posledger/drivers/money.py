@@ -10,8 +10,9 @@ checked once more, which writes nothing new.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import attrs
 
@@ -39,6 +40,12 @@ def _lookback(value: object) -> timedelta:
     return _duration(value, "lookback")
 
 
+def _confirmations(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"confirmations must be an int >= 1, got {value!r}")
+    return value
+
+
 @attrs.frozen
 class MoneyChecks:
     """Turns the Synchronizer's money check on: ``policy`` says what agrees, ``settle`` how long
@@ -48,6 +55,9 @@ class MoneyChecks:
     policy: MoneyPolicy = attrs.field(factory=MoneyPolicy)
     settle: timedelta = attrs.field(default=timedelta(minutes=5), converter=_settle)
     lookback: timedelta = attrs.field(default=timedelta(days=7), converter=_lookback)
+    confirmations: int = attrs.field(default=2, converter=_confirmations)
+    """Consecutive rounds, each reading the records afresh, that must show the same difference
+    before it is written: a record the exchange books late makes one round differ, not two."""
 
 
 @attrs.frozen
@@ -62,11 +72,19 @@ class MoneyDue:
 
 @attrs.frozen
 class MoneyOutcome:
-    """What a round's money check of one lifecycle concluded."""
+    """What a round's money check of one lifecycle concluded: agreement, a difference written,
+    or a difference seen ``seen`` times in a row and not yet written (it waits for
+    ``MoneyChecks.confirmations``)."""
 
     key: PositionKey
     lifecycle: int
     check: MoneyCheck
+    seen: int = 1
+
+    @property
+    def settled(self) -> bool:
+        """The lifecycle needs no more checks: it agreed, or its difference was written."""
+        return self.check.agrees or bool(self.check.events)
 
 
 def candidates(
@@ -130,18 +148,34 @@ def check_due(
     ledger: Ledger,
     dues: Sequence[MoneyDue],
     records: Sequence[MoneyRecord],
-    policy: MoneyPolicy,
+    settings: MoneyChecks,
     now: datetime,
+    runs: Mapping[tuple[PositionKey, int], tuple[Decimal, int]],
 ) -> list[MoneyOutcome]:
     """Each due lifecycle checked against the records (the venue's complete read of a window
-    covering them all)."""
-    return [
-        MoneyOutcome(
-            item.key,
-            item.lifecycle,
-            ledger.check_money(
-                item.key, records, since=item.since, until=item.until, policy=policy, at=now
-            ),
-        )
-        for item in dues
-    ]
+    covering them all). A difference is written once ``settings.confirmations`` consecutive
+    checks showed it (``runs``: the difference each unsettled lifecycle showed, how often)."""
+    outcomes = []
+    for item in dues:
+
+        def check_money(item: MoneyDue = item, *, record: bool) -> MoneyCheck:
+            return ledger.check_money(
+                item.key,
+                records,
+                since=item.since,
+                until=item.until,
+                policy=settings.policy,
+                at=now,
+                record=record,
+            )
+
+        check = check_money(record=False)
+        if check.agrees:
+            outcomes.append(MoneyOutcome(item.key, item.lifecycle, check))
+            continue
+        before = runs.get((item.key, item.lifecycle))
+        seen = before[1] + 1 if before is not None and before[0] == check.difference else 1
+        if seen >= settings.confirmations:
+            check = check_money(record=True)
+        outcomes.append(MoneyOutcome(item.key, item.lifecycle, check, seen))
+    return outcomes

@@ -21,7 +21,7 @@ import random
 import threading
 from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import methodcaller
@@ -39,7 +39,7 @@ from posledger.core.errors import (
     StorageUnavailable,
 )
 from posledger.core.model import ExecKind, Fill, PositionKey, Side, Snapshot, aware_utc
-from posledger.core.money import MoneyPolicy, MoneyRecord
+from posledger.core.money import MoneyRecord
 from posledger.core.position import PositionState
 from posledger.core.reconcile import (
     KeyOutcome,
@@ -381,8 +381,9 @@ class CheckMoney:
 
     dues: Sequence[MoneyDue]
     records: Sequence[MoneyRecord]
-    policy: MoneyPolicy
+    settings: MoneyChecks
     now: datetime
+    runs: Mapping[tuple[PositionKey, int], tuple[Decimal, int]]
 
 
 VenueStep = FetchSnapshot | FetchExecutions | FetchMoney
@@ -405,7 +406,7 @@ def on_ledger(ledger: Ledger, step: LedgerStep) -> Any:
         found = (due(s, ledger.history(s.key), step.now, step.settings) for s in step.states)
         return [item for item in found if item is not None]
     if isinstance(step, CheckMoney):
-        return check_due(ledger, step.dues, step.records, step.policy, step.now)
+        return check_due(ledger, step.dues, step.records, step.settings, step.now, step.runs)
     return ledger.reconcile(step.snapshot, now=step.now, policy=step.policy, skip=step.skip)
 
 
@@ -433,6 +434,8 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         self.money = money
         """The money check of closed lifecycles (docs/design.md#money); off when None."""
         self._money_checked: dict[PositionKey, int] = {}
+        self._money_runs: dict[tuple[PositionKey, int], tuple[Decimal, int]] = {}
+        """Differences seen and not yet confirmed, per lifecycle: (difference, times seen)."""
         self.observers = tuple(observers)
         """Told of every round done or failed (docs/operations.md); none by default."""
         self.policy = policy or self.blocking_ledger.policy
@@ -506,8 +509,15 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
             recovered: Recovered = yield RecordRecovered(funding)
             conflicted = {c.key for c in recovered.conflicts}
             dues = [item for item in dues if item.key not in conflicted]
-        outcomes: list[MoneyOutcome] = yield CheckMoney(dues, records, settings.policy, when)
-        self._money_checked.update((item.key, item.lifecycle) for item in dues)
+        runs = dict(self._money_runs)
+        outcomes: list[MoneyOutcome] = yield CheckMoney(dues, records, settings, when, runs)
+        for outcome in outcomes:
+            lifecycle = (outcome.key, outcome.lifecycle)
+            if outcome.settled:
+                self._money_checked[outcome.key] = outcome.lifecycle
+                self._money_runs.pop(lifecycle, None)
+            else:
+                self._money_runs[lifecycle] = (outcome.check.difference, outcome.seen)
         return outcomes
 
     @contextlib.contextmanager

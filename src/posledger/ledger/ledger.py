@@ -16,6 +16,8 @@ from operator import methodcaller
 from types import TracebackType
 from typing import TypeVar
 
+import attrs
+
 from posledger.core.approval import (
     ApprovalResult,
     decide_approval,
@@ -30,6 +32,7 @@ from posledger.core.decide import (
     decide_order_end,
     decide_recording,
     decide_request,
+    register,
 )
 from posledger.core.errors import InvalidInput, StorageUnavailable
 from posledger.core.events import PositionEvent
@@ -51,7 +54,7 @@ from posledger.core.money import (
     decide_money,
     ledger_money,
 )
-from posledger.core.position import PositionState, evolve
+from posledger.core.position import PositionState, evolve, project
 from posledger.core.reconcile import (
     Judgement,
     KeyOutcome,
@@ -432,18 +435,26 @@ class Ledger:
         until: datetime,
         policy: MoneyPolicy | None = None,
         at: datetime | None = None,
+        record: bool = True,
     ) -> MoneyCheck:
         """Compare what the key realized from fills in ``[since, until]`` (a lifecycle, or a
         period) with the exchange's ``records`` (a complete read of that window): agreement
-        writes nothing; a difference is one ``MoneyReconciled`` on the key's stream."""
+        writes nothing; a difference is one ``MoneyReconciled`` on the key's stream (with
+        ``record`` False, only reported: nothing is written)."""
         self._check_key(key)
         window = (aware_utc(since, "since"), aware_utc(until, "until"))
         if window[1] < window[0]:
             raise InvalidInput(f"until {window[1]} is before since {window[0]}")
-        for record in records:
-            if not isinstance(record, MoneyRecord):
-                raise InvalidInput(f"expected MoneyRecord, got {type(record).__name__}")
+        for given in records:
+            if not isinstance(given, MoneyRecord):
+                raise InvalidInput(f"expected MoneyRecord, got {type(given).__name__}")
         rules, when = policy or MoneyPolicy(), self._time(at, "at")
+        if not record:
+            history = self.history(key)
+            state = project(None, history) or evolve(None, register(key, when))
+            money = ledger_money(history, *window)
+            check = decide_money(state, money, records, window=window, policy=rules, at=when)
+            return attrs.evolve(check, events=())  # reported, not written
         while True:
             history = self.history(key)
             money = ledger_money(history, *window)

@@ -109,7 +109,7 @@ class Alerts(SyncObserver, StoreObserver):
             if kind is not None:
                 self._emit(_key_alert(kind, outcome, self._clock()))
         for checked in report.money:
-            if not checked.check.agrees and not checked.check.adopted:
+            if checked.check.events and not checked.check.adopted:  # written, unexplained
                 self._emit(_money_alert(checked, self._clock()))
 
     def round_failed(self, source: SyncRounds[Any, Any], error: Exception) -> None:

@@ -163,7 +163,7 @@ class Metrics(SyncObserver, StoreObserver):
                 self.proposals.labels(*scope, kind).inc()
         self.recovered.labels(*scope).inc(report.fills_recovered)
         for checked in report.money:
-            if not checked.check.agrees:
+            if checked.check.events:  # a difference written, not one awaiting confirmation
                 why = "adopted" if checked.check.adopted else "unexplained"
                 self.money_differences.labels(*scope, why).inc()
         self.unknown.labels(*scope).inc(len(report.unknown_executions))

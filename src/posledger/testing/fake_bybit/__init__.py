@@ -28,7 +28,14 @@ book and the rules a test scripts it by), ``params`` (how a request's parameters
 """
 
 from posledger.testing.fake_bybit.account import BybitAccount, Listener
-from posledger.testing.fake_bybit.faults import NoList, NoRetCode, RetCode, RowField, StuckCursor
+from posledger.testing.fake_bybit.faults import (
+    NoList,
+    NoRetCode,
+    NotYetBooked,
+    RetCode,
+    RowField,
+    StuckCursor,
+)
 from posledger.testing.fake_bybit.params import WEEK_MS
 from posledger.testing.fake_bybit.records import (
     CATEGORIES,
@@ -93,6 +100,7 @@ __all__ = [
     "NoList",
     "NoRetCode",
     "NotJson",
+    "NotYetBooked",
     "Number",
     "RecordedRequest",
     "Reply",

@@ -48,6 +48,16 @@ class NoList(Fault):
 
 
 @dataclass(frozen=True)
+class NotYetBooked(Fault):
+    """A successful, complete reply listing nothing (no cursor): the exchange has not booked
+    the rows yet, as its records lag its fills."""
+
+    def render(self, envelope: dict[str, Any]) -> Reply:
+        result = {**envelope["result"], "list": [], "nextPageCursor": ""}
+        return json_reply({**envelope, "result": result})
+
+
+@dataclass(frozen=True)
 class RowField(Fault):
     """Every listed row gets ``name`` set to ``value`` (or removed, for ``remove=True``): a
     malformed number ("1,5", a JSON float), an unknown side, a missing field."""
