@@ -49,7 +49,7 @@ def _since(text: str) -> datetime:
     description="""\
 List every difference a money check found between what the ledger realized from fills and
 what the exchange booked for the same closes (MoneyReconciled events, written by
-`posledger sync --money` or Ledger.check_money): the ledger's net, the exchange's net, the
+`posledger sync` or Ledger.check_money): the ledger's net, the exchange's net, the
 difference, and whether it was adopted (a correction in the window explains it: fills the
 ledger never saw) or is unexplained. Totals are per settle coin, never across coins.
 

@@ -116,10 +116,10 @@ environment:
             "(repeatable; posledger corrections lists them)",
         ),
         argument(
-            "--money",
+            "--no-money",
             action="store_true",
-            help="check each closed lifecycle's PnL, fees and funding against Bybit's closed-pnl "
-            "records (docs/design.md#money); posledger money lists the differences",
+            help="do not check closed lifecycles' PnL and fees against Bybit's closed-pnl "
+            "records (docs/design.md#money; on by default, posledger money lists differences)",
         ),
         argument(
             "--hold-above",
@@ -152,7 +152,7 @@ def sync_command(args: argparse.Namespace, console: Console) -> int:
             policy=policy,
             interval=interval,
             observers=observers,
-            money=MoneyChecks() if args.money else None,
+            money=None if args.no_money else MoneyChecks(),
         )
         try:
             if not args.once:

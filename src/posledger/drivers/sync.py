@@ -25,7 +25,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from datetime import datetime, timedelta
 from decimal import Decimal
 from operator import methodcaller
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 
@@ -425,14 +425,18 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         max_backoff: timedelta = timedelta(minutes=5),
         clock: Callable[[], datetime] | None = None,
         observers: Iterable[SyncObserver] = (),
-        money: MoneyChecks | None = None,
+        money: MoneyChecks | Literal["auto"] | None = "auto",
     ) -> None:
-        if money is not None and not callable(getattr(venue, "fetch_money", None)):
+        reads_money = callable(getattr(venue, "fetch_money", None))
+        if money == "auto":
+            money = MoneyChecks() if reads_money else None
+        elif money is not None and not reads_money:
             raise InvalidInput(f"{type(venue).__name__} cannot read money records (fetch_money)")
         self.ledger = ledger
         self.venue = venue
         self.money = money
-        """The money check of closed lifecycles (docs/design.md#money); off when None."""
+        """The money check of closed lifecycles (docs/design.md#money): by default on when the
+        venue reads money records (``fetch_money``); off when None."""
         self._money_checked: dict[PositionKey, int] = {}
         self._money_runs: dict[tuple[PositionKey, int], tuple[Decimal, int]] = {}
         """Differences seen and not yet confirmed, per lifecycle: (difference, times seen)."""
