@@ -12,7 +12,8 @@ import pytest
 
 from posledger import Correction, ExchangeUnavailable, Ledger, Outcome
 from posledger.drivers.aio import AsyncSynchronizer
-from posledger.drivers.observers import Disagreement, SyncObserver
+from posledger.drivers.observers import SyncObserver
+from posledger.drivers.report import Disagreement
 from posledger.drivers.sync import Synchronizer, SyncReport, SyncRounds
 from posledger.ledger.aio import AsyncLedger
 from tests.drivers.test_sync import AGI, ScriptedVenue

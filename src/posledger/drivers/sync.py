@@ -38,7 +38,7 @@ from posledger.core.errors import (
     PosledgerError,
     StorageUnavailable,
 )
-from posledger.core.model import ExecKind, Fill, PositionKey, Side, Snapshot, aware_utc
+from posledger.core.model import ExecKind, Fill, PositionKey, Snapshot, aware_utc
 from posledger.core.money import MoneyRecord
 from posledger.core.position import PositionState
 from posledger.core.reconcile import (
@@ -57,12 +57,10 @@ from posledger.drivers.money import (
     due,
     funding_of,
 )
-from posledger.drivers.observers import (
-    Disagreement,
-    SyncObserver,
-    disagreements,
-    unsettled_keys,
-)
+from posledger.drivers.observers import SyncObserver
+from posledger.drivers.report import Disagreement, disagreements, unsettled_keys
+from posledger.drivers.report import SyncReport as SyncReport  # its public path too
+from posledger.drivers.report import UnknownExecution as UnknownExecution
 from posledger.ledger import Ledger
 from posledger.ledger.observers import notify
 from posledger.venues.base import AsyncVenue, Venue
@@ -81,57 +79,6 @@ RETRIED = (ExchangeUnavailable, StorageUnavailable, ConcurrencyError)
 T = TypeVar("T")
 LedgerT = TypeVar("LedgerT")
 VenueT = TypeVar("VenueT", bound=Venue | AsyncVenue)
-
-
-@attrs.frozen
-class UnknownExecution:
-    """A newly recorded execution of a type posledger does not know (kind ``unknown``): it moved
-    the key's size by its signed quantity, and the exchange's position row will confirm or
-    refute that (docs/design.md#exec-types). ``venue_type`` is the venue's raw type."""
-
-    key: PositionKey
-    exec_id: str
-    venue_type: str | None
-    side: Side
-    qty: Decimal
-
-
-@attrs.frozen
-class SyncReport:
-    """One round: the snapshot used, the fills recovered per key, every key's outcome, the
-    recovered executions of an unknown type (flagged for a human), and the keys whose ledger
-    size still differs from the snapshot after it (a suspect, a held proposal, a conflict)."""
-
-    snapshot: Snapshot
-    recovered: dict[PositionKey, int]
-    conflicts: tuple[KeyOutcome, ...]
-    reconcile: ReconcileReport
-    unknown_executions: tuple[UnknownExecution, ...] = ()
-    disagreements: tuple[Disagreement, ...] = ()
-    money: tuple[MoneyOutcome, ...] = ()
-    """The money checks of lifecycles this round found due (with ``money`` on)."""
-    money_failure: str | None = None
-    """Why the money check did not run this round (its read failed; it runs again next)."""
-
-    @property
-    def unexplained_exposure(self) -> Decimal:
-        """The notional of every open disagreement (those with a known price): what the ledger
-        holds and the exchange does not, or the reverse."""
-        return sum((d.notional for d in self.disagreements if d.notional is not None), Decimal(0))
-
-    @property
-    def outcomes(self) -> tuple[KeyOutcome, ...]:
-        return self.reconcile.outcomes + self.conflicts
-
-    @property
-    def fills_recovered(self) -> int:
-        return sum(self.recovered.values())
-
-    @property
-    def caveats(self) -> tuple[str, ...]:
-        """Where the snapshot's read did less than asked (its keys left out of coverage were
-        not judged): :attr:`Snapshot.caveats`."""
-        return self.snapshot.caveats
 
 
 @attrs.frozen

@@ -15,15 +15,14 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 import attrs
 
 from posledger.core.errors import StorageUnavailable
 from posledger.core.reconcile import KeyOutcome, Outcome
 from posledger.drivers.money import MoneyOutcome
-from posledger.drivers.observers import SyncObserver
-from posledger.drivers.sync import SyncReport, SyncRounds
+from posledger.drivers.observers import RoundSource, SyncObserver
+from posledger.drivers.report import SyncReport
 from posledger.ledger.observers import StoreObserver, notify
 
 
@@ -93,7 +92,7 @@ class Alerts(SyncObserver, StoreObserver):
 
     # observers
 
-    def round_done(self, source: SyncRounds[Any, Any], report: SyncReport) -> None:
+    def round_done(self, source: RoundSource, report: SyncReport) -> None:
         """Alerts for new suspects, corrections and proposals; ends a failure streak."""
         scope = _scope(source)
         suspects = frozenset(str(o.key) for o in report.outcomes if o.outcome is Outcome.SUSPECT)
@@ -112,7 +111,7 @@ class Alerts(SyncObserver, StoreObserver):
             if checked.check.events and not checked.check.adopted:  # written, unexplained
                 self._emit(_money_alert(checked, self._clock()))
 
-    def round_failed(self, source: SyncRounds[Any, Any], error: Exception) -> None:
+    def round_failed(self, source: RoundSource, error: Exception) -> None:
         """An alert when this failure makes ``failed_rounds`` in a row."""
         scope = _scope(source)
         with self._lock:
@@ -150,7 +149,7 @@ OUTCOME_ALERTS = {
 """The reconciliation outcomes that make an alert, and its kind."""
 
 
-def _scope(source: SyncRounds[Any, Any]) -> str:
+def _scope(source: RoundSource) -> str:
     venue = source.venue
     return f"{venue.venue}/{venue.account}/{venue.category}"
 

@@ -36,8 +36,8 @@ from posledger.core.errors import (
 from posledger.core.model import PositionKey
 from posledger.core.reconcile import Outcome
 from posledger.drivers.bybit_stream import BybitStream, StreamHealth
-from posledger.drivers.observers import SyncObserver
-from posledger.drivers.sync import SyncReport, SyncRounds
+from posledger.drivers.observers import RoundSource, SyncObserver
+from posledger.drivers.report import SyncReport
 from posledger.ledger.observers import StoreObserver
 
 SCOPE = ("venue", "account", "category")
@@ -89,7 +89,7 @@ class Metrics(SyncObserver, StoreObserver):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = REGISTRY if registry is None else registry
         self._lock = threading.Lock()
-        self._sources: dict[Scope, tuple[SyncRounds[Any, Any], float]] = {}
+        self._sources: dict[Scope, tuple[RoundSource, float]] = {}
         self._suspects: dict[Scope, dict[PositionKey, int]] = {}
         self._streams: list[BybitStream] = []
         self._define(self.registry)
@@ -149,7 +149,7 @@ class Metrics(SyncObserver, StoreObserver):
 
     # observers
 
-    def round_done(self, source: SyncRounds[Any, Any], report: SyncReport) -> None:
+    def round_done(self, source: RoundSource, report: SyncReport) -> None:
         """Count the round, its corrections, proposals and recoveries; set the open counts."""
         scope = self._seen(source)
         outcomes = report.outcomes
@@ -176,7 +176,7 @@ class Metrics(SyncObserver, StoreObserver):
             before = self._suspects.get(scope, {})
             self._suspects[scope] = {key: before.get(key, 0) + 1 for key in suspects}
 
-    def round_failed(self, source: SyncRounds[Any, Any], error: Exception) -> None:
+    def round_failed(self, source: RoundSource, error: Exception) -> None:
         """Count the failed round, and the failed read by kind if the exchange failed."""
         scope = self._seen(source)
         self.rounds.labels(*scope, "failed").inc()
@@ -198,7 +198,7 @@ class Metrics(SyncObserver, StoreObserver):
         with self._lock:
             self._streams.append(stream)
 
-    def _seen(self, source: SyncRounds[Any, Any]) -> Scope:
+    def _seen(self, source: RoundSource) -> Scope:
         scope = scope_of(source)
         with self._lock:
             self._sources.setdefault(scope, (source, time.monotonic()))
