@@ -12,7 +12,7 @@ import functools
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from enum import StrEnum
 from typing import TypeVar
@@ -168,6 +168,20 @@ def text(value: object, what: str, *, empty: bool = False) -> str:
 
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 """Unicode's control characters (category Cc) and lone surrogates (Cs)."""
+
+
+def non_negative_delta(value: object, what: str) -> timedelta:
+    """A duration setting (a grace, a lookback): a ``timedelta`` of zero or more."""
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise InvalidInput(f"expected a non-negative timedelta for {what}, got {value!r}")
+    return value
+
+
+def positive_int(value: object, what: str) -> int:
+    """A count setting (confirmations): an ``int`` of one or more, never a bool."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{what} must be an int >= 1, got {value!r}")
+    return value
 
 
 def _int(value: object, what: str) -> int:

@@ -39,6 +39,8 @@ from posledger.core.model import (
     Side,
     Snapshot,
     non_negative_decimal,
+    non_negative_delta,
+    positive_int,
 )
 from posledger.core.position import (
     ZERO,
@@ -50,9 +52,7 @@ from posledger.core.position import (
 
 
 def _non_negative_delta(value: object) -> timedelta:
-    if not isinstance(value, timedelta) or value < timedelta(0):
-        raise InvalidInput(f"expected a non-negative timedelta, got {value!r}")
-    return value
+    return non_negative_delta(value, "a ReconcilePolicy duration")
 
 
 def _optional_delta(value: object) -> timedelta | None:
@@ -74,9 +74,7 @@ def _optional_notional(value: object) -> Decimal | None:
 
 
 def _confirmations(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"confirmations must be an int >= 1, got {value!r}")
-    return value
+    return positive_int(value, "confirmations")
 
 
 @attrs.frozen

@@ -16,9 +16,15 @@ from decimal import Decimal
 
 import attrs
 
-from posledger.core.errors import InvalidInput
 from posledger.core.events import Closed, PositionEvent
-from posledger.core.model import ExecKind, Fill, PositionKey, Snapshot
+from posledger.core.model import (
+    ExecKind,
+    Fill,
+    PositionKey,
+    Snapshot,
+    non_negative_delta,
+    positive_int,
+)
 from posledger.core.money import MoneyCheck, MoneyPolicy, MoneyRecord
 from posledger.core.position import PositionState
 from posledger.ledger import Ledger
@@ -26,24 +32,16 @@ from posledger.ledger import Ledger
 TICK = timedelta(microseconds=1)
 
 
-def _duration(value: object, what: str) -> timedelta:
-    if not isinstance(value, timedelta) or value < timedelta(0):
-        raise InvalidInput(f"{what} must be a non-negative timedelta, got {value!r}")
-    return value
-
-
 def _settle(value: object) -> timedelta:
-    return _duration(value, "settle")
+    return non_negative_delta(value, "settle")
 
 
 def _lookback(value: object) -> timedelta:
-    return _duration(value, "lookback")
+    return non_negative_delta(value, "lookback")
 
 
 def _confirmations(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"confirmations must be an int >= 1, got {value!r}")
-    return value
+    return positive_int(value, "confirmations")
 
 
 @attrs.frozen
