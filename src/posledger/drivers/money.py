@@ -155,25 +155,28 @@ def check_due(
     checks showed it (``runs``: the difference each unsettled lifecycle showed, how often)."""
     outcomes = []
     for item in dues:
-
-        def check_money(item: MoneyDue = item, *, record: bool) -> MoneyCheck:
-            return ledger.check_money(
-                item.key,
-                records,
-                since=item.since,
-                until=item.until,
-                policy=settings.policy,
-                at=now,
-                record=record,
-            )
-
-        check = check_money(record=False)
+        check = _check(ledger, item, records, settings.policy, now, record=False)
         if check.agrees:
             outcomes.append(MoneyOutcome(item.key, item.lifecycle, check))
             continue
         before = runs.get((item.key, item.lifecycle))
         seen = before[1] + 1 if before is not None and before[0] == check.difference else 1
         if seen >= settings.confirmations:
-            check = check_money(record=True)
+            check = _check(ledger, item, records, settings.policy, now, record=True)
         outcomes.append(MoneyOutcome(item.key, item.lifecycle, check, seen))
     return outcomes
+
+
+def _check(
+    ledger: Ledger,
+    item: MoneyDue,
+    records: Sequence[MoneyRecord],
+    policy: MoneyPolicy,
+    now: datetime,
+    *,
+    record: bool,
+) -> MoneyCheck:
+    """One due lifecycle's check: written (``record``) or only reported."""
+    return ledger.check_money(
+        item.key, records, since=item.since, until=item.until, policy=policy, at=now, record=record
+    )

@@ -19,6 +19,7 @@ from enum import StrEnum
 import attrs
 
 from posledger.core.errors import StorageUnavailable
+from posledger.core.model import PositionKey
 from posledger.core.reconcile import KeyOutcome, Outcome
 from posledger.drivers.money import MoneyOutcome
 from posledger.drivers.observers import RoundSource, SyncObserver
@@ -154,6 +155,17 @@ def _scope(source: RoundSource) -> str:
     return f"{venue.venue}/{venue.account}/{venue.category}"
 
 
+def _key_fields(key: PositionKey) -> dict[str, str]:
+    """The key's parts, as an alert's fields name them."""
+    return {
+        "venue": key.venue,
+        "account": key.account,
+        "category": key.category,
+        "symbol": key.symbol,
+        "idx": str(key.idx),
+    }
+
+
 def _key_alert(kind: AlertKind, outcome: KeyOutcome, at: datetime) -> Alert:
     key = outcome.key
     correction = outcome.correction.value if outcome.correction else ""
@@ -164,11 +176,7 @@ def _key_alert(kind: AlertKind, outcome: KeyOutcome, at: datetime) -> Alert:
     }[kind]
     text = f"posledger {key}: {what}" + (f": {outcome.detail}" if outcome.detail else "")
     fields = {
-        "venue": key.venue,
-        "account": key.account,
-        "category": key.category,
-        "symbol": key.symbol,
-        "idx": str(key.idx),
+        **_key_fields(key),
         "outcome": outcome.outcome.value,
         "correction": correction,
         "detail": outcome.detail,
@@ -184,11 +192,7 @@ def _money_alert(checked: MoneyOutcome, at: datetime) -> Alert:
         f"records by {checked.check.difference:+f} {coin}, unexplained"
     ).rstrip()
     fields = {
-        "venue": key.venue,
-        "account": key.account,
-        "category": key.category,
-        "symbol": key.symbol,
-        "idx": str(key.idx),
+        **_key_fields(key),
         "lifecycle": str(checked.lifecycle),
         "difference": str(checked.check.difference),
         "settle_coin": coin,
