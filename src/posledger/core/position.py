@@ -39,8 +39,9 @@ from posledger.core.model import SIZES, ExecKind, PositionKey, Side, Status, cac
 ZERO = Decimal(0)
 T = TypeVar("T", int, datetime)
 _SIDES = {side.value: side for side in Side}
-_UNKNOWN = ExecKind.UNKNOWN.value
 """Side by stored value, looked up without the enum's call (replays do it per execution)."""
+_UNKNOWN = ExecKind.UNKNOWN.value
+"""The stored kind of an execution of a type posledger does not know."""
 
 
 @attrs.frozen

@@ -315,8 +315,9 @@ def decide_reconcile(
         detail = f"{count}/{policy.confirmations}"
         return Judgement(Outcome.SUSPECT, correction, emitter.events, detail)
     # 7. Correction, or a proposal where the policy holds it for a person.
-    if policy.holds(correction, notional(case.state, case.exchange)):
-        return _propose(case, correction, count)
+    moved = notional(case.state, case.exchange)
+    if policy.holds(correction, moved):
+        return _propose(case, correction, count, moved)
     return _correct(case, correction, count)
 
 
@@ -450,7 +451,9 @@ def notional(state: PositionState, exchange: ExchangePosition | None) -> Decimal
     return None if price is None else moved * price
 
 
-def _propose(case: _Case, correction: Correction, confirmations: int) -> Judgement:
+def _propose(
+    case: _Case, correction: Correction, confirmations: int, moved: Decimal | None
+) -> Judgement:
     """``CorrectionProposed`` for the correction ``_correct`` would apply, or, while the same
     proposal is open, the snapshot as fresh evidence for it."""
     state, taken_at, proposal = case.state, case.snapshot.taken_at, case.state.proposal
@@ -465,7 +468,7 @@ def _propose(case: _Case, correction: Correction, confirmations: int) -> Judgeme
         CorrectionProposed,
         taken_at,
         proposal_id=new_id,
-        reason=_hold_reason(case.policy, correction, notional(case.state, case.exchange)),
+        reason=_hold_reason(case.policy, correction, moved),
         **fields,
     )
     return Judgement(Outcome.PROPOSED, correction, emitter.events, f"proposal {new_id}")
@@ -473,11 +476,11 @@ def _propose(case: _Case, correction: Correction, confirmations: int) -> Judgeme
 
 def _proposes(proposal: Proposal, fields: dict[str, object]) -> bool:
     """Whether an open proposal is the correction ``fields`` describe (from the same state)."""
-    return (proposal.kind, proposal.before_side, proposal.before_size) == (
-        fields["kind"],
-        fields["before_side"],
-        fields["before_size"],
-    ) and (proposal.after_side, proposal.after_size) == (fields["after_side"], fields["after_size"])
+    return all(getattr(proposal, name) == fields[name] for name in _PROPOSED_FROM_TO)
+
+
+_PROPOSED_FROM_TO = ("kind", "before_side", "before_size", "after_side", "after_size")
+"""What makes two proposals the same correction (their evidence may be newer)."""
 
 
 def _hold_reason(policy: ReconcilePolicy, correction: Correction, notional: Decimal | None) -> str:
