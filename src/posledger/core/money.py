@@ -142,6 +142,13 @@ class MoneyCheck:
 def ledger_money(events: Iterable[PositionEvent], start: datetime, end: datetime) -> LedgerMoney:
     """The ledger's money in ``[start, end]``, folded from a key's whole history: each event in
     the window adds what it changed (realized PnL, fees, funding)."""
+    return folded_money(events, start, end)[1]
+
+
+def folded_money(
+    events: Iterable[PositionEvent], start: datetime, end: datetime
+) -> tuple[PositionState | None, LedgerMoney]:
+    """:func:`ledger_money`, and the state the history folds to (one pass for both)."""
     state: PositionState | None = None
     trading = fees = funding = Decimal(0)
     corrected = False
@@ -155,7 +162,7 @@ def ledger_money(events: Iterable[PositionEvent], start: datetime, end: datetime
         fees += state.fees - before.fees
         funding += paid
         corrected = corrected or isinstance(event, Reconciled)
-    return LedgerMoney(trading, fees, funding, corrected)
+    return state, LedgerMoney(trading, fees, funding, corrected)
 
 
 def decide_money(

@@ -52,9 +52,10 @@ from posledger.core.money import (
     MoneyPolicy,
     MoneyRecord,
     decide_money,
+    folded_money,
     ledger_money,
 )
-from posledger.core.position import PositionState, evolve, project
+from posledger.core.position import PositionState, evolve
 from posledger.core.reconcile import (
     Judgement,
     KeyOutcome,
@@ -450,9 +451,8 @@ class Ledger:
                 raise InvalidInput(f"expected MoneyRecord, got {type(given).__name__}")
         rules, when = policy or MoneyPolicy(), self._time(at, "at")
         if not record:
-            history = self.history(key)
-            state = project(None, history) or evolve(None, register(key, when))
-            money = ledger_money(history, *window)
+            folded, money = folded_money(self.history(key), *window)
+            state = folded or evolve(None, register(key, when))
             check = decide_money(state, money, records, window=window, policy=rules, at=when)
             return attrs.evolve(check, events=())  # reported, not written
         while True:
