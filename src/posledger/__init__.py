@@ -4,6 +4,7 @@ Positions are rebuilt from events; every disagreement with the exchange becomes 
 auditable reconciliation event instead of a mutated row.
 """
 
+from posledger.core.allocation import AllocationPolicy
 from posledger.core.approval import ApprovalResult
 from posledger.core.errors import (
     ConcurrencyError,
@@ -41,6 +42,7 @@ from posledger.core.reconcile import (
 from posledger.ledger import FillBatchResult, FillResult, Ledger
 
 __all__ = [
+    "AllocationPolicy",
     "ApprovalResult",
     "ConcurrencyError",
     "ConfigurationError",

@@ -16,6 +16,7 @@ from posledger import Ledger, PositionKey
 from posledger.audit import verify
 from posledger.core.events import (
     EVENT_TYPES,
+    Allocated,
     CorrectionProposed,
     ExecutionEvent,
     ExecutionSeen,
@@ -31,8 +32,14 @@ from posledger.store.storage import settings_for
 
 KEY = PositionKey(venue="bybit", account="main", category="linear", symbol="BTCUSDT")
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-LATER_TOPICS = {CorrectionProposed.TOPIC, ProposalDecided.TOPIC, MoneyReconciled.TOPIC}
-"""Event types added after the release (docs/design.md#approval, #money): it cannot hold them."""
+LATER_TOPICS = {
+    CorrectionProposed.TOPIC,
+    ProposalDecided.TOPIC,
+    MoneyReconciled.TOPIC,
+    Allocated.TOPIC,
+}
+"""Event types added after the release (docs/design.md#approval, #money; docs/books.md): it
+cannot hold them."""
 LATER_STATE_FIELDS = {"proposal", "adopted_pnl", "unexplained_pnl", "money_checked_until"}
 """PositionState fields added after the release."""
 

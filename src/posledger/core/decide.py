@@ -26,10 +26,12 @@ from posledger.core.events import (
     FundingSettled,
     KeyRegistered,
     OpenRequested,
+    OrderBooked,
     OrderEnded,
     PartiallyFilled,
     PositionEvent,
     marker_id,
+    order_marker_id,
 )
 from posledger.core.model import SIZES, ExecKind, Fill, PositionKey, Side, aware_utc
 from posledger.core.position import ZERO, PendingOrder, PositionState, evolve
@@ -86,7 +88,7 @@ class Emitter:
 
 
 def register(key: PositionKey, at: datetime) -> KeyRegistered:
-    return KeyRegistered(
+    event = KeyRegistered(
         originator_id=key.stream_id,
         originator_version=1,
         timestamp=aware_utc(at, "at"),
@@ -95,7 +97,11 @@ def register(key: PositionKey, at: datetime) -> KeyRegistered:
         category=key.category,
         symbol=key.symbol,
         idx=key.idx,
+        book=key.book,
     )
+    if not key.book:  # the default book's registration is stored as before books existed
+        del event.__dict__["book"]
+    return event
 
 
 def decide_request(
@@ -107,10 +113,20 @@ def decide_request(
     price: Decimal | None,
     at: datetime,
     reduce_only: bool,
-) -> list[PositionEvent]:
-    """Record an order the bot submitted. Repeating an identical request is a no-op."""
+    booked: str | None = None,
+) -> list[Any]:
+    """Record an order the bot submitted. Repeating an identical request is a no-op.
+
+    ``booked`` is the book the order id is already booked in (its ``OrderBooked`` marker, if
+    any): an order belongs to one book, and the first request of an order in a named book
+    writes its marker (docs/books.md)."""
     if not order_id:
         raise InvalidInput("order_id must be a non-empty string")
+    if booked is not None and booked != state.key.book:
+        raise InvalidInput(
+            f"order {order_id!r} was requested in book {booked or '(default)'!r}, "
+            f"not {state.key.book or '(default)'!r}: an order belongs to one book"
+        )
     if reduce_only:
         implied = state.side.opposite if state.side is not None else None
         if side is None:
@@ -133,7 +149,18 @@ def decide_request(
     emitter = Emitter(state)
     cls = ExitRequested if reduce_only else OpenRequested
     emitter.emit(cls, at, order_id=order_id, side=side.value, qty=qty, price=price)
-    return emitter.events
+    if booked is None and state.key.book:
+        key = state.key
+        marker = OrderBooked(
+            originator_id=order_marker_id(key.venue, key.account, order_id),
+            originator_version=1,
+            timestamp=at,
+            order_id=order_id,
+            book=key.book,
+            stream_id=key.stream_id,
+        )
+        return [*emitter.events, marker]
+    return list(emitter.events)
 
 
 def check_fill_key(key: PositionKey, fill: Fill) -> None:
@@ -161,11 +188,11 @@ def preview_fills(
         if fill.exec_id in seen:
             continue
         seen.add(fill.exec_id)
-        _emit_fill(emitter, fill)
+        emit_fill(emitter, fill)
     return emitter.events, emitter.preview
 
 
-def _emit_fill(emitter: Emitter, fill: Fill) -> None:
+def emit_fill(emitter: Emitter, fill: Fill) -> None:
     state = emitter.preview
     fields: dict[str, Any] = {
         "exec_id": fill.exec_id,

@@ -30,7 +30,10 @@ class PositionEvent:
 
 @dataclass(frozen=True)
 class KeyRegistered(PositionEvent):
-    """First event of every stream: makes the stream self-describing for bulk readers."""
+    """First event of every stream: makes the stream self-describing for bulk readers.
+
+    ``book`` is stored only for a named book (:func:`posledger.core.decide.register` leaves
+    it out for the default one), so stores that never named a book keep their exact bytes."""
 
     TOPIC: ClassVar[str] = "posledger:KeyRegistered"
 
@@ -39,6 +42,7 @@ class KeyRegistered(PositionEvent):
     category: str
     symbol: str
     idx: int
+    book: str = ""
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,25 @@ class MoneyReconciled(PositionEvent):
 
 
 @dataclass(frozen=True)
+class Allocated(PositionEvent):
+    """This book's share of something that happened to the whole account and belongs to no
+    book by itself (docs/books.md#allocation), written just before the share's own event (the
+    execution, funding or ``Reconciled`` it explains). ``cause`` is the execution's kind, the
+    correction's kind or ``funding``; ``rule`` how it was shared; ``total`` the account's
+    figure (a signed size change, or the funding amount) and ``share`` this book's part of it;
+    ``books`` every book that took a part. ``exec_id`` names the execution, if one."""
+
+    TOPIC: ClassVar[str] = "posledger:Allocated"
+
+    cause: str
+    rule: str
+    exec_id: str | None
+    total: Decimal
+    share: Decimal
+    books: list[str]
+
+
+@dataclass(frozen=True)
 class Closed(PositionEvent):
     """A lifecycle ended. The state change happened in the event before it; this records the
     lifecycle's final figures so history reads without folding."""
@@ -256,6 +279,7 @@ EVENT_TYPES: tuple[type[PositionEvent], ...] = (
     CorrectionProposed,
     ProposalDecided,
     MoneyReconciled,
+    Allocated,
 )
 POSITION_TOPICS: tuple[str, ...] = tuple(cls.TOPIC for cls in EVENT_TYPES)
 
@@ -265,6 +289,15 @@ for _cls in EVENT_TYPES:
 
 EXEC_NAMESPACE = UUID("2b8f4f3e-6c57-5b1e-8d0c-657865632d69")
 """uuid5 namespace of execution markers; changing it forgets every recorded exec_id."""
+
+
+ORDER_NAMESPACE = UUID("0e3c5a77-1b2d-5f60-8a4e-626f6f6b6f72")
+"""uuid5 namespace of order-to-book markers (stored data: never change it)."""
+
+
+def order_marker_id(venue: str, account: str, order_id: str) -> UUID:
+    """The stream id of an order's :class:`OrderBooked` marker."""
+    return uuid5(ORDER_NAMESPACE, "\x1f".join((venue, account, order_id)))
 
 
 def marker_id(venue: str, account: str, exec_id: str) -> UUID:
@@ -301,3 +334,23 @@ class ExecutionSeen:
 
 
 register_topic(ExecutionSeen.TOPIC, ExecutionSeen)
+
+
+@dataclass(frozen=True)
+class OrderBooked:
+    """Which book an order was requested in: a one-event stream per (venue, account,
+    order_id), written with the request of an order in a named book, so its executions find
+    their book after the order ended too (docs/books.md). Orders of the default book write
+    none: an account with one book stores what it did before books existed."""
+
+    TOPIC: ClassVar[str] = "posledger:OrderBooked"
+
+    originator_id: UUID
+    originator_version: int
+    timestamp: datetime
+    order_id: str
+    book: str
+    stream_id: UUID
+
+
+register_topic(OrderBooked.TOPIC, OrderBooked)

@@ -205,6 +205,16 @@ def _to_category(value: object) -> str:
     return text(value, "category")
 
 
+def _to_book(value: object) -> str:
+    """A book's name: "" is the default book (an account's only one until others are named)."""
+    if value == "":
+        return ""
+    name = text(value, "book")
+    if name != name.strip() or any(not c.isprintable() for c in name) or len(name) > 64:
+        raise InvalidInput(f"book must be printable text of at most 64 characters, got {value!r}")
+    return name
+
+
 def _to_exec_id(value: object) -> str:
     return text(value, "exec_id")
 
@@ -305,19 +315,50 @@ def _to_open_order_ids(value: object) -> frozenset[str] | None:
 
 @attrs.frozen
 class PositionKey:
-    """One position stream: venue, account, category, symbol and Bybit's ``positionIdx``."""
+    """One position stream: venue, account, category, symbol, Bybit's ``positionIdx`` and the
+    book (the strategy or bot that owns it inside the account, docs/books.md).
+
+    The default book ``""`` is the account's only one until others are named: its stream id
+    is the one keys had before books existed, so existing stores are that book."""
 
     venue: str = attrs.field(converter=_to_venue)
     account: str = attrs.field(converter=_to_account)
     category: str = attrs.field(converter=_to_category)
     symbol: str = attrs.field(converter=_to_symbol)
     idx: int = attrs.field(default=0, converter=_to_idx)
+    book: str = attrs.field(default="", converter=_to_book)
     stream_id: uuid.UUID = attrs.field(init=False, eq=False, repr=False)
 
     @stream_id.default
     def _stream_id(self) -> uuid.UUID:
-        name = "\x1f".join((self.venue, self.account, self.category, self.symbol, str(self.idx)))
-        return uuid.uuid5(STREAM_NAMESPACE, name)
+        parts = [self.venue, self.account, self.category, self.symbol, str(self.idx)]
+        if self.book:
+            parts.append(self.book)
+        return uuid.uuid5(STREAM_NAMESPACE, "\x1f".join(parts))
+
+    @staticmethod
+    def book_name(value: object) -> str:
+        """``value`` checked as a book's name (InvalidInput if it cannot be one)."""
+        return _to_book(value)
+
+    @property
+    def account_key(self) -> PositionKey:
+        """The account-level position this key's book is part of: the key in the default
+        book (what the exchange reports, the sum over the account's books)."""
+        if not self.book:
+            return self
+        return cached_key(self.venue, self.account, self.category, self.symbol, self.idx)
+
+    def in_book(self, book: str) -> PositionKey:
+        """The same account position in ``book``."""
+        return PositionKey(
+            venue=self.venue,
+            account=self.account,
+            category=self.category,
+            symbol=self.symbol,
+            idx=self.idx,
+            book=book,
+        )
 
     @property
     def inverse(self) -> bool:
@@ -339,7 +380,8 @@ class PositionKey:
         return {0: None, 1: Side.BUY, 2: Side.SELL}[self.idx]
 
     def __str__(self) -> str:
-        return f"{self.venue}/{self.account}/{self.category}/{self.symbol}#{self.idx}"
+        text = f"{self.venue}/{self.account}/{self.category}/{self.symbol}#{self.idx}"
+        return f"{text}@{self.book}" if self.book else text
 
 
 KEY_CACHE_SIZE = 65_536
@@ -347,11 +389,15 @@ KEY_CACHE_SIZE = 65_536
 
 
 @functools.lru_cache(maxsize=KEY_CACHE_SIZE)
-def cached_key(venue: str, account: str, category: str, symbol: str, idx: int) -> PositionKey:
+def cached_key(
+    venue: str, account: str, category: str, symbol: str, idx: int, book: str = ""
+) -> PositionKey:
     """The key of fields validated before (stored ones, or a Snapshot's): loading and
     reconciling meet each key once per registration, snapshot and exchange row, and its stream
     id is a SHA-1. One shared immutable instance per key saves building and hashing it again."""
-    return PositionKey(venue=venue, account=account, category=category, symbol=symbol, idx=idx)
+    return PositionKey(
+        venue=venue, account=account, category=category, symbol=symbol, idx=idx, book=book
+    )
 
 
 @attrs.frozen

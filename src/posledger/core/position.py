@@ -18,6 +18,7 @@ import attrs
 
 from posledger.core.contract import COIN_COST, INVERSE
 from posledger.core.events import (
+    Allocated,
     Closed,
     CorrectionProposed,
     ExchangeSnapshot,
@@ -237,6 +238,8 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
             last_snapshot_at=event.snapshot_taken_at,
             **stamp,
         )
+    if isinstance(event, Allocated):  # explains the share's own event, which follows it
+        return _replace(state, **stamp)
     if isinstance(event, MoneyReconciled):
         field = "adopted_pnl" if event.adopted else "unexplained_pnl"
         changes = {field: getattr(state, field) + event.difference}
@@ -248,7 +251,9 @@ def evolve(state: PositionState | None, event: PositionEvent) -> PositionState:
 
 
 def key_of(event: KeyRegistered) -> PositionKey:
-    return cached_key(event.venue, event.account, event.category, event.symbol, event.idx)
+    return cached_key(
+        event.venue, event.account, event.category, event.symbol, event.idx, event.book
+    )
 
 
 def project(state: PositionState | None, events: Iterable[PositionEvent]) -> PositionState | None:

@@ -435,7 +435,8 @@ class BybitStream:
                 continue
             key = self._key(str(fill.symbol), idx)
             try:
-                result = self.ledger.record_fill(key, attrs.evolve(fill, idx=idx))
+                batch = self.ledger.record_account_fills(key, [attrs.evolve(fill, idx=idx)])
+                result = batch.fills[0]
             except ExecutionConflict as conflict:
                 with self._state:
                     self._counts["conflicts"] += 1

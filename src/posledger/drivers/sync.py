@@ -146,12 +146,13 @@ class Recovered:
 
 
 def record_recovered(ledger: Ledger, groups: Iterable[tuple[PositionKey, list[Fill]]]) -> Recovered:
-    """Apply fetched executions key by key, each key in one atomic save; a key whose batch
+    """Apply fetched executions account key by account key, each in one atomic save (routed
+    to the books of an account with several, docs/books.md#routing); a key whose batch
     conflicts gets nothing, the others go on."""
     recovered = Recovered({}, [], [])
     for key, key_fills in groups:
         try:
-            result = ledger.record_fills(key, key_fills)
+            result = ledger.record_account_fills(key, key_fills)
         except ExecutionConflict as conflict:
             recovered.conflicts.append(conflict_outcome(key, conflict))
             continue
@@ -344,13 +345,14 @@ def on_ledger(ledger: Ledger, step: LedgerStep) -> Any:
     """A ledger step carried out. Blocking, so the asyncio synchronizer runs it on the ledger's
     worker thread, queued with the bot's own commands."""
     if isinstance(step, ReadPositions):
-        return ledger.positions()
+        return ledger.account_positions()
     if isinstance(step, RecordRecovered):
         return record_recovered(ledger, step.groups)
     if isinstance(step, ReadStates):
-        return [ledger.position(key) for key in step.keys]
+        return [ledger.account_position(key) for key in step.keys]
     if isinstance(step, FindMoneyDue):
-        found = (due(s, ledger.history(s.key), step.now, step.settings) for s in step.states)
+        single = [s for s in step.states if not ledger.has_books(s.key)]
+        found = (due(s, ledger.history(s.key), step.now, step.settings) for s in single)
         return [item for item in found if item is not None]
     if isinstance(step, CheckMoney):
         return check_due(ledger, step.dues, step.records, step.settings, step.now, step.runs)
@@ -412,7 +414,8 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         return aware_utc(now or self.clock(), "now") - self.last_good_snapshot_at
 
     def _round(self, now: datetime | None) -> Round[SyncReport]:
-        """One round as a plan: snapshot, recovery of missed executions, reconciliation."""
+        """One round as a plan: snapshot, recovery of missed executions, reconciliation, each
+        on account keys (an account's books together, docs/books.md)."""
         when = aware_utc(now or self.clock(), "now")
         snapshot: Snapshot = yield FetchSnapshot()
         states: list[PositionState] = yield ReadPositions()

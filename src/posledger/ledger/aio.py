@@ -98,6 +98,11 @@ class AsyncLedger:
     async def record_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
         return await self._call(self.ledger.record_fills, key, fills)
 
+    async def record_account_fills(
+        self, key: PositionKey, fills: Sequence[Fill]
+    ) -> FillBatchResult:
+        return await self._call(self.ledger.record_account_fills, key, fills)
+
     async def backfill(
         self,
         fills_by_key: Mapping[PositionKey, Sequence[Fill]],
@@ -133,8 +138,17 @@ class AsyncLedger:
     ) -> PositionState | None:
         return await self._call(self.ledger.position, key, version=version, at=at)
 
-    async def positions(self) -> list[PositionState]:
-        return await self._call(self.ledger.positions)
+    async def positions(self, *, book: str | None = None) -> list[PositionState]:
+        return await self._call(self.ledger.positions, book=book)
+
+    async def account_position(self, key: PositionKey) -> PositionState | None:
+        return await self._call(self.ledger.account_position, key)
+
+    async def account_positions(self) -> list[PositionState]:
+        return await self._call(self.ledger.account_positions)
+
+    async def books(self, key: PositionKey) -> list[PositionState]:
+        return await self._call(self.ledger.books, key)
 
     async def open_positions(self) -> list[PositionState]:
         return await self._call(self.ledger.open_positions)

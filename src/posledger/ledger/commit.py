@@ -12,7 +12,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
@@ -179,6 +179,39 @@ class Writer:
             f"{time.monotonic() - started:.1f}s; other writers kept changing it"
         )
 
+    def execute_many(
+        self,
+        at: datetime,
+        decide: Callable[[Lookup], tuple[Mapping[PositionKey, Sequence[Any]], T]],
+        on_conflict: Callable[[], None] | None = None,
+    ) -> T:
+        """One decision over several streams (an account's books, docs/books.md), saved in one
+        transaction: ``decide`` reads states through the lookup it is given and returns each
+        stream's events (a new stream's from version 2: it is registered here) and its result.
+        If the store refuses the save, it is decided again from reloaded states."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            with self.lock, self.storage_errors():
+                self.cache.catch_up()
+                events, result = decide(self.cache.state)
+                commands = [
+                    Command(key, at, _decided(list(stream_events)))
+                    for key, stream_events in events.items()
+                    if stream_events
+                ]
+                if not commands or self.run_group(commands, self.cache.state, all_or_nothing=True):
+                    return result
+                if on_conflict is not None:
+                    on_conflict()
+            if attempt >= self.max_retries and time.monotonic() - started >= self.retry_budget_s:
+                raise ConcurrencyError(
+                    f"gave up after {attempt} attempts in {time.monotonic() - started:.1f}s; "
+                    "other writers kept changing the account's books"
+                )
+            time.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 5)))
+
     def run_group(
         self,
         commands: Sequence[Command[Any]],
@@ -264,3 +297,8 @@ class Writer:
             state = project(stored, [e for e in events if isinstance(e, PositionEvent)])
         assert state is not None
         return Planned(command, events, state, decision.result, stored.version if stored else 0)
+
+
+def _decided(events: list[Any]) -> Callable[[PositionState], Decision[None]]:
+    """A command whose events were decided already (with the others of its transaction)."""
+    return lambda _: Decision(events, None)

@@ -14,10 +14,11 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from datetime import UTC, datetime
 from operator import methodcaller
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
+from posledger.core.allocation import AllocationPolicy
 from posledger.core.approval import (
     ApprovalResult,
     decide_approval,
@@ -63,6 +64,7 @@ from posledger.core.reconcile import (
     ReconcileReport,
     decide_reconcile,
 )
+from posledger.ledger.accounts import Accounts
 from posledger.ledger.commit import Command, Decision, Writer
 from posledger.ledger.observers import StoreObserver, notify
 from posledger.ledger.seen import SeenExecutions
@@ -99,8 +101,11 @@ class Ledger:
         max_retries: int = 12,
         snapshot_every: int = 200,
         observers: Iterable[StoreObserver] = (),
+        allocation: AllocationPolicy | None = None,
     ) -> None:
         self.settings = settings
+        self.allocation = allocation or AllocationPolicy()
+        """Where what belongs to no book goes, in accounts with several (docs/books.md)."""
         self.observers = tuple(observers)
         """Told of each write's duration and each unreachable store (docs/operations.md)."""
         self.policy = policy or ReconcilePolicy()
@@ -120,6 +125,7 @@ class Ledger:
             retry_budget_s=settings.timeout_s,
             on_write=self._wrote if self.observers else None,
         )
+        self._accounts = Accounts(self._app, self._cache, self._writer, self._seen, self.allocation)
 
     @classmethod
     def open(
@@ -133,6 +139,7 @@ class Ledger:
         snapshot_every: int = 200,
         create_tables: bool = True,
         observers: Iterable[StoreObserver] = (),
+        allocation: AllocationPolicy | None = None,
     ) -> Ledger:
         """Open (creating if needed) the ledger at ``url``: ``memory://``, ``sqlite:///path.db``
         or ``postgresql://user@host:port/db?schema=name``.
@@ -144,7 +151,8 @@ class Ledger:
         ``create_tables=False`` the tables must exist (``posledger init-db --db URL``).
         ``observers`` (:class:`~posledger.ledger.observers.StoreObserver`) are told each
         write's duration and each ``StorageUnavailable``; one that raises is logged and
-        ignored."""
+        ignored. ``allocation`` says where executions and corrections that belong to no book
+        go in accounts with several books (docs/books.md)."""
         return cls(
             settings_for(url, lock_timeout_s=timeout, create_tables=create_tables),
             policy=policy,
@@ -152,6 +160,7 @@ class Ledger:
             max_retries=max_retries,
             snapshot_every=snapshot_every,
             observers=observers,
+            allocation=allocation,
         )
 
     def close(self) -> None:
@@ -247,6 +256,23 @@ class Ledger:
         self._remember(key, recording)
         return FillBatchResult(position=state, fills=recording.results)
 
+    def record_account_fills(self, key: PositionKey, fills: Sequence[Fill]) -> FillBatchResult:
+        """Record executions the exchange reported for an account key (a venue's history, a
+        WebSocket) whose book the caller does not know: each goes to the book its order was
+        requested in; one of no known order (a manual trade, a liquidation) by the ledger's
+        ``allocation`` (docs/books.md#routing). An account without named books records them
+        as :meth:`record_fills` does. The result's position is the account's, over its books."""
+        self._check_fills(key, fills)
+        account = key.account_key
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.know_every_key()
+            books = self._accounts.has_books(account)
+        if not books:
+            return self.record_fills(account, fills)
+        with self._storage_errors():
+            return self._accounts.record(account, fills, _earliest(fills))
+
     def backfill(
         self,
         fills_by_key: Mapping[PositionKey, Sequence[Fill]],
@@ -303,11 +329,15 @@ class Ledger:
     def record_order_end(
         self, key: PositionKey, *, order_id: str, status: str, at: datetime | None = None
     ) -> PositionState:
-        """An order ended without (full) fill: cancelled, rejected, expired."""
+        """An order ended without (full) fill: cancelled, rejected, expired. Given an account
+        key (a venue's order stream), the order's own book is found."""
         self._check_key(key)
         order_id = text(order_id, "order_id")
         status = text(status, "status")
         when = self._time(at, "at")
+        if not key.book and self._has_books(key):  # an account key: the order's own book
+            book = self._book_of_order(key, order_id)
+            key = key.in_book(book) if book else key
 
         def decide(state: PositionState) -> Decision[None]:
             events = decide_order_end(state, order_id=order_id, status=status, at=when)
@@ -332,14 +362,16 @@ class Ledger:
         with self._lock, self._storage_errors():
             self._cache.catch_up()
             self._cache.know_every_key()
-            keys = {k for k in self._cache.keys.values() if snapshot.covers(k)}
+            # A book is judged as part of its account (docs/books.md#reconciliation).
+            keys = {k.account_key for k in self._cache.keys.values() if snapshot.covers(k)}
             keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
             keys.difference_update(skip)
-            self._cache.load_missing([k.stream_id for k in keys])
+            accounts = {key for key in keys if self._accounts.has_books(key)}
+            self._cache.load_missing([k.stream_id for k in keys - accounts])
             # Keys that agree need no save: judge them here against the states just caught up
             # with, the ones a save would be decided against.
             agreeing = {}
-            for key in keys:
+            for key in keys - accounts:
                 state = self._cache.states.get(key.stream_id)
                 if state is not None:
                     judgement = decide_reconcile(state, snapshot, when, rules)
@@ -350,9 +382,17 @@ class Ledger:
             judgement = decide_reconcile(state, snapshot, when, rules)
             return Decision(judgement.events, judgement)
 
+        def judge_account(view: PositionState, _: object) -> tuple[list[Any], Judgement]:
+            judgement = decide_reconcile(view, snapshot, when, rules)
+            return judgement.events, judgement
+
         outcomes = []
         for key in sorted(keys, key=str):
-            judgement = agreeing.get(key) or self._execute(key, snapshot.taken_at, judge)[1]
+            if key in accounts:
+                with self._storage_errors():
+                    judgement = self._accounts.decide(key, snapshot.taken_at, judge_account)
+            else:
+                judgement = agreeing.get(key) or self._execute(key, snapshot.taken_at, judge)[1]
             outcomes.append(
                 KeyOutcome(
                     key=key,
@@ -373,9 +413,10 @@ class Ledger:
         return sorted(held, key=lambda s: (s.proposal.proposed_at, str(s.key)))  # type: ignore[union-attr]
 
     def can_trade(self, key: PositionKey) -> bool:
-        """False while a proposed correction of the key waits for a person's decision."""
+        """False while a proposed correction of the key (of its account, in an account with
+        books) waits for a person's decision."""
         self._check_key(key)
-        state = self.position(key)
+        state = self.account_position(key) if self._has_books(key) else self.position(key)
         return state is None or not state.held
 
     def approve(
@@ -390,7 +431,15 @@ class Ledger:
             events, result = decide_approval(state, proposal_id, operator=name, at=when)
             return Decision(events, result)
 
-        result = self._execute(key, when, decide)[1]
+        def decide_account(view: PositionState, _: object) -> tuple[list[Any], ApprovalResult]:
+            events, result = decide_approval(view, proposal_id, operator=name, at=when)
+            return events, result
+
+        if self._has_books(key):
+            with self._storage_errors():
+                result = self._accounts.decide(key.account_key, when, decide_account)
+        else:
+            result = self._execute(key, when, decide)[1]
         log.log(
             logging.WARNING if result.applied else logging.INFO,
             "%s: proposal %s %s by %s%s",
@@ -413,7 +462,14 @@ class Ledger:
             events = decide_rejection(state, proposal_id, operator=name, reason=why, at=when)
             return Decision(events, None)
 
-        self._execute(key, when, decide)
+        def decide_account(view: PositionState, _: object) -> tuple[list[Any], None]:
+            return decide_rejection(view, proposal_id, operator=name, reason=why, at=when), None
+
+        if self._has_books(key):
+            with self._storage_errors():
+                self._accounts.decide(key.account_key, when, decide_account)
+        else:
+            self._execute(key, when, decide)
 
     def _proposal_key(self, proposal_id: object) -> PositionKey:
         wanted = text(proposal_id, "proposal_id")
@@ -500,12 +556,48 @@ class Ledger:
             self._cache.catch_up()
             return self._cache.state(key.stream_id)
 
-    def positions(self) -> list[PositionState]:
-        """Every key the ledger has seen, in key order."""
+    def positions(self, *, book: str | None = None) -> list[PositionState]:
+        """Every key the ledger has seen (only ``book``'s, if given), in key order."""
+        wanted = None if book is None else PositionKey.book_name(book)
         with self._lock, self._storage_errors():
             self._cache.catch_up()
             self._cache.load_missing()
-            return sorted(self._cache.states.values(), key=lambda s: str(s.key))
+            states = self._cache.states.values()
+            return sorted(
+                (s for s in states if wanted is None or s.key.book == wanted),
+                key=lambda s: str(s.key),
+            )
+
+    def account_position(self, key: PositionKey) -> PositionState | None:
+        """The account's position for ``key``'s account key: its books summed (sizes, money,
+        pending orders; the latest evidence), keyed by the account key; the key's own state
+        in an account with one book (docs/books.md). None if never seen."""
+        self._check_key(key)
+        account = key.account_key
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.know_every_key()
+            if not self._accounts.has_books(account):
+                return self._cache.state(account.stream_id)
+            return self._accounts.view(account, self._cache.state)
+
+    def account_positions(self) -> list[PositionState]:
+        """Every account key's position (:meth:`account_position`), in key order."""
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.load_missing()
+            accounts = {key.account_key for key in self._cache.keys.values()}
+            views = [self._accounts.view(account, self._cache.state) for account in accounts]
+        return sorted((v for v in views if v is not None), key=lambda s: str(s.key))
+
+    def books(self, key: PositionKey) -> list[PositionState]:
+        """The states of every book of ``key``'s account key, in book order."""
+        self._check_key(key)
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.know_every_key()
+            states = self._accounts.states(key.account_key, self._cache.state)
+        return [states[book] for book in sorted(states)]
 
     def open_positions(self) -> list[PositionState]:
         """What the bot holds according to the ledger: status ``open``. Phantoms are closed by
@@ -547,6 +639,11 @@ class Ledger:
         when = self._time(at, "at")
 
         def decide(state: PositionState) -> Decision[None]:
+            booked = (
+                self._accounts.order_book(key, order_id)
+                if key.book or self._accounts.has_books(key.account_key)
+                else None
+            )
             events = decide_request(
                 state,
                 order_id=order_id,
@@ -555,6 +652,7 @@ class Ledger:
                 price=limit,
                 at=when,
                 reduce_only=reduce_only,
+                booked=booked,
             )
             return Decision(events, None)
 
@@ -591,6 +689,25 @@ class Ledger:
             check_fill_key(key, fill)
         if not fills:
             raise InvalidInput("record_fills needs at least one fill")
+
+    def has_books(self, key: PositionKey) -> bool:
+        """Whether ``key``'s account key has named books (docs/books.md)."""
+        self._check_key(key)
+        return self._has_books(key)
+
+    def _has_books(self, key: PositionKey) -> bool:
+        with self._lock, self._storage_errors():
+            self._cache.catch_up()
+            self._cache.know_every_key()
+            return self._accounts.has_books(key.account_key)
+
+    def _book_of_order(self, key: PositionKey, order_id: str) -> str | None:
+        with self._lock, self._storage_errors():
+            states = self._accounts.states(key.account_key, self._cache.state)
+            for book, state in states.items():
+                if state.pending(order_id) is not None:
+                    return book
+            return self._accounts.order_book(key, order_id)
 
     def _check_key(self, key: object) -> None:
         if not isinstance(key, PositionKey):

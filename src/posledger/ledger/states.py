@@ -29,6 +29,25 @@ LOG_END = 2**63 - 1
 """No upper bound on a catch-up's read of the log (PostgreSQL's largest bigint)."""
 
 
+class _Keys(dict[uuid.UUID, PositionKey]):
+    """Keys by stream id, with the named books of each account key indexed as they are learnt
+    (an account without them, the usual case, is decided key by key: docs/books.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.named_books: dict[PositionKey, dict[str, PositionKey]] = {}
+
+    def __setitem__(self, stream: uuid.UUID, key: PositionKey) -> None:
+        super().__setitem__(stream, key)
+        if key.book:
+            self.named_books.setdefault(key.account_key, {})[key.book] = key
+
+    def setdefault(self, stream: uuid.UUID, key: PositionKey) -> PositionKey:
+        if stream not in self:
+            self[stream] = key
+        return self[stream]
+
+
 class StateCache:
     """Every state this object has loaded or written, every key it has learnt, and how far it
     has read the store's log."""
@@ -38,7 +57,7 @@ class StateCache:
         self.snapshot_every = snapshot_every
         self.decoder = StoredEventDecoder(app.mapper)
         self.states: dict[uuid.UUID, PositionState] = {}
-        self.keys: dict[uuid.UUID, PositionKey] = {}
+        self.keys = _Keys()
         self.every_key_known = False
         """``keys`` holds every key of the store (catch-up and our own writes keep it so)."""
         self.log_position = app.recorder.max_notification_id() or 0

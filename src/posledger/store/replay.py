@@ -68,6 +68,7 @@ def registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
                     fields["category"],
                     fields["symbol"],
                     fields["idx"],
+                    fields.get("book", ""),
                 )
             else:
                 event = decoder(*row)

@@ -50,10 +50,13 @@ class PositionSnapshot:
 register_topic(PositionSnapshot.TOPIC, PositionSnapshot)
 
 
-SPARSE_FIELDS = frozenset({"proposal", "adopted_pnl", "unexplained_pnl", "money_checked_until"})
-"""Fields written only when they hold something (docs/design.md#approval, #money): a key that
-never had a proposal or a money difference is snapshotted exactly as before they existed, and
-its snapshot stays as small (decode fills in the defaults)."""
+SPARSE_FIELDS = frozenset(
+    {"proposal", "adopted_pnl", "unexplained_pnl", "money_checked_until", "book"}
+)
+"""Fields written only when they hold something (docs/design.md#approval, #money; the key's
+book, docs/books.md): a key that never had a proposal or a money difference, in the default
+book, is snapshotted exactly as before they existed, and its snapshot stays as small (decode
+fills in the defaults)."""
 
 
 def _kept(attribute: attrs.Attribute[Any], value: Any) -> bool:
@@ -193,7 +196,12 @@ def _side(value: Any) -> Side | None:
 
 def _key(data: dict[str, Any]) -> PositionKey:
     return cached_key(
-        data["venue"], data["account"], data["category"], data["symbol"], data.get("idx", 0)
+        data["venue"],
+        data["account"],
+        data["category"],
+        data["symbol"],
+        data.get("idx", 0),
+        data.get("book", ""),
     )
 
 
