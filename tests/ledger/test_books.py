@@ -233,3 +233,13 @@ def test_a_held_correction_of_an_account_with_books_is_approved_for_all_of_them(
         assert result.applied
         assert sizes(ledger) == {"": 0, "alpha": 0, "beta": 0}
         assert ledger.can_trade(ALPHA)
+
+
+def test_every_execution_of_an_order_stays_in_its_book_within_one_batch(ledger_url: str) -> None:
+    with Ledger.open(ledger_url, allocation=AllocationPolicy(unassigned="manual")) as ledger:
+        two_books(ledger)
+        ledger.request_open(ACCOUNT, order_id="d1", side="Buy", qty="1", at=at(3))
+        completing = fill("e3", "d1", "Buy", "1", "100", 4, leaves_qty="0")
+        beyond = fill("e4", "d1", "Buy", "0.2", "100", 5)  # the order ended with the first
+        ledger.record_account_fills(ACCOUNT, [completing, beyond])
+        assert sizes(ledger) == {"": Decimal("1.2"), "alpha": 2, "beta": 1}

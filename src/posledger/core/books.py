@@ -264,6 +264,8 @@ def decide_account_fills(
     results: list[FillResult] = []
     markers: list[tuple[ExecutionSeen, Marker]] = []
     routed: dict[str, tuple[str, ...]] = {}
+    owners: dict[str, str] = {}
+    """The book of each order met in this batch (its order may end within it)."""
     account_prefix = str(key)
     for fill in fills:
         payload = fill.payload()
@@ -280,7 +282,9 @@ def decide_account_fills(
                 raise ExecutionConflict(fill.exec_id, known, marker_payload(key, fill))
             results.append(FillResult(fill.exec_id, True, None, ZERO))
             continue
-        book = book_of(fill.order_id) if fill.order_id else None
+        book = _owner(out, fill.order_id, owners, book_of) if fill.order_id else None
+        if book is not None:
+            owners[fill.order_id] = book
         rule, shares = (Rule.UNASSIGNED, {book: fill}) if book is not None else _route(out, fill)
         routed[fill.exec_id] = tuple(shares)
         applied: list[ExecutionEvent] = []
@@ -330,6 +334,21 @@ def decide_account_fills(
         markers=tuple(marker for _, marker in markers),
         books=routed,
     )
+
+
+def _owner(
+    out: BookEmitters,
+    order_id: str,
+    owners: Mapping[str, str],
+    book_of: Callable[[str], str | None],
+) -> str | None:
+    """The book an order belongs to: pending in a book as this batch left it, met earlier in
+    the batch, else what ``book_of`` knows (its marker)."""
+    for book, emitter in out.emitters.items():
+        if emitter.preview.pending(order_id) is not None:
+            return book
+    met = owners.get(order_id)
+    return met if met is not None else book_of(order_id)
 
 
 def _signed_qty(fill: Fill) -> Decimal:

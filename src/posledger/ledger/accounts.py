@@ -7,6 +7,7 @@ it did before books existed.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -85,13 +86,7 @@ class Accounts:
 
         def decide(lookup: Lookup) -> tuple[dict[PositionKey, list[Any]], Any]:
             books = self.states(account, lookup)
-
-            def book_of(order_id: str) -> str | None:
-                for book, state in books.items():
-                    if state.pending(order_id) is not None:
-                        return book
-                return self.order_book(account, order_id)
-
+            book_of = functools.partial(self.order_book, account)
             recording = decide_account_fills(
                 account, books, fills, self.allocation, book_of, self.seen.get
             )
