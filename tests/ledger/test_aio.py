@@ -227,3 +227,21 @@ def test_backfill_is_awaited(ledger_url: str) -> None:
             assert [p.size for p in await aledger.open_positions()] in ([1, 3], [3, 1])
 
     asyncio.run(scenario())
+
+
+def test_books_are_awaited_too(ledger_url: str) -> None:
+    alpha, beta = K.in_book("alpha"), K.in_book("beta")
+
+    async def scenario() -> None:
+        async with AsyncLedger.open(ledger_url) as aledger:
+            await aledger.request_open(alpha, order_id="a1", side="buy", qty=Decimal(2), at=T0)
+            await aledger.request_open(beta, order_id="b1", side="sell", qty=Decimal(1), at=T0)
+            fills = [fill("e1", "buy", "2", order_id="a1"), fill("e2", "sell", "1", order_id="b1")]
+            batch = await aledger.record_account_fills(K, fills)
+            assert (batch.position.side, batch.position.size) == ("buy", 1)
+            assert [s.signed_size for s in await aledger.books(K)] == [2, -1]
+            assert (await aledger.account_position(K)).size == 1  # type: ignore[union-attr]
+            assert [p.key for p in await aledger.account_positions()] == [K]
+            assert [p.key for p in await aledger.positions(book="beta")] == [beta]
+
+    asyncio.run(scenario())
