@@ -48,10 +48,6 @@ def snapshot(t: float, *positions: ExchangePosition, orders: tuple[str, ...] = (
     )
 
 
-def long(size: str, avg: str = "100") -> ExchangePosition:
-    return ExchangePosition(symbol="BTCUSDT", side="Buy", size=size, avg_price=avg)
-
-
 def two_books(ledger: Ledger) -> None:
     """alpha long 2 @ 100, beta long 1 @ 110: the account long 3."""
     ledger.request_open(ALPHA, order_id="a1", side="Buy", qty="2", at=at(0))

@@ -313,7 +313,7 @@ def _to_open_order_ids(value: object) -> frozenset[str] | None:
     return _frozen_set_or_none(value, "open_order_ids")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class PositionKey:
     """One position stream: venue, account, category, symbol, Bybit's ``positionIdx`` and the
     book (the strategy or bot that owns it inside the account, docs/books.md).

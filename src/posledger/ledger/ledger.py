@@ -366,12 +366,17 @@ class Ledger:
             keys = {k.account_key for k in self._cache.keys.values() if snapshot.covers(k)}
             keys.update(snapshot.key_for(p) for p in snapshot.positions if p.size > 0)
             keys.difference_update(skip)
-            accounts = {key for key in keys if self._accounts.has_books(key)}
-            self._cache.load_missing([k.stream_id for k in keys - accounts])
+            accounts = (
+                {key for key in keys if self._accounts.has_books(key)}
+                if self._cache.keys.named_books
+                else set()
+            )
+            single = keys - accounts if accounts else keys
+            self._cache.load_missing([k.stream_id for k in single])
             # Keys that agree need no save: judge them here against the states just caught up
             # with, the ones a save would be decided against.
             agreeing = {}
-            for key in keys - accounts:
+            for key in single:
                 state = self._cache.states.get(key.stream_id)
                 if state is not None:
                     judgement = decide_reconcile(state, snapshot, when, rules)
