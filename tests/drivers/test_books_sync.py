@@ -348,3 +348,20 @@ def test_books_on_both_hedge_legs_are_recovered_each_on_its_leg(rig: Rig, fake: 
         legs[1]: Outcome.AGREES,
         legs[2]: Outcome.AGREES,
     }
+
+
+def test_another_books_later_fill_does_not_hide_a_missed_fill(rig: Rig, fake: FakeBybit) -> None:
+    """beta's exit partly filled (missed) and was cancelled; alpha's bot then recorded a fill of
+    its own. alpha's fill says nothing of what beta's bot heard: beta's fill is still recovered
+    into beta, not left to a correction in the unassigned book."""
+    two_books(rig, fake, ago(hours=3))
+    beta_exit = order(rig, fake, BETA, "Sell", "1", ago(hours=2), exit=True)
+    fill(rig, fake, BETA, beta_exit, "0.4", "3150", ago(minutes=50), heard=False)
+    fake.cancel_order(beta_exit, at=ago(minutes=45))
+    rig.record_order_end(BETA, order_id=beta_exit, status="PartiallyFilledCanceled",
+                         at=ago(minutes=45))  # fmt: skip
+    trade(rig, fake, ALPHA, "Buy", "1", "3000", ago(minutes=10))
+    report = rig.run_once(NOW)
+    assert report.recovered == {ACCOUNT: 1}
+    assert sizes(rig) == {"alpha": 3, "beta": Decimal("0.6")}
+    assert agrees(report)
