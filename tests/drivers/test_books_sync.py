@@ -10,6 +10,7 @@ the sum of its books.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,6 +23,7 @@ from posledger.core.events import Allocated
 from posledger.testing.fake_bybit import FakeBybit
 from posledger.venues.bybit import BybitVenue
 from tests.ccxt_harness import FLAVOURS, NOW, CcxtHarness, Clock, Rig, ago
+from tests.drivers.books_worker import Trade, trade_book
 
 VENUES = ("pybit", *(f"ccxt-{flavour}" for flavour in FLAVOURS))
 ACCOUNT = PositionKey(venue="bybit", account="main", category="linear", symbol="ETHUSDT")
@@ -365,3 +367,44 @@ def test_another_books_later_fill_does_not_hide_a_missed_fill(rig: Rig, fake: Fa
     assert report.recovered == {ACCOUNT: 1}
     assert sizes(rig) == {"alpha": 3, "beta": Decimal("0.6")}
     assert agrees(report)
+
+
+# 8. books written by separate processes
+
+
+def test_books_written_by_two_processes_lose_and_double_nothing(
+    harness: Any, fake: FakeBybit, durable_url: str, clock: Clock
+) -> None:
+    """alpha's bot buys 0.1 sixteen times and beta's sells 0.2 fourteen times, interleaved on
+    the exchange; each bot runs in its own OS process on the same store and misses its last
+    fill. One round recovers exactly those two; every execution is in its book once."""
+    plans: dict[PositionKey, list[Trade]] = {ALPHA: [], BETA: []}
+    for n in range(30):
+        book, side, qty = (ALPHA, "Buy", "0.1") if n % 2 == 0 or n > 27 else (BETA, "Sell", "0.2")
+        at = ago(minutes=60 - n)
+        order_id = fake.add_open_order("ETHUSDT", side, qty, PRICE, at=at)
+        done = fake.partial_fill(order_id, qty, at=at)
+        plans[book].append((order_id, done.exec_id, side, qty, PRICE, at, done.seq, True))
+    for trades in plans.values():
+        trades[-1] = (*trades[-1][:-1], False)
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(len(plans))
+    bots = [
+        context.Process(target=trade_book, args=(durable_url, book, trades, start))
+        for book, trades in plans.items()
+    ]
+    for bot in bots:
+        bot.start()
+    for bot in bots:
+        bot.join()
+    assert [bot.exitcode for bot in bots] == [0, 0]
+    with rig_for(harness, durable_url, clock) as rig:
+        assert sizes(rig) == {"alpha": Decimal("1.5"), "beta": Decimal("-2.6")}
+        report = rig.run_once(NOW)
+        assert report.recovered == {ACCOUNT: 2}
+        assert sizes(rig) == {"alpha": Decimal("1.6"), "beta": Decimal("-2.8")}
+        for book, trades in plans.items():
+            recorded = [e.exec_id for e in rig.history(book) if hasattr(e, "exec_id")]
+            assert sorted(recorded) == sorted(trade[1] for trade in trades)
+        assert agrees(report)
+        assert fake.position("ETHUSDT").size == Decimal("1.2")
