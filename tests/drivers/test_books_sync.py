@@ -215,6 +215,21 @@ def test_missed_fills_are_recovered_into_the_books_that_ordered_them(
     assert rig.run_once(NOW + timedelta(minutes=1)).recovered == {}
 
 
+def test_a_fill_heard_after_the_round_recovered_it_is_a_duplicate(
+    rig: Rig, fake: FakeBybit
+) -> None:
+    """beta's bot hears of its exit's fill late, after the round put it into beta."""
+    two_books(rig, fake, ago(hours=3))
+    beta_exit = order(rig, fake, BETA, "Sell", "1", ago(hours=2), exit=True)
+    exec_id = fill(rig, fake, BETA, beta_exit, "1", "3150", ago(minutes=30), heard=False)
+    assert rig.run_once(NOW).recovered == {ACCOUNT: 1}
+    late = Fill(exec_id=exec_id, order_id=beta_exit, side="Sell", qty="1", price="3150",
+                exec_time=ago(minutes=30), seq=fake.position("ETHUSDT").seq)  # fmt: skip
+    assert rig.record_fill(BETA, late).duplicate
+    assert sizes(rig) == {"alpha": 2, "beta": 0}
+    assert agrees(rig.run_once(NOW + timedelta(minutes=1)))
+
+
 # 3. an ADL shared pro rata
 
 
@@ -243,6 +258,27 @@ def test_an_adl_is_shared_pro_rata_with_the_remainder_placed_by_rule(
         ]
         assert allocations(rig, BETA) == [("adl", "pro_rata", Decimal("-0.001"), ["alpha", "beta"])]
         assert rig.position(ALPHA).realized_pnl == Decimal("-0.3")
+        assert agrees(report)
+
+
+def test_a_liquidation_shared_pro_rata_closes_every_book(
+    harness: Any, fake: FakeBybit, ledger_url: str, clock: Clock
+) -> None:
+    """The whole account (alpha 2, beta 1) is liquidated by one BustTrade: each book closes
+    its own lifecycle with its own PnL, the fee shared 2:1."""
+    with rig_for(harness, ledger_url, clock, pro_rata={"liquidation"}) as rig:
+        two_books(rig, fake, ago(hours=3))
+        fake.add_execution("ETHUSDT", "Sell", "3", "2500", exec_type="BustTrade", fee="0.3",
+                           at=ago(minutes=30))  # fmt: skip
+        fake.set_position("ETHUSDT", "", "0", at=ago(minutes=30))
+        report = rig.run_once(NOW)
+        assert report.recovered == {ACCOUNT: 1}
+        assert sizes(rig) == {"alpha": 0, "beta": 0}
+        alpha, beta = rig.position(ALPHA), rig.position(BETA)
+        assert (alpha.realized_pnl, alpha.fees) == (Decimal(-1000), Decimal("0.2"))
+        assert (beta.realized_pnl, beta.fees) == (Decimal(-600), Decimal("0.1"))
+        assert rig.names(ALPHA)[-3:] == rig.names(BETA)[-3:] == ["Allocated", "Filled", "Closed"]
+        assert rig.open_positions() == []
         assert agrees(report)
 
 
