@@ -303,6 +303,26 @@ def test_a_manual_trade_lands_in_the_unassigned_book(
         assert agrees(report)
 
 
+def test_a_default_book_orders_missed_fill_is_not_taken_for_a_manual_trade(
+    harness: Any, fake: FakeBybit, ledger_url: str, clock: Clock
+) -> None:
+    """The default book trades beside alpha and beta, manual trades go to "manual": the
+    default book's exit, partly filled (missed) then cancelled, still owns its fill."""
+    with rig_for(harness, ledger_url, clock, unassigned="manual") as rig:
+        two_books(rig, fake, ago(hours=3))
+        trade(rig, fake, ACCOUNT, "Buy", "1", "3200", ago(hours=3))
+        default_exit = order(rig, fake, ACCOUNT, "Sell", "1", ago(hours=2), exit=True)
+        fill(rig, fake, ACCOUNT, default_exit, "0.3", "3300", ago(minutes=50), heard=False)
+        fake.cancel_order(default_exit, at=ago(minutes=45))
+        rig.record_order_end(ACCOUNT, order_id=default_exit, status="PartiallyFilledCanceled",
+                             at=ago(minutes=45))  # fmt: skip
+        report = rig.run_once(NOW)
+        assert report.recovered == {ACCOUNT: 1}
+        assert sizes(rig) == {"": Decimal("0.7"), "alpha": 2, "beta": 1}
+        assert rig.position(ACCOUNT).realized_pnl == Decimal(30)
+        assert agrees(report)
+
+
 # 5. phantoms
 
 
