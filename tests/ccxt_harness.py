@@ -13,7 +13,7 @@ import ccxt  # type: ignore[import-untyped]
 import ccxt.async_support as accxt  # type: ignore[import-untyped]
 import pytest
 
-from posledger import ExchangeRejected, ExchangeUnavailable, Ledger, PositionKey
+from posledger import AllocationPolicy, ExchangeRejected, ExchangeUnavailable, Ledger, PositionKey
 from posledger.aio import AsyncLedger, AsyncSynchronizer
 from posledger.drivers.sync import Synchronizer, SyncReport
 from posledger.testing.fake_bybit import FakeBybit
@@ -152,6 +152,7 @@ class Rig:
         *,
         clock: Clock | None = None,
         money: Any = None,
+        allocation: AllocationPolicy | None = None,
         **venue_options: Any,
     ) -> None:
         self.harness = harness
@@ -160,10 +161,10 @@ class Rig:
         self.ledger: Any
         self.sync: Any
         if harness.flavour == "sync":
-            self.ledger = Ledger.open(url, clock=self.clock)
+            self.ledger = Ledger.open(url, clock=self.clock, allocation=allocation)
             self.sync = Synchronizer(self.ledger, venue, clock=self.clock, money=money)  # type: ignore[arg-type]
         else:
-            self.ledger = AsyncLedger.open(url, clock=self.clock)
+            self.ledger = AsyncLedger.open(url, clock=self.clock, allocation=allocation)
             self.sync = AsyncSynchronizer(self.ledger, venue, clock=self.clock, money=money)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> Any:

@@ -140,6 +140,37 @@ def test_fills_pushed_over_the_websocket_land_in_the_ledger(
         assert len(fake.requests(EXECUTIONS)) == reads  # no REST read was needed
 
 
+def test_streamed_executions_land_in_the_book_of_their_order(
+    ledger: Ledger, fake: FakeBybit, fake_ws: FakeBybitWebSocket, clock: RunningClock
+) -> None:
+    """Two books trade AGIUSDT: each execution pushed goes to its order's book, a cancel to
+    the cancelled order's book, and a trade made by hand on the exchange to the unassigned
+    book (docs/books.md#routing)."""
+    alpha, beta = AGI.in_book("alpha"), AGI.in_book("beta")
+    with stream_for(ledger, fake, fake_ws, clock) as stream:
+        buy = fake.add_open_order("AGIUSDT", "Buy", "1000", "0.05")
+        ledger.request_open(alpha, order_id=buy, side="buy", qty="1000", at=clock())
+        sell = fake.add_open_order("AGIUSDT", "Sell", "400", "0.06")
+        ledger.request_open(beta, order_id=sell, side="sell", qty="400", at=clock())
+        fake.partial_fill(buy, "600")
+        fake.partial_fill(sell, "300")
+        fake.partial_fill(buy, "400")
+        fake.cancel_order(sell)
+        by_hand = fake.add_open_order("AGIUSDT", "Sell", "50", "0.055", order_type="Market")
+        fake.partial_fill(by_hand, "50")
+        assert stream.wait_for(lambda h: h.fills_streamed == 4 and h.orders_ended == 1)
+    books = {state.key.book: state for state in ledger.books(AGI)}
+    assert {book: state.signed_size for book, state in books.items()} == {
+        "": Decimal(-50),
+        "alpha": Decimal(1000),
+        "beta": Decimal(-300),
+    }
+    assert books["beta"].pending_orders == ()
+    assert event_names(ledger, beta)[-2:] == ["PartiallyFilled", "OrderEnded"]
+    assert "Allocated" not in event_names(ledger, alpha) + event_names(ledger, beta)
+    assert event_names(ledger, AGI)[-2:] == ["Allocated", "Filled"]
+
+
 def test_an_inverse_account_streams_coin_pnl_with_the_harmonic_average(
     ledger: Ledger, fake: FakeBybit, fake_ws: FakeBybitWebSocket, clock: RunningClock
 ) -> None:

@@ -239,3 +239,18 @@ def test_every_execution_of_an_order_stays_in_its_book_within_one_batch(ledger_u
         beyond = fill("e4", "d1", "Buy", "0.2", "100", 5)  # the order ended with the first
         ledger.record_account_fills(ACCOUNT, [completing, beyond])
         assert sizes(ledger) == {"": Decimal("1.2"), "alpha": 2, "beta": 1}
+
+
+def test_a_late_execution_of_an_ended_default_book_order_stays_in_the_default_book(
+    ledger_url: str,
+) -> None:
+    """With named books, the default book is a strategy like any other: its order, once ended,
+    still owns its executions (they are not a manual trade for the unassigned book)."""
+    with Ledger.open(ledger_url, allocation=AllocationPolicy(unassigned="manual")) as ledger:
+        two_books(ledger)
+        ledger.request_open(ACCOUNT, order_id="d1", side="Sell", qty="1", at=at(3))
+        ledger.record_order_end(ACCOUNT, order_id="d1", status="Cancelled", at=at(5))
+        ledger.record_account_fills(ACCOUNT, [fill("e9", "d1", "Sell", "0.5", "120", 4)])
+        assert sizes(ledger) == {"": Decimal("-0.5"), "alpha": 2, "beta": 1}
+        with pytest.raises(InvalidInput, match="belongs to one book"):
+            ledger.request_open(ALPHA, order_id="d1", side="Sell", qty="1", at=at(6))

@@ -114,12 +114,14 @@ def decide_request(
     at: datetime,
     reduce_only: bool,
     booked: str | None = None,
+    books: bool = False,
 ) -> list[Any]:
     """Record an order the bot submitted. Repeating an identical request is a no-op.
 
     ``booked`` is the book the order id is already booked in (its ``OrderBooked`` marker, if
     any): an order belongs to one book, and the first request of an order in a named book
-    writes its marker (docs/books.md)."""
+    writes its marker (docs/books.md); so does one in the default book when the account
+    ``books`` (has named books), so its late executions are not taken for a manual trade."""
     if not order_id:
         raise InvalidInput("order_id must be a non-empty string")
     if booked is not None and booked != state.key.book:
@@ -149,7 +151,7 @@ def decide_request(
     emitter = Emitter(state)
     cls = ExitRequested if reduce_only else OpenRequested
     emitter.emit(cls, at, order_id=order_id, side=side.value, qty=qty, price=price)
-    if booked is None and state.key.book:
+    if booked is None and (state.key.book or books):
         key = state.key
         marker = OrderBooked(
             originator_id=order_marker_id(key.venue, key.account, order_id),

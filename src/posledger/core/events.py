@@ -339,9 +339,10 @@ register_topic(ExecutionSeen.TOPIC, ExecutionSeen)
 @dataclass(frozen=True)
 class OrderBooked:
     """Which book an order was requested in: a one-event stream per (venue, account,
-    order_id), written with the request of an order in a named book, so its executions find
-    their book after the order ended too (docs/books.md). Orders of the default book write
-    none: an account with one book stores what it did before books existed."""
+    order_id), written with the request of an order in a named book, or in the default book
+    of an account that has named books, so its executions find their book after the order
+    ended too (docs/books.md). An account with one book writes none: it stores what it did
+    before books existed."""
 
     TOPIC: ClassVar[str] = "posledger:OrderBooked"
 

@@ -99,10 +99,12 @@ class RecoveryPlan:
         now: datetime,
         policy: ReconcilePolicy,
         lookback: timedelta,
+        books: Iterable[PositionState] = (),
     ) -> RecoveryPlan:
         covered = {key: state for key, state in states.items() if snapshot.covers(key)}
+        points = _knowledge_points(covered, books)
         knowledge = {
-            key: _knowledge_point(state)
+            key: points[key]
             for key, state in covered.items()
             if needs_recovery(state, snapshot, now, policy)
         }
@@ -279,7 +281,8 @@ class FetchExecutions:
 
 @attrs.frozen
 class ReadPositions:
-    """Step: every position the ledger holds."""
+    """Step: every position the ledger holds (account views), and every key's own state (each
+    book's, whose knowledge point is its own)."""
 
 
 @attrs.frozen
@@ -345,7 +348,7 @@ def on_ledger(ledger: Ledger, step: LedgerStep) -> Any:
     """A ledger step carried out. Blocking, so the asyncio synchronizer runs it on the ledger's
     worker thread, queued with the bot's own commands."""
     if isinstance(step, ReadPositions):
-        return ledger.account_positions()
+        return ledger.account_positions(), ledger.positions()
     if isinstance(step, RecordRecovered):
         return record_recovered(ledger, step.groups)
     if isinstance(step, ReadStates):
@@ -418,9 +421,10 @@ class SyncRounds(ABC, Generic[LedgerT, VenueT]):
         on account keys (an account's books together, docs/books.md)."""
         when = aware_utc(now or self.clock(), "now")
         snapshot: Snapshot = yield FetchSnapshot()
-        states: list[PositionState] = yield ReadPositions()
+        states: list[PositionState]
+        states, books = yield ReadPositions()
         plan = RecoveryPlan.for_round(
-            {s.key: s for s in states}, snapshot, when, self.policy, self.lookback
+            {s.key: s for s in states}, snapshot, when, self.policy, self.lookback, books
         )
         fills: list[Fill] = [] if plan.since is None else (yield FetchExecutions(plan.since, when))
         self.last_good_snapshot_at = snapshot.taken_at
@@ -515,6 +519,20 @@ class Synchronizer(SyncRounds[Ledger, Venue]):
         if isinstance(step, FetchMoney):
             return self.venue.fetch_money(step.since, step.until)  # type: ignore[attr-defined]
         return on_ledger(self.ledger, step)
+
+
+def _knowledge_points(
+    views: Mapping[PositionKey, PositionState], books: Iterable[PositionState]
+) -> dict[PositionKey, datetime]:
+    """Since when each account key may have missed executions: the earliest point of its
+    books, as each book's bot hears only of its own executions (another book's later fill
+    says nothing of them); an account without books has only its own."""
+    points = {key: _knowledge_point(state) for key, state in views.items()}
+    for book in books:
+        account = book.key.account_key
+        if account in points:
+            points[account] = min(points[account], _knowledge_point(book))
+    return points
 
 
 def _knowledge_point(state: PositionState) -> datetime:

@@ -644,11 +644,8 @@ class Ledger:
         when = self._time(at, "at")
 
         def decide(state: PositionState) -> Decision[None]:
-            booked = (
-                self._accounts.order_book(key, order_id)
-                if key.book or self._accounts.has_books(key.account_key)
-                else None
-            )
+            books = self._accounts.has_books(key.account_key)
+            booked = self._accounts.order_book(key, order_id) if key.book or books else None
             events = decide_request(
                 state,
                 order_id=order_id,
@@ -658,6 +655,7 @@ class Ledger:
                 at=when,
                 reduce_only=reduce_only,
                 booked=booked,
+                books=books,
             )
             return Decision(events, None)
 
