@@ -3,8 +3,24 @@ per-book PnL."""
 
 from __future__ import annotations
 
-from posledger import Ledger
-from posledger.audit import Check, verify
+from decimal import Decimal
+
+import pytest
+
+from posledger import InvalidInput, Ledger
+from posledger.audit import (
+    BOOK_PNL_COLUMNS,
+    Check,
+    book_pnl,
+    history_rows,
+    history_stream,
+    plot_position,
+    replay_all,
+    state_record,
+    to_dataframe,
+    verify,
+)
+from posledger.audit.history import row_tone
 from tests.audit.stores import (
     ACCOUNT,
     ALPHA,
@@ -69,3 +85,84 @@ def test_an_exec_id_in_another_account_or_shares_that_do_not_add_up_are_caught(
     assert "'adl1' applied again" in found[str(OTHER_ACCOUNT), Check.EXECUTIONS]
     assert "3 books' shares" in found[str(ALPHA), Check.EXECUTIONS]
     assert "'bb1' applied again" in found[str(BETA), Check.EXECUTIONS]
+
+
+# --- history, frames, plots -----------------------------------------------------------------------
+
+
+def test_a_books_history_explains_each_share_it_took_and_markers_are_not_positions(
+    ledger_url: str,
+) -> None:
+    with Ledger.open(ledger_url, clock=lambda: T0, allocation=BOOK_POLICY) as ledger:
+        with_books(ledger)
+        source = source_of(ledger, ledger_url)
+        alpha = history_rows(source, ALPHA)
+        unassigned = history_rows(source, ACCOUNT)
+        # the OrderBooked markers of a1, b1 and b2 are neither keys nor events of one
+        assert list(replay_all(source)) == [ACCOUNT, ALPHA, BETA]
+        streamed = list(history_stream(source))
+        assert len(streamed) == sum(s.version for s in ledger.positions())
+    allocated = [(r.exec_id, r.reason) for r in alpha if r.event == "Allocated"]
+    assert allocated == [
+        ("adl1", "adl of -0.5 shared pro rata between alpha, beta: this book's share -0.4"),
+        (
+            "fund1",
+            "funding of +0.003 shared pro rata between alpha, beta: this book's share +0.00240000",
+        ),
+    ]
+    assert [(r.exec_id, r.reason) for r in unassigned if r.event == "Allocated"] == [
+        ("man1", "trade of -0.2 to the unassigned book (default): this book's share -0.2"),
+        (None, "phantom of -1.8 to the unassigned book (default): this book's share -1.8"),
+    ]
+    assert all(r.size_change == 0 for r in alpha if r.event == "Allocated")
+    assert {row_tone(r) for r in alpha if r.event == "Allocated"} == {"allocation"}
+    assert alpha._repr_html_().count("background:#e3f2fd") == 2
+    assert str(alpha[0].key).endswith("@alpha")
+
+
+def test_book_pnl_gives_each_book_and_the_account_over_them(ledger_url: str) -> None:
+    with Ledger.open(ledger_url, clock=lambda: T0, allocation=BOOK_POLICY) as ledger:
+        with_books(ledger)
+        rows = book_pnl(source_of(ledger, ledger_url), BETA)  # any book's key names the account
+        account = ledger.account_position(ACCOUNT)
+    assert [(r.book, r.state.signed_size) for r in rows] == [
+        ("", D("-2.0")),
+        ("alpha", D("1.6")),
+        ("beta", D("0.4")),
+        (None, 0),
+    ]
+    books, total = rows[:-1], rows[-1]
+    for column in ("realized_pnl", "fees", "funding", "booked_pnl"):
+        assert sum(r.record()[column] for r in books) == total.record()[column], column
+    assert total.record()["funding"] == D("0.003") and total.record()["fees"] == D("0.0001")
+    assert account is not None and total.state.realized_pnl == account.realized_pnl
+    page = rows._repr_html_()
+    assert "(account)" in page and "(default)" in page and "font-weight:bold" in page
+    with pytest.raises(InvalidInput, match="no events in any book"):
+        book_pnl(source_of(ledger, ledger_url), key("NOUSDT"))
+
+    pd = pytest.importorskip("pandas")
+    frame = to_dataframe(rows)
+    assert list(frame.columns) == list(BOOK_PNL_COLUMNS)
+    assert frame["book"].tolist()[:3] == ["", "alpha", "beta"]
+    assert frame["book"].isna().tolist() == [False, False, False, True]  # the account's row
+    assert all(isinstance(v, Decimal) for v in frame["realized_pnl"])
+    assert isinstance(frame, pd.DataFrame)
+
+
+def test_states_frames_and_plots_name_the_book() -> None:
+    with Ledger.open("memory://", clock=lambda: T0, allocation=BOOK_POLICY) as ledger:
+        with_books(ledger)
+        states = replay_all(ledger)
+        assert [state_record(s)["book"] for s in states.values()] == ["", "alpha", "beta"]
+        matplotlib = pytest.importorskip("matplotlib")
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ax = plot_position(ledger, BETA)
+        assert "ADAUSDT #0" in ax.get_title(loc="left")
+        assert "book beta" in ax.get_title(loc="left")
+        plt.close(ax.figure)
+        ax = plot_position(ledger, ACCOUNT)
+        assert "book" not in ax.get_title(loc="left")
+        plt.close(ax.figure)
