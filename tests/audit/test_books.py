@@ -104,15 +104,15 @@ def test_a_books_history_explains_each_share_it_took_and_markers_are_not_positio
         assert len(streamed) == sum(s.version for s in ledger.positions())
     allocated = [(r.exec_id, r.reason) for r in alpha if r.event == "Allocated"]
     assert allocated == [
-        ("adl1", "adl of -0.5 shared pro rata between alpha, beta: this book's share -0.4"),
+        ("adl1", "adl -0.5 pro rata among alpha, beta: share -0.4"),
         (
             "fund1",
-            "funding of +0.003 shared pro rata between alpha, beta: this book's share +0.00240000",
+            "funding +0.003 pro rata among alpha, beta: share +0.00240000",
         ),
     ]
     assert [(r.exec_id, r.reason) for r in unassigned if r.event == "Allocated"] == [
-        ("man1", "trade of -0.2 to the unassigned book (default): this book's share -0.2"),
-        (None, "phantom of -1.8 to the unassigned book (default): this book's share -1.8"),
+        ("man1", "trade -0.2 to the unassigned book (default): share -0.2"),
+        (None, "phantom -1.8 to the unassigned book (default): share -1.8"),
     ]
     assert all(r.size_change == 0 for r in alpha if r.event == "Allocated")
     assert {row_tone(r) for r in alpha if r.event == "Allocated"} == {"allocation"}

@@ -4,6 +4,7 @@ are compared with; the book rows say which strategy made or lost it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -96,3 +97,18 @@ def book_pnl(source: Source, key: PositionKey) -> BookPnlRows:
     rows = BookPnlRows(BookPnl(account, book, books[book]) for book in sorted(books))
     rows.append(BookPnl(account, None, account_view(account, books, "")))
     return rows
+
+
+def account_totals(states: Iterable[PositionState]) -> dict[PositionKey, PositionState]:
+    """The position of every account key with a named book among ``states`` (every book of
+    it must be there), summed over its books as the Ledger's ``account_positions`` sums them,
+    keyed and ordered by account key. Accounts with only the default book are left out: their
+    one book is the account."""
+    by_account: dict[PositionKey, dict[str, PositionState]] = {}
+    for state in states:
+        by_account.setdefault(state.key.account_key, {})[state.key.book] = state
+    return {
+        account: account_view(account, books, "")
+        for account, books in sorted(by_account.items(), key=lambda item: str(item[0]))
+        if any(books)
+    }

@@ -165,13 +165,13 @@ def _event_fields(event: PositionEvent) -> dict[str, Any]:
 
 
 def allocation_text(event: Allocated) -> str:
-    """Why a book took part of an account's change, in a sentence: ``adl of -0.5 shared pro
-    rata between alpha, beta: this book's share -0.4`` (docs/books.md#allocation)."""
+    """Why a book took part of an account's change, in a few words: ``adl -0.5 pro rata among
+    alpha, beta: share -0.4`` (docs/books.md#allocation)."""
     books = ", ".join(book_label(book) for book in event.books)
-    how = "shared pro rata between" if event.rule == "pro_rata" else "to the unassigned book"
+    how = "pro rata among" if event.rule == "pro_rata" else "to the unassigned book"
     return (
-        f"{event.cause} of {signed_quantity(event.total)} {how} {books}: "
-        f"this book's share {signed_quantity(event.share)}"
+        f"{event.cause} {signed_quantity(event.total)} {how} {books}: "
+        f"share {signed_quantity(event.share)}"
     )
 
 
