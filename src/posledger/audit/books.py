@@ -4,7 +4,7 @@ are compared with; the book rows say which strategy made or lost it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -112,3 +112,24 @@ def account_totals(states: Iterable[PositionState]) -> dict[PositionKey, Positio
         for account, books in sorted(by_account.items(), key=lambda item: str(item[0]))
         if any(books)
     }
+
+
+ACCOUNT_ROW = "= account"
+"""The book column of an account's row in a listing: its books summed, what the exchange
+shows."""
+
+
+def with_account_rows(
+    shown: Sequence[PositionState], totals: dict[PositionKey, PositionState]
+) -> list[tuple[str, PositionState]]:
+    """The shown states with their book's name (``(default)`` for the default book of an
+    account with others), each account's total (``ACCOUNT_ROW``) after the last of its books
+    shown."""
+    rows: list[tuple[str, PositionState]] = []
+    for n, state in enumerate(shown):
+        account = state.key.account_key
+        rows.append((state.key.book or ("(default)" if account in totals else ""), state))
+        following = shown[n + 1].key.account_key if n + 1 < len(shown) else None
+        if account in totals and following != account:
+            rows.append((ACCOUNT_ROW, totals[account]))
+    return rows

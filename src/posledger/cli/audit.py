@@ -21,7 +21,7 @@ from posledger.audit import (
     state_record,
     verify,
 )
-from posledger.audit.books import account_totals
+from posledger.audit.books import ACCOUNT_ROW, account_totals, with_account_rows
 from posledger.audit.format import holding, money, per_settle_coin, quantity, signed_quantity, when
 from posledger.audit.history import evidence_line
 from posledger.cli.base import (
@@ -38,7 +38,7 @@ from posledger.cli.base import (
     symbol_suggestion,
     table,
 )
-from posledger.cli.books import TOTAL, book_argument, has_books, with_totals
+from posledger.cli.books import book_argument, has_books
 from posledger.cli.corruption import reporting_corruption
 from posledger.core.model import PositionKey, Side, Status
 from posledger.store.corruption import reading_stream
@@ -152,14 +152,14 @@ def _positions_table(
         "updated",
         wrap=("account", "avg entry", "PnL", "fees", "updated"),
     )
-    for book, state in with_totals(states, totals):
+    for book, state in with_account_rows(states, totals):
         key = state.key
         made.add_row(
             *(getattr(key, name) for name in varying),
             key.account,
             Text(key.symbol, style="bold"),
             str(key.idx),
-            *((Text(book, style="bold" if book == TOTAL else ""),) if books else ()),
+            *((Text(book, style="bold" if book == ACCOUNT_ROW else ""),) if books else ()),
             f"{state.status.value} held" if state.held else state.status.value,
             _side_text(state.side),
             quantity(state.size),

@@ -1,5 +1,5 @@
-"""What the CLI shows of books (docs/books.md): the ``--book`` filter, a key's short name with its
-book, and the account rows that sum an account's books."""
+"""What the CLI shows of books (docs/books.md): the ``--book`` filter and a key's short name with
+its book (the account rows come from :func:`posledger.audit.books.with_account_rows`)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ from posledger.cli.base import Argument, argument
 from posledger.core.errors import InvalidInput
 from posledger.core.model import PositionKey
 from posledger.core.position import PositionState
-
-TOTAL = "= account"
-"""The book column of an account's row: its books summed, what the exchange shows."""
 
 
 def _book(text: str) -> str:
@@ -41,18 +38,3 @@ def short_key(key: PositionKey) -> str:
 def has_books(states: Sequence[PositionState]) -> bool:
     """Whether any of ``states`` is a named book's: then tables show a book column."""
     return any(s.key.book for s in states)
-
-
-def with_totals(
-    shown: Sequence[PositionState], totals: dict[PositionKey, PositionState]
-) -> list[tuple[str, PositionState]]:
-    """The shown states with their book's name (``(default)`` for the default book of an
-    account with others), each account's total (``TOTAL``) after the last of its books shown."""
-    rows: list[tuple[str, PositionState]] = []
-    for n, state in enumerate(shown):
-        account = state.key.account_key
-        rows.append((state.key.book or ("(default)" if account in totals else ""), state))
-        following = shown[n + 1].key.account_key if n + 1 < len(shown) else None
-        if account in totals and following != account:
-            rows.append((TOTAL, totals[account]))
-    return rows
