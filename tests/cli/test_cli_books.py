@@ -116,3 +116,24 @@ def test_corrections_name_the_book_holding_the_proposal(tmp_path: Path) -> None:
         assert ledger.proposals()
     out = run_cli("corrections", "--db", url, cwd=tmp_path).stdout
     assert "main/ADAUSDT#0@manual" in out, out
+
+
+def test_export_writes_the_book_column_and_one_book_with_book(
+    books_ledger: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "positions.jsonl"
+    every = run_cli(
+        "export", "--db", books_ledger, "--format", "jsonl", "--out", str(out), "--what",
+        "positions", cwd=tmp_path,
+    )  # fmt: skip
+    assert every.returncode == 0, every.stderr
+    books = [json.loads(line)["book"] for line in out.read_text().splitlines()]
+    assert sorted(books) == ["", "", "", "", "", "alpha", "beta"]
+    history = tmp_path / "beta.jsonl"
+    beta = run_cli(
+        "export", "--db", books_ledger, "--format", "jsonl", "--out", str(history), "--book",
+        "beta", cwd=tmp_path,
+    )  # fmt: skip
+    assert beta.returncode == 0, beta.stderr
+    rows = [json.loads(line) for line in history.read_text().splitlines()]
+    assert {r["key"] for r in rows} == {f"{ACCOUNT}@beta"} and len(rows) == 12
