@@ -121,19 +121,16 @@ def test_corrections_name_the_book_holding_the_proposal(tmp_path: Path) -> None:
 def test_export_writes_the_book_column_and_one_book_with_book(
     books_ledger: str, tmp_path: Path
 ) -> None:
-    out = tmp_path / "positions.jsonl"
-    every = run_cli(
-        "export", "--db", books_ledger, "--format", "jsonl", "--out", str(out), "--what",
-        "positions", cwd=tmp_path,
-    )  # fmt: skip
-    assert every.returncode == 0, every.stderr
-    books = [json.loads(line)["book"] for line in out.read_text().splitlines()]
-    assert sorted(books) == ["", "", "", "", "", "alpha", "beta"]
-    history = tmp_path / "beta.jsonl"
-    beta = run_cli(
-        "export", "--db", books_ledger, "--format", "jsonl", "--out", str(history), "--book",
-        "beta", cwd=tmp_path,
-    )  # fmt: skip
-    assert beta.returncode == 0, beta.stderr
-    rows = [json.loads(line) for line in history.read_text().splitlines()]
+    def exported(name: str, *options: str) -> list[dict[str, object]]:
+        out = tmp_path / name
+        result = run_cli(
+            "export", "--db", books_ledger, "--format", "jsonl", "--out", str(out), *options,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    books = [row["book"] for row in exported("positions.jsonl", "--what", "positions")]
+    assert sorted(books) == ["", "", "", "", "", "alpha", "beta"]  # type: ignore[type-var]
+    rows = exported("beta.jsonl", "--book", "beta")
     assert {r["key"] for r in rows} == {f"{ACCOUNT}@beta"} and len(rows) == 12
