@@ -21,6 +21,9 @@ from posledger.audit import (
     verify,
 )
 from posledger.audit.history import row_tone
+from posledger.audit.source import PAGE_SIZE, notifications
+from posledger.audit.verification import _LogChecks
+from posledger.core.events import POSITION_TOPICS, ExecutionSeen
 from tests.audit.stores import (
     ACCOUNT,
     ALPHA,
@@ -54,6 +57,22 @@ def test_verify_accepts_books_order_markers_and_executions_split_between_books(
         assert report.keys_checked == 3  # the account's default book, alpha and beta
         # ba1, bb1, bb2, man1 once each; adl1 and fund1 once in each book: 8 applied, 6 marked
         assert (report.executions_checked, report.markers_checked) == (8, 6)
+
+
+def test_only_executions_shared_between_books_wait_for_the_end_of_the_log() -> None:
+    """An execution whose marker names its stream and payload is settled when both are read,
+    keeping one small entry; the ADL and the funding split between alpha and beta wait whole."""
+    with Ledger.open("memory://", clock=lambda: T0, allocation=BOOK_POLICY) as ledger:
+        with_books(ledger)
+        checks = _LogChecks()
+        topics = (*POSITION_TOPICS, ExecutionSeen.TOPIC)
+        for notification, decode in notifications(ledger.application, topics, None, PAGE_SIZE):
+            checks.read(notification, decode)
+    executions = checks.executions
+    assert sorted(a.exec_id for a in executions.applied.values()) == ["adl1", "fund1"]
+    assert len(executions.settled) == 4  # ba1, bb1, bb2 and man1 (the default book's, whole)
+    checks.finish()
+    assert not checks.findings.problems and not executions.markers
 
 
 def test_an_exec_id_in_another_account_or_shares_that_do_not_add_up_are_caught(

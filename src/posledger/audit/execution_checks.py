@@ -1,9 +1,8 @@
 """Check ``executions`` of :func:`~posledger.audit.verify`: no exec_id applied twice (per venue
 and account, the ledger's dedup scope), every applied execution matched with its
 ``ExecutionSeen`` marker (pointing at its key, with the same payload), and no marker without its
-execution. Executions and markers are matched at the end of the log, whatever order it holds
-them in. Executions of an unknown type are flagged on the way
-(:class:`~posledger.audit.findings.Flag`).
+execution. Executions and markers are matched whatever order the log holds them in. Executions
+of an unknown type are flagged on the way (:class:`~posledger.audit.findings.Flag`).
 
 Books (docs/books.md): an execution shared between the books of one account is applied once in
 each receiving book's stream under the same exec_id, with one marker pointing at one of them and
@@ -95,14 +94,19 @@ def _payload(key: PositionKey, event: ExecutionEvent) -> str | None:
 
 
 class ExecutionChecks:
-    """Matches applied executions with their markers; holds one small entry per execution and
-    one per marker until the end of the log."""
+    """Matches applied executions with their markers. An execution whose marker names its
+    stream and payload exactly is settled as soon as both are read (one small entry kept, for
+    duplicates); one that may be shared between books (its marker records the account's
+    execution) is matched at the end of the log, when all its shares are read."""
 
     def __init__(self, findings: Findings) -> None:
         self.findings = findings
+        self.settled: dict[uuid.UUID, uuid.UUID] = {}
+        """marker id -> the stream that applied it, once matched with its marker exactly."""
         self.applied: dict[uuid.UUID, _Applied] = {}
         """marker id -> where the execution was applied (its first book, and any shares)."""
         self.markers: dict[uuid.UUID, _Marker] = {}
+        """Markers not settled with their execution yet."""
         self.executions = 0
         self.markers_read = 0
 
@@ -112,24 +116,30 @@ class ExecutionChecks:
         key = stream.key
         assert key is not None
         seen_id = marker_id(key.venue, key.account, event.exec_id)
-        first = self.applied.get(seen_id)
         version = event.originator_version
         if event.kind == ExecKind.UNKNOWN:
             self.findings.flags.append(Flag(key, version, event.exec_id, event.venue_type))
-        payload = _payload(key, event)
-        if first is None:
-            self.applied[seen_id] = _Applied(
-                stream.stream_id, version, event.exec_id, key.account_key, payload
-            )
-        elif first.account == key.account_key and stream.stream_id not in first.streams():
-            first.shares.append((stream.stream_id, payload))  # another book's share
+        first = self.applied.get(seen_id)
+        settled = self.settled.get(seen_id)
+        if first is None and settled is None:
+            payload = _payload(key, event)
+            applied = _Applied(stream.stream_id, version, event.exec_id, key.account_key, payload)
+            self.applied[seen_id] = applied
+            self._settle(seen_id, applied)
+        elif (
+            first is not None
+            and first.account == key.account_key
+            and (stream.stream_id not in first.streams())
+        ):
+            first.shares.append((stream.stream_id, _payload(key, event)))  # another book's share
         else:
-            where = self.findings.key_of_stream(first.stream_id)
+            where_id = first.stream_id if first is not None else settled
+            where = self.findings.key_of_stream(where_id) if where_id is not None else None
             self.findings.problem(
                 stream,
                 Check.EXECUTIONS,
                 f"exec_id {event.exec_id!r} applied again ({type(event).__name__}); "
-                f"first applied to {where if where is not None else first.stream_id}",
+                f"first applied to {where if where is not None else where_id}",
                 version,
             )
 
@@ -137,7 +147,7 @@ class ExecutionChecks:
         """An ``ExecutionSeen`` marker: at most one per execution."""
         self.markers_read += 1
         seen_id = event.originator_id
-        if seen_id in self.markers:
+        if seen_id in self.markers or seen_id in self.settled:
             self.findings.problem(
                 self.findings.streams.get(event.stream_id),
                 Check.EXECUTIONS,
@@ -145,6 +155,23 @@ class ExecutionChecks:
             )
             return
         self.markers[seen_id] = _Marker(event.stream_id, event.exec_id, event.payload)
+        applied = self.applied.get(seen_id)
+        if applied is not None:
+            self._settle(seen_id, applied)
+
+    def _settle(self, seen_id: uuid.UUID, applied: _Applied) -> None:
+        """Settle an execution whose marker names its stream, exec_id and payload exactly: a
+        share of an execution split between books never does (its marker records the
+        account's execution), so no other share can follow."""
+        marker = self.markers.get(seen_id)
+        if (
+            marker is not None
+            and not applied.shares
+            and (marker.stream_id, marker.exec_id, marker.payload)
+            == (applied.stream_id, applied.exec_id, applied.payload)
+        ):
+            del self.markers[seen_id], self.applied[seen_id]
+            self.settled[seen_id] = applied.stream_id
 
     def _match(self, applied: _Applied, marker: _Marker) -> None:
         """The marker points at a stream that applied the execution, with its payload: the

@@ -167,7 +167,7 @@ def verify(
     5. ``read_model``: the ``posledger_positions`` table, if the store has one, equals the replay.
 
     Memory: the replay holds one state per key; the execution check holds one small entry per
-    execution and per marker."""
+    execution (its marker id), and an execution shared between books whole until the end."""
     started = time.perf_counter()
     checks = _LogChecks()
     findings = checks.findings
