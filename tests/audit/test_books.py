@@ -16,6 +16,7 @@ from posledger.audit import (
     history_stream,
     plot_position,
     replay_all,
+    state_html,
     state_record,
     to_dataframe,
     verify,
@@ -174,6 +175,7 @@ def test_states_frames_and_plots_name_the_book() -> None:
         with_books(ledger)
         states = replay_all(ledger)
         assert [state_record(s)["book"] for s in states.values()] == ["", "alpha", "beta"]
+        assert f"{ACCOUNT}@alpha" in state_html(states[ALPHA])
         matplotlib = pytest.importorskip("matplotlib")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
