@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from posledger import Ledger, PositionKey
+from posledger import AllocationPolicy, Ledger, PositionKey
 from posledger.audit import Check
 from posledger.core.events import EXEC_NAMESPACE, Closed, ExecutionSeen, Filled, Reconciled
 from posledger.store.application import LedgerApplication
@@ -88,6 +88,34 @@ def more_keys(ledger: Ledger) -> None:
 def build(ledger: Ledger) -> None:
     varied_history(ledger)
     more_keys(ledger)
+
+
+ACCOUNT = key("ADAUSDT")
+ALPHA, BETA = ACCOUNT.in_book("alpha"), ACCOUNT.in_book("beta")
+BOOK_POLICY = AllocationPolicy(pro_rata={"adl"})
+"""The allocation the books store is written with: an ADL is shared between the books."""
+
+
+def with_books(ledger: Ledger) -> None:
+    """Two books on one account (opened with :data:`BOOK_POLICY`): orders in named books
+    (their ``OrderBooked`` markers), a recovered execution of an ended order, an ADL and a
+    funding payment each split into both books (one exec_id in two streams, one marker), a
+    manual trade taken by the unassigned book, then a phantom that the unassigned book takes."""
+    ledger.request_open(ALPHA, order_id="a1", side="buy", qty=D(2), at=at(0))
+    ledger.request_open(BETA, order_id="b1", side="buy", qty=D(1), at=at(0))
+    ledger.record_fill(ALPHA, fill("ba1", "buy", "2", "1.00", order_id="a1", exec_time=at(1)))
+    ledger.record_fill(BETA, fill("bb1", "buy", "1", "1.10", order_id="b1", exec_time=at(2)))
+    ledger.request_exit(BETA, order_id="b2", qty=D("0.5"), at=at(3))
+    ledger.record_order_end(BETA, order_id="b2", status="Cancelled", at=at(4))
+    account_fills = [
+        fill("bb2", "sell", "0.5", "1.20", order_id="b2", exec_time=at(3.5)),
+        fill("adl1", "sell", "0.5", "0.90", kind="adl", fee="0.0001", exec_time=at(5)),
+        fill("fund1", "buy", "2", "1", kind="funding", fee="0.003", exec_time=at(6)),
+        fill("man1", "sell", "0.2", "1.30", order_id="web-1", exec_time=at(7)),
+    ]
+    ledger.record_account_fills(ACCOUNT, account_fills)
+    for minute in (10, 11):  # the exchange shows the account flat, twice: a phantom
+        ledger.reconcile(snapshot(at(minute), symbols=["ADAUSDT"]), now=at(minute))
 
 
 def source_of(ledger: Ledger, url: str) -> Ledger | str:

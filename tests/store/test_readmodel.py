@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -37,7 +37,7 @@ from posledger.core.events import POSITION_TOPICS, PositionEvent
 from posledger.core.position import project
 from posledger.store.application import LedgerApplication
 from posledger.store.readmodel import COLUMNS, ReadModel
-from posledger.store.readmodel.views import LATER_COLUMNS
+from posledger.store.readmodel.views import LATER_COLUMNS, SQLitePositionsView
 from posledger.store.storage import settings_for
 from tests.conftest import T0
 from tests.helpers import at, fill, row, snapshot
@@ -246,6 +246,7 @@ def expected_row(state: PositionState) -> dict[str, Any]:
         "settle_coin": key.settle_coin,
         "adopted_pnl": state.adopted_pnl,
         "unexplained_pnl": state.unexplained_pnl,
+        "book": key.book,
     }
 
 
@@ -379,20 +380,31 @@ def test_each_row_names_its_settle_coin_and_an_older_table_gains_the_later_colum
         assert {as_decimal(r["unexplained_pnl"]) for r in rows} == {Decimal(0)}
 
 
-def as_released_before(url: str) -> None:
-    """The read model's table and view as the release before LATER_COLUMNS left them."""
-    drop_view = "DROP VIEW posledger_open_positions"
-    drops = [f"ALTER TABLE posledger_positions DROP COLUMN {c}" for c in LATER_COLUMNS]
-    old_columns = ", ".join(c for c in COLUMNS if c not in LATER_COLUMNS)
-    create_view = (
+def as_released_before(url: str, later: tuple[str, ...] = (*LATER_COLUMNS, "book")) -> None:
+    """The read model's table, key and view as the release before the ``later`` columns left
+    them (by default the release before LATER_COLUMNS, which had no book either)."""
+    old_columns = ", ".join(c for c in COLUMNS if c not in later)
+    old_key = "venue, account, category, symbol, idx" + (", book" if "book" not in later else "")
+    statements = (
+        "DROP VIEW posledger_open_positions",
+        "DROP INDEX posledger_positions_key",
+        *(f"ALTER TABLE posledger_positions DROP COLUMN {c}" for c in later),
+        f"CREATE UNIQUE INDEX posledger_positions_key ON posledger_positions ({old_key})",
         f"CREATE VIEW posledger_open_positions AS SELECT {old_columns} "
-        "FROM posledger_positions WHERE status = 'open'"
+        "FROM posledger_positions WHERE status = 'open'",
     )
-    statements = (drop_view, *drops, create_view)
+    run_statements(url, statements)
+
+
+def run_statements(url: str, statements: Iterable[str], *params: tuple[Any, ...]) -> None:
+    """Plain SQL in the store at ``url`` (its schema on PostgreSQL); ``params`` are rows for
+    the last statement, which then runs once per row."""
+    *plain, last = statements
     if url.startswith("sqlite"):
         with contextlib_closing(sqlite3.connect(url[len("sqlite:///") :])) as connection:
-            for statement in statements:
+            for statement in plain:
                 connection.execute(statement)
+            connection.executemany(last, params or [()])
             connection.commit()
         return
     import psycopg
@@ -400,8 +412,101 @@ def as_released_before(url: str) -> None:
     server, schema = url.split("?schema=")
     with psycopg.connect(server, autocommit=True) as connection:
         connection.execute(f"SET search_path TO {schema}")
-        for statement in statements:
+        for statement in plain:
             connection.execute(statement)
+        with connection.cursor() as cursor:
+            cursor.executemany(last.replace("?", "%s"), params or [()])
+
+
+PRE_BOOK_DDL = {
+    "sqlite": (
+        "CREATE TABLE posledger_positions ("
+        "stream_id TEXT PRIMARY KEY, venue TEXT NOT NULL, account TEXT NOT NULL, "
+        "category TEXT NOT NULL, symbol TEXT NOT NULL, idx INTEGER NOT NULL, "
+        "status TEXT NOT NULL, side TEXT, size TEXT NOT NULL, avg_entry_price TEXT, "
+        "realized_pnl TEXT NOT NULL, fees TEXT NOT NULL, funding TEXT NOT NULL, "
+        "lifecycle INTEGER NOT NULL, pending_orders INTEGER NOT NULL, "
+        "version INTEGER NOT NULL, updated_at TEXT NOT NULL, state TEXT NOT NULL, "
+        "settle_coin TEXT, adopted_pnl TEXT NOT NULL DEFAULT '0', "
+        "unexplained_pnl TEXT NOT NULL DEFAULT '0')",
+        "CREATE INDEX posledger_positions_status ON posledger_positions (status)",
+    ),
+    "postgresql": (
+        "CREATE TABLE posledger_positions ("
+        "stream_id uuid PRIMARY KEY, venue text NOT NULL, account text NOT NULL, "
+        "category text NOT NULL, symbol text NOT NULL, idx integer NOT NULL, "
+        "status text NOT NULL, side text, size numeric NOT NULL, "
+        "avg_entry_price numeric, realized_pnl numeric NOT NULL, "
+        "fees numeric NOT NULL, funding numeric NOT NULL, "
+        "lifecycle integer NOT NULL, pending_orders integer NOT NULL, "
+        "version bigint NOT NULL, updated_at timestamptz NOT NULL, "
+        "state jsonb NOT NULL, settle_coin text, adopted_pnl numeric NOT NULL DEFAULT 0, "
+        "unexplained_pnl numeric NOT NULL DEFAULT 0)",
+        "CREATE INDEX posledger_positions_status ON posledger_positions (status)",
+    ),
+}
+"""The read model's table as the release before books created it (the tracking table is
+unchanged): its unique key had no book."""
+PRE_BOOK_KEY_AND_VIEW = (
+    "CREATE UNIQUE INDEX posledger_positions_key "
+    "ON posledger_positions (venue, account, category, symbol, idx)",
+    f"CREATE VIEW posledger_open_positions AS SELECT {', '.join(COLUMNS[:-1])} "
+    "FROM posledger_positions WHERE status = 'open'",
+)
+
+
+def test_a_table_made_before_books_gains_the_book_column_and_key(durable_url: str) -> None:
+    """The release before books' DDL, with its rows (written as that release wrote them):
+    opened by this release, every row is the default book's, and two books of one account
+    are two rows."""
+    with Ledger.open(durable_url) as ledger:
+        varied_history(ledger)
+        before = ledger.positions()
+    backend = "sqlite" if durable_url.startswith("sqlite") else "postgresql"
+    if backend == "sqlite":
+        row_of = SQLitePositionsView._row
+    else:
+        from posledger.store.readmodel.postgres_view import PostgresPositionsView
+
+        row_of = PostgresPositionsView._row
+    insert = (
+        f"INSERT INTO posledger_positions ({', '.join(COLUMNS[:-1])}) "
+        f"VALUES ({', '.join('?' * (len(COLUMNS) - 1))})"
+    )
+    old_rows = [row_of(state)[:-1] for state in before]
+    run_statements(durable_url, (*PRE_BOOK_DDL[backend], *PRE_BOOK_KEY_AND_VIEW, insert), *old_rows)
+
+    with ReadModel.open(durable_url) as model:
+        assert model.catch_up() == 0  # the old rows already hold every event
+        assert_table_equals(durable_url, model, before)
+        assert {r["book"] for r in sql_rows(durable_url, "posledger_positions")} == {""}
+        with Ledger.open(durable_url) as ledger:
+            for book in ("alpha", "beta"):
+                execute(ledger, XRP.in_book(book), f"x-{book}", "buy", "1", "0.5", 40)
+            model.catch_up()
+            expected = folded(ledger, ledger.keys())
+        assert_table_equals(durable_url, model, expected)
+    xrp = [r for r in sql_rows(durable_url, "posledger_open_positions") if r["symbol"] == "XRPUSDT"]
+    assert sorted(r["book"] for r in xrp) == ["", "alpha", "beta"]
+
+
+def test_books_of_one_account_are_rows_of_their_own(durable_url: str) -> None:
+    account = BTC
+    with Ledger.open(durable_url) as ledger, ReadModel.open(durable_url) as model:
+        ledger.request_open(account.in_book("alpha"), order_id="a1", side="Buy", qty="2", at=at(0))
+        execute(ledger, account.in_book("alpha"), "a", "buy", "2", "100", 1, order="a1")
+        execute(ledger, account.in_book("beta"), "b", "sell", "1", "110", 2)
+        ledger.record_account_fills(account, [fill("m", "sell", "0.5", "120", exec_time=at(3))])
+        model.catch_up()
+        expected = folded(ledger, ledger.keys())
+        assert {s.key.book for s in expected} == {"", "alpha", "beta"}
+        assert_table_equals(durable_url, model, expected)
+    rows = sql_rows(durable_url, "posledger_positions")
+    assert {(r["book"], as_decimal(r["size"]), r["side"]) for r in rows} == {
+        ("alpha", 2, "buy"),
+        ("beta", 1, "sell"),
+        ("", Decimal("0.5"), "sell"),
+    }
 
 
 # --- restarts and downtime --------------------------------------------------------------------

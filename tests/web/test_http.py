@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from html import escape
 
 import pytest
 from starlette.testclient import TestClient
@@ -12,7 +13,9 @@ from starlette.testclient import TestClient
 from posledger import Ledger
 from posledger.core.events import ProposalDecided
 from posledger.web import create_app
-from tests.helpers import fill
+from tests.audit.stores import ACCOUNT, BETA, BOOK_POLICY, with_books
+from tests.conftest import key
+from tests.helpers import at, fill
 from tests.web.serving import HELD, TOKEN, csrf_of, demo_with_a_proposal
 
 ORIGIN = {"Origin": "http://testserver"}
@@ -210,3 +213,35 @@ def test_health_answers_with_the_log_position(durable_url: str) -> None:
 def test_a_token_shorter_than_16_characters_is_refused() -> None:
     with Ledger.open("memory://") as ledger, pytest.raises(ValueError, match="16 characters"):
         create_app(ledger, token="short")
+
+
+def test_positions_show_books_and_the_account_and_a_books_page_works(durable_url: str) -> None:
+    """A book column and each account's row only where books exist; a book's own page, its
+    name (with characters a URL would escape) shown escaped."""
+    odd = ACCOUNT.in_book("grid/2 <b>&?")
+    with Ledger.open(durable_url, allocation=BOOK_POLICY) as ledger:
+        ledger.record_fill(key("BTCUSDT"), fill("p1", "buy", "1"))
+        plain = TestClient(create_app(ledger, token=None))
+        with plain as browser:
+            page = browser.get("/").text
+            assert "<th>book</th>" not in page and "account-row" not in page
+        with_books(ledger)
+        ledger.record_fill(odd, fill("o1", "buy", "1", exec_time=at(20)))
+    with client(durable_url, token=None) as (browser, _):
+        page = browser.get("/").text
+        assert "<th>book</th>" in page
+        ada = page[page.index("ADAUSDT") :]
+        books = [cell.split("<")[0] for cell in ada.split('class="book">')[1:]]
+        assert books == ["(default)", "alpha", "beta", "grid/2 &lt;b&gt;&amp;?", "= account", ""]
+        assert f'data-account="{ACCOUNT}"' in page
+        account = page[page.index(f'data-account="{ACCOUNT}"') :].split("</tr>")[0]
+        assert 'class="num size">1<' in account  # -2 + 1.6 + 0.4 + 1: what the exchange holds
+        assert "/keys/" not in account  # the account has no page of its own
+        for book in (BETA, odd):
+            answer = browser.get(f"/keys/{book.stream_id}")
+            assert answer.status_code == 200
+            assert "<h1>ADAUSDT #0</h1>" in answer.text
+            assert f'book <strong class="book">{escape(book.book)}</strong>' in answer.text
+            assert browser.get(f"/keys/{book.stream_id}/plot.svg").status_code == 200
+        beta = browser.get(f"/keys/{BETA.stream_id}").text
+        assert "adl -0.5 pro rata among alpha, beta: share -0.1" in beta

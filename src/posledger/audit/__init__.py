@@ -12,6 +12,8 @@ Answers "what did we hold, when, and why did it change?" from the stored events 
   lifecycles, snapshot-based loads, the read-model table) and reports problems by key.
 - :func:`money_rows` lists every money check that found a difference (docs/design.md#money),
   :func:`plot_unexplained` plots the unexplained part over time per settle coin.
+- :func:`book_pnl` gives an account's books side by side with the account's total
+  (docs/books.md); a book's history explains each ``Allocated`` share it took.
 - :func:`to_dataframe` and :func:`plot_position` (pandas / matplotlib, imported lazily:
   ``pip install -e '.[notebook]'``), and HTML renderings for notebooks
   (:func:`state_html`, :func:`history_html`).
@@ -22,9 +24,11 @@ Sources: a :class:`~posledger.Ledger`, a ledger URL (``sqlite:///…``, ``postgr
 Import everything from here; the modules behind it follow the concerns above: ``source``
 (opening a source, reading the log in pages), ``replays``, ``history``, ``verification`` (its
 checks in ``stream_checks``, ``execution_checks``, ``ledger_check`` and ``readmodel_check``),
-``money``, ``frames``, ``plot``, ``html`` and ``format`` (text shared with the CLI and the demo).
+``money``, ``books``, ``frames``, ``plot``, ``html`` and ``format`` (text shared with the CLI
+and the demo).
 """
 
+from posledger.audit.books import BOOK_PNL_COLUMNS, BookPnl, BookPnlRows, book_pnl
 from posledger.audit.findings import Check, Flag, Problem
 from posledger.audit.frames import (
     HISTORY_COLUMNS,
@@ -91,6 +95,10 @@ __all__ = [  # noqa: RUF022
     "money_record",
     "unexplained_by_coin",
     "plot_unexplained",
+    "BookPnl",
+    "BookPnlRows",
+    "book_pnl",
+    "BOOK_PNL_COLUMNS",
     "state_html",
     "evidence_text",
     "history_html",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from posledger.audit.books import BOOK_PNL_COLUMNS, PNL_COLUMNS, BookPnl, pnl_fields
 from posledger.audit.extras import notebook_module
 from posledger.audit.findings import Problem
 from posledger.audit.format import side_value, signed_size
@@ -58,18 +59,14 @@ STATE_COLUMNS = (
     "category",
     "symbol",
     "idx",
+    "book",
     "status",
     "side",
     "size",
     "signed_size",
     "avg_entry_price",
     "settle_coin",
-    "realized_pnl",
-    "fees",
-    "funding",
-    "adopted_pnl",
-    "unexplained_pnl",
-    "booked_pnl",
+    *PNL_COLUMNS,
     "lifecycle",
     "lifecycle_realized_pnl",
     "lifecycle_fees",
@@ -155,18 +152,14 @@ def state_record(state: PositionState) -> dict[str, Any]:
         "category": key.category,
         "symbol": key.symbol,
         "idx": key.idx,
+        "book": key.book,
         "status": state.status.value,
         "side": side_value(state.side),
         "size": state.size,
         "signed_size": state.signed_size,
         "avg_entry_price": state.avg_entry_price,
         "settle_coin": key.settle_coin,
-        "realized_pnl": state.realized_pnl,
-        "fees": state.fees,
-        "funding": state.funding,
-        "adopted_pnl": state.adopted_pnl,
-        "unexplained_pnl": state.unexplained_pnl,
-        "booked_pnl": state.booked_pnl,
+        **pnl_fields(state),
         "lifecycle": state.lifecycle,
         "lifecycle_realized_pnl": state.lifecycle_realized_pnl,
         "lifecycle_fees": state.lifecycle_fees,
@@ -187,11 +180,12 @@ def to_dataframe(
     | Mapping[Any, PositionState]
     | Iterable[Problem]
     | Iterable[MoneyRow]
+    | Iterable[BookPnl]
     | VerifyReport,
 ) -> Any:
     """A pandas DataFrame of history rows (one per event), of position states (one per key; a
-    ``replay_all`` dict works too), of money checks (``money_rows``), or of a verify report's
-    problems. Quantities, prices and PnL
+    ``replay_all`` dict works too), of money checks (``money_rows``), of an account's books
+    (``book_pnl``), or of a verify report's problems. Quantities, prices and PnL
     stay ``Decimal`` (object columns, never float: convert explicitly with ``.astype(float)``
     for plotting); times are ``datetime64[…, UTC]``; ``key`` is the key's text form. An empty
     input gives the history columns."""
@@ -213,13 +207,17 @@ def to_dataframe(
     elif values and all(isinstance(v, MoneyRow) for v in values):
         columns = MONEY_COLUMNS
         records = [money_record(v) for v in values if isinstance(v, MoneyRow)]
+    elif values and all(isinstance(v, BookPnl) for v in values):
+        columns = BOOK_PNL_COLUMNS
+        records = [v.record() for v in values if isinstance(v, BookPnl)]
     elif all(isinstance(v, HistoryRow) for v in values):
         columns = HISTORY_COLUMNS
         records = [history_record(v) for v in values if isinstance(v, HistoryRow)]
     else:
         kinds = sorted({type(v).__name__ for v in values})
         raise InvalidInput(
-            f"to_dataframe takes HistoryRow, PositionState, MoneyRow or Problem items, got {kinds}"
+            "to_dataframe takes HistoryRow, PositionState, MoneyRow, BookPnl or Problem items, "
+            f"got {kinds}"
         )
     frame = pandas.DataFrame.from_records(records, columns=list(columns))
     for name in columns:

@@ -16,6 +16,7 @@ from posledger.audit.html import html_table
 from posledger.audit.replays import replay_events
 from posledger.audit.source import PAGE_SIZE, Progress, Source, key_events
 from posledger.core.events import (
+    Allocated,
     Closed,
     CorrectionEvent,
     CorrectionProposed,
@@ -158,7 +159,25 @@ def _event_fields(event: PositionEvent) -> dict[str, Any]:
         }
     if isinstance(event, Closed):
         return {"reason": event.reason}
+    if isinstance(event, Allocated):
+        return {"exec_id": event.exec_id, "reason": allocation_text(event)}
     return {}
+
+
+def allocation_text(event: Allocated) -> str:
+    """Why a book took part of an account's change, in a few words: ``adl -0.5 pro rata among
+    alpha, beta: share -0.4`` (docs/books.md#allocation)."""
+    books = ", ".join(book_label(book) for book in event.books)
+    how = "pro rata among" if event.rule == "pro_rata" else "to the unassigned book"
+    return (
+        f"{event.cause} {signed_quantity(event.total)} {how} {books}: "
+        f"share {signed_quantity(event.share)}"
+    )
+
+
+def book_label(book: str) -> str:
+    """A book's name as a person reads it: the default book ``""`` is ``(default)``."""
+    return book or "(default)"
 
 
 def history_row(
@@ -267,9 +286,12 @@ _HTML_COLUMNS: tuple[tuple[str, Callable[[HistoryRow], object]], ...] = (
 
 def row_tone(row: HistoryRow) -> str:
     """What a row is to the eye: ``correction``, ``proposal`` (proposed or decided),
-    ``suspect`` (an unconfirmed disagreement), ``closed``, or empty."""
+    ``suspect`` (an unconfirmed disagreement), ``closed``, ``allocation`` (a book's share of an
+    account's change, docs/books.md), or empty."""
     if row.event == "Reconciled":
         return "correction"
+    if row.event == "Allocated":
+        return "allocation"
     if row.event in {"CorrectionProposed", "ProposalDecided"}:
         return "proposal"
     if row.reason == "suspect":
@@ -283,8 +305,9 @@ _SHADES = {
     "correction": "background:#f3e5f5",
     "suspect": "background:#fff3e0",
     "closed": "background:#f5f5f5",
+    "allocation": "background:#e3f2fd",
 }
-"""Corrections purple, suspect snapshots orange, closes grey."""
+"""Corrections purple, suspect snapshots orange, closes grey, allocations blue."""
 
 
 def history_html(rows: Iterable[HistoryRow]) -> str:

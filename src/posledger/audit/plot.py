@@ -242,7 +242,8 @@ def _frame(axes: Any, line: _Line, marks: _Marks) -> None:
     axes.set_ylabel("position size  (+ long / − short)")
     key, last = line.rows[-1].key, line.rows[-1]
     axes.set_title(
-        f"{key.symbol} #{key.idx}   {key.venue} / {key.account} / {key.category}\n"
+        f"{key.symbol} #{key.idx}   {key.venue} / {key.account} / {key.category}"
+        f"{f'   book {key.book}' if key.book else ''}\n"
         f"now {last.status} {signed_quantity(last.signed_size_after)} after "
         f"{counted(len(line.rows), 'event')}, {counted(len(marks.fills), 'fill')}, "
         f"{counted(len(marks.corrections), 'correction')}",

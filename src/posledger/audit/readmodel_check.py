@@ -194,18 +194,19 @@ def _same(expected: object, stored: object) -> bool:
 
 
 def _row_key(row: Mapping[str, Any]) -> PositionKey | None:
-    if all(name in row for name in KEY_COLUMNS):
-        try:
-            return PositionKey(**{name: row[name] for name in KEY_COLUMNS})
-        except (PosledgerError, ValueError, TypeError):
-            return None
-    if "position_idx" in row and all(name in row for name in KEY_COLUMNS[:4]):
-        try:
-            fields = {name: row[name] for name in KEY_COLUMNS[:4]}
-            return PositionKey(idx=row["position_idx"], **fields)
-        except (PosledgerError, ValueError, TypeError):
-            return None
-    return None
+    """The key a row names: by its key columns (a table without ``book``, as made before
+    books, holds the default book's rows) or, in a hand-made table, ``position_idx``."""
+    fields = {name: row[name] for name in KEY_COLUMNS if name in row}
+    if "book" in fields and fields["book"] is None:
+        fields["book"] = ""
+    if "idx" not in fields and "position_idx" in row:
+        fields["idx"] = row["position_idx"]
+    if not all(name in fields for name in KEY_COLUMNS if name != "book"):
+        return None
+    try:
+        return PositionKey(**fields)
+    except (PosledgerError, ValueError, TypeError):
+        return None
 
 
 def _row_stream(row: Mapping[str, Any]) -> uuid.UUID | None:

@@ -157,7 +157,9 @@ def verify(
        what the events before it imply).
     2. ``executions``: no exec_id applied twice (per venue and account, the ledger's dedup
        scope), every applied execution has its ``ExecutionSeen`` marker pointing at its key with
-       the same payload, and no marker lacks its execution.
+       the same payload, and no marker lacks its execution. An execution shared between the
+       books of one account is one in each book's stream, with one marker at one of them
+       recording the account's execution, which the shares must add up to.
     3. ``lifecycles``: a stream starts with ``KeyRegistered``, versions are contiguous, every
        lifecycle end is followed by its ``Closed`` (with the replayed figures), numbered 1, 2, …
     4. ``ledger``: loading a key the Ledger's way, through its latest snapshot plus the events
@@ -165,7 +167,7 @@ def verify(
     5. ``read_model``: the ``posledger_positions`` table, if the store has one, equals the replay.
 
     Memory: the replay holds one state per key; the execution check holds one small entry per
-    execution (its marker id)."""
+    execution (its marker id), and an execution shared between books whole until the end."""
     started = time.perf_counter()
     checks = _LogChecks()
     findings = checks.findings

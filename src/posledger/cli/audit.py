@@ -21,6 +21,7 @@ from posledger.audit import (
     state_record,
     verify,
 )
+from posledger.audit.books import ACCOUNT_ROW, account_totals, with_account_rows
 from posledger.audit.format import holding, money, per_settle_coin, quantity, signed_quantity, when
 from posledger.audit.history import evidence_line
 from posledger.cli.base import (
@@ -37,6 +38,7 @@ from posledger.cli.base import (
     symbol_suggestion,
     table,
 )
+from posledger.cli.books import book_argument, has_books
 from posledger.cli.corruption import reporting_corruption
 from posledger.core.model import PositionKey, Side, Status
 from posledger.store.corruption import reading_stream
@@ -63,6 +65,11 @@ trades), with --all every key it has seen, flat ones included. Sizes, prices and
 (realized, over all lifecycles) are exact decimals; lc is the lifecycle number, orders
 the requests still in flight, updated the time of the last event (UTC).
 
+When an account has books (strategies with positions of their own, docs/books.md), a
+book column names each key's book ('' the default one) and a row "= account" after an
+account's books sums all of them: the account's position, what the exchange shows.
+--book lists one book's keys only, without account rows.
+
 Exit status: 0, 1 when a stored stream is damaged (posledger verify lists every
 problem), 2 when the ledger cannot be opened.""",
     epilog=f"""\
@@ -70,10 +77,12 @@ examples:
   {PROG} positions --db sqlite:///positions.db
   {PROG} positions --db posledger-demo.db --all          a path to a SQLite ledger works too
   {PROG} positions --db 'postgresql://bot@db/trading?schema=bot1' --json | jq '.positions[]'
+  {PROG} positions --db sqlite:///bots.db --book trend     one strategy's positions
 """,
     arguments=(
         DB_ARGUMENT,
         argument("--all", action="store_true", help="list flat keys too"),
+        book_argument("keys"),
         JSON_ARGUMENT,
     ),
 )
@@ -83,15 +92,25 @@ def positions(args: argparse.Namespace, console: Console) -> int:
         where = ledger.settings.description
         with progress_bar("replaying the ledger") as progress:
             states = list(replay_all(ledger, progress=progress).values())
+    if args.book is not None:
+        states = [s for s in states if s.key.book == args.book]
+        where = f"book {args.book!r} of {where}"
     shown = states if args.all else [s for s in states if s.status is Status.OPEN]
+    accounts = {} if args.book is not None else account_totals(states)
+    accounts = {k: v for k, v in accounts.items() if any(s.key.account_key == k for s in shown)}
     if args.json:
-        print_json(
-            {"ledger": where, "keys": len(states), "positions": [state_record(s) for s in shown]}
-        )
+        document: dict[str, object] = {
+            "ledger": where,
+            "keys": len(states),
+            "positions": [state_record(s) for s in shown],
+        }
+        if accounts:
+            document["accounts"] = [state_record(s) for s in accounts.values()]
+        print_json(document)
         return 0
     open_count = sum(1 for s in states if s.status is Status.OPEN)
     if shown:
-        console.print(_positions_table(shown))
+        console.print(_positions_table(shown, accounts))
         console.print()
     hidden = "" if args.all or open_count == len(states) else " (--all lists the others)"
     console.print(f"{open_count} open of {len(states)} keys in {where}{hidden}.", soft_wrap=True)
@@ -102,16 +121,27 @@ def positions(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _positions_table(states: Sequence[PositionState]) -> object:
-    """One row per key; the venue, category and orders columns only where they say something
-    (the table must fit 120 columns when piped)."""
+def _positions_table(
+    states: Sequence[PositionState], totals: dict[PositionKey, PositionState]
+) -> object:
+    """One row per key, and each account's total after its books; the venue, category, book
+    and orders columns only where they say something (the table must fit 120 columns when
+    piped)."""
     from rich.text import Text
 
     varying = [
         name for name in ("venue", "category") if len({getattr(s.key, name) for s in states}) > 1
     ]
     orders = any(s.pending_orders for s in states)
-    columns = (*varying, "account", "symbol", "idx", "status", "side", "size", "avg entry")
+    books = has_books(states)
+    columns = (
+        *varying,
+        "account",
+        "symbol",
+        "idx",
+        *(("book",) if books else ()),
+        *("status", "side", "size", "avg entry"),
+    )
     made = table(
         *columns,
         "PnL",
@@ -122,13 +152,14 @@ def _positions_table(states: Sequence[PositionState]) -> object:
         "updated",
         wrap=("account", "avg entry", "PnL", "fees", "updated"),
     )
-    for state in states:
+    for book, state in with_account_rows(states, totals):
         key = state.key
         made.add_row(
             *(getattr(key, name) for name in varying),
             key.account,
             Text(key.symbol, style="bold"),
             str(key.idx),
+            *((Text(book, style="bold" if book == ACCOUNT_ROW else ""),) if books else ()),
             f"{state.status.value} held" if state.held else state.status.value,
             _side_text(state.side),
             quantity(state.size),
@@ -176,7 +207,8 @@ and after (+ long, - short), the execution (side, qty, price, exec id), the reas
 unconfirmed snapshot) and the exchange snapshot that proved a correction.
 
 SYMBOL is matched exactly, then ignoring case. When it names several keys (hedge legs,
-accounts, categories) pick one with --idx, --account, --venue or --category.
+accounts, categories, books) pick one with --idx, --account, --venue, --category or
+--book (a strategy's own position inside the account, docs/books.md).
 
 Exit status: 0, 1 when a stored stream is damaged (posledger verify lists every
 problem), 2 when the ledger cannot be opened.""",
@@ -185,6 +217,7 @@ examples:
   {PROG} history --db posledger-demo.db AGIUSDT
   {PROG} history --db sqlite:///positions.db XRPUSDT --idx 2          the hedge short leg
   {PROG} history --db sqlite:///positions.db BTCUSDT --account alt --json
+  {PROG} history --db sqlite:///bots.db BTCUSDT --book trend          one strategy's book
 """,
     arguments=(
         DB_ARGUMENT,
@@ -198,6 +231,7 @@ examples:
         argument("--venue", help="only keys of this venue (e.g. bybit)"),
         argument("--account", help="only keys of this account"),
         argument("--category", help="only keys of this category (e.g. linear)"),
+        book_argument("keys"),
         JSON_ARGUMENT,
     ),
 )
@@ -237,18 +271,20 @@ def _resolve_key(args: argparse.Namespace, keys: Sequence[PositionKey], where: s
         raise UsageError(f"no key for symbol {symbol!r} in {where}.{hint}")
     filters = {
         name: getattr(args, name)
-        for name in ("idx", "venue", "account", "category")
+        for name in ("idx", "venue", "account", "category", "book")
         if getattr(args, name) is not None
     }
     chosen = [k for k in named if all(getattr(k, n) == v for n, v in filters.items())]
     listed = ", ".join(str(k) for k in named)
     if not chosen:
-        wanted = " ".join(f"--{n} {v}" for n, v in filters.items())
+        wanted = " ".join(
+            f"--{n} {v!r}" if n == "book" else f"--{n} {v}" for n, v in filters.items()
+        )
         raise UsageError(f"{symbol}: no key matches {wanted}; the ledger has {listed}")
     if len(chosen) > 1:
         raise UsageError(
             f"{symbol} names {len(chosen)} keys ({', '.join(str(k) for k in chosen)}); "
-            "pick one with --idx, --account, --venue or --category"
+            "pick one with --idx, --account, --venue, --category or --book"
         )
     return chosen[0]
 
@@ -269,7 +305,7 @@ def _history_table(rows: Sequence[HistoryRow]) -> object:
         "exec id",
         "reason",
         "exchange evidence",
-        wrap=("order/fill", "exchange evidence"),
+        wrap=("order/fill", "reason", "exchange evidence"),
     )
     for row in rows:
         style = _ROW_STYLES.get(row.event, "yellow" if row.reason == "suspect" else "")

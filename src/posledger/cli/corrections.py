@@ -22,6 +22,7 @@ from posledger.cli.base import (
     subcommand,
     table,
 )
+from posledger.cli.books import short_key
 from posledger.core.position import PositionState, Proposal
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def corrections(args: argparse.Namespace, console: Console) -> int:
         proposal = _proposal(state)
         made.add_row(
             proposal.proposal_id,
-            f"{state.key.account}/{state.key.symbol}#{state.key.idx}",
+            short_key(state.key),
             proposal.kind,
             f"{_holding(proposal.before_side, proposal.before_size)} → "
             f"{_holding(proposal.after_side, proposal.after_size)}",

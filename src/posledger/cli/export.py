@@ -39,6 +39,7 @@ from posledger.cli.base import (
     progress_bar,
     subcommand,
 )
+from posledger.cli.books import book_argument
 from posledger.cli.corruption import reporting_corruption
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ Writer = Callable[[IO[bytes], tuple[str, ...], Iterable[Record]], int]
 Write the whole ledger to a file for analysis elsewhere: with --what history (the
 default) one row per event of every key, in log order, with the sizes before and after,
 the execution, the reason and the evidence (the columns of posledger.audit's
-HISTORY_COLUMNS); with --what positions one row per key (STATE_COLUMNS).
+HISTORY_COLUMNS); with --what positions one row per key (STATE_COLUMNS). --book
+writes one book's keys only (docs/books.md).
 
 Decimals are exact text, times ISO 8601 UTC (Parquet: timestamp[us, UTC]). CSV and
 JSON Lines stream in constant memory; Parquet needs pyarrow (pip install
@@ -86,6 +88,7 @@ examples:
             default="history",
             help="history: one row per event (default); positions: one row per key",
         ),
+        book_argument("keys"),
     ),
 )
 @reporting_corruption
@@ -99,7 +102,7 @@ def export(args: argparse.Namespace, console: Console) -> int:
     with open_ledger(args.db) as ledger:
         where = ledger.settings.description
         with progress_bar(f"exporting {args.what}") as progress:
-            columns, records = _records(ledger, args.what, progress)
+            columns, records = _records(ledger, args.what, args.book, progress)
             with _replacing(out) as file:
                 count = writer(file, columns, records)
     noun = "history rows" if args.what == "history" else "positions"
@@ -111,13 +114,14 @@ def export(args: argparse.Namespace, console: Console) -> int:
 
 
 def _records(
-    ledger: Ledger, what: str, progress: Progress | None
+    ledger: Ledger, what: str, book: str | None, progress: Progress | None
 ) -> tuple[tuple[str, ...], Iterator[Record]]:
     if what == "positions":
         states = replay_all(ledger, progress=progress).values()
-        return STATE_COLUMNS, (state_record(s) for s in states)
+        chosen = (s for s in states if book is None or s.key.book == book)
+        return STATE_COLUMNS, (state_record(s) for s in chosen)
     rows = history_stream(ledger, progress=progress)
-    return HISTORY_COLUMNS, (history_record(r) for r in rows)
+    return HISTORY_COLUMNS, (history_record(r) for r in rows if book is None or r.key.book == book)
 
 
 def _writer(format: str) -> Writer:

@@ -21,6 +21,7 @@ from posledger.cli.base import (
     subcommand,
     table,
 )
+from posledger.cli.books import short_key
 from posledger.cli.corruption import reporting_corruption
 
 if TYPE_CHECKING:
@@ -84,7 +85,7 @@ def money_command(args: argparse.Namespace, console: Console) -> int:
     for row in rows:
         made.add_row(
             when(row.time),
-            f"{row.key.account}/{row.key.symbol}#{row.key.idx}",
+            short_key(row.key),
             f"{when(row.window_start)} → {when(row.window_end)}",
             quantity(row.ledger_net),
             quantity(row.exchange_net),

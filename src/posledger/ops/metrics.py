@@ -11,7 +11,9 @@ stayed open) is read when Prometheus scrapes.
 Labels stay bounded: ``venue``, ``account`` and ``category`` (one set per synchronizer or stream),
 failure and correction kinds (fixed lists). No counter has a symbol label; the one per-key gauge,
 ``posledger_suspect_rounds``, has a series only for a key whose suspect is open in the latest
-round, and the series goes when the suspect does (corrected, agreeing, proposed).
+round, and the series goes when the suspect does (corrected, agreeing, proposed). Books
+(docs/books.md) add no label: an account is reconciled once over its books, so every outcome's
+key is the account's.
 """
 
 from __future__ import annotations

@@ -85,8 +85,10 @@ def store_unavailable(request: Request, error: Exception) -> Response:
 def _positions(request: Request) -> dict[str, Any]:
     every_key = request.query_params.get("all") == "1"
     states = web_context(request).ledger.positions()
+    shown = watched(states, every_key)
     return {
-        "positions": watched(states, every_key),
+        "positions": shown,
+        "books": any(p.key.book for p in shown),
         "every_key": every_key,
         "keys": len(states),
         "totals": pnl_totals(states),

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import attrs
 
+from posledger.audit.books import ACCOUNT_ROW, account_totals, with_account_rows
 from posledger.audit.format import (
     direction,
     money,
@@ -34,6 +35,8 @@ class KeyView:
     idx: int
     where: str
     full: str
+    book: str
+    """The key's book ('' the default one, docs/books.md)."""
 
     @classmethod
     def of(cls, key: PositionKey) -> KeyView:
@@ -43,6 +46,7 @@ class KeyView:
             idx=key.idx,
             where=f"{key.venue} / {key.account} / {key.category}",
             full=str(key),
+            book=key.book,
         )
 
 
@@ -63,9 +67,16 @@ class PositionView:
     suspect: str
     updated: str
     version: int
+    book: str = ""
+    """What the book column says: the key's book, ``(default)``, or ``ACCOUNT_ROW`` on an
+    account's row (its books summed: no page of its own)."""
+
+    @property
+    def account_row(self) -> bool:
+        return self.book == ACCOUNT_ROW
 
     @classmethod
-    def of(cls, state: PositionState) -> PositionView:
+    def of(cls, state: PositionState, book: str = "") -> PositionView:
         coin = state.key.settle_coin
         return cls(
             key=KeyView.of(state.key),
@@ -81,6 +92,7 @@ class PositionView:
             suspect=suspect_text(state.suspect),
             updated=when(state.updated_at),
             version=state.version,
+            book=book,
         )
 
 
@@ -161,14 +173,18 @@ def suspect_text(run: SuspectRun | None) -> str:
     return f"exchange {shown}, {run.count}× at {when(run.taken_at)}"
 
 
-def watched(states: Iterable[PositionState], every_key: bool) -> list[PositionView]:
+def watched(states: Sequence[PositionState], every_key: bool) -> list[PositionView]:
     """The keys the overview lists: every key, or those that hold, wait or need a look
-    (open, pending, held, or with an unconfirmed disagreement)."""
-    return [
-        PositionView.of(state)
+    (open, pending, held, or with an unconfirmed disagreement); after an account's books, the
+    account's row (its books summed, all of them)."""
+    shown = [
+        state
         for state in states
         if every_key or state.status is not Status.FLAT or state.held or state.suspect is not None
     ]
+    accounts = {s.key.account_key for s in shown}
+    totals = {k: v for k, v in account_totals(states).items() if k in accounts}
+    return [PositionView.of(state, book) for book, state in with_account_rows(shown, totals)]
 
 
 def proposal_views(states: Iterable[PositionState]) -> list[ProposalView]:

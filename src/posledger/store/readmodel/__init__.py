@@ -26,9 +26,12 @@ REAL, and times as ISO 8601 text): ``stream_id`` (uuid, primary key), ``venue``,
 strings), ``settle_coin`` (text: the coin ``realized_pnl``, ``fees`` and ``funding`` are in,
 NULL where the symbol follows no known naming; sum money per settle coin, never across them),
 ``adopted_pnl`` and ``unexplained_pnl`` (numeric: what money reconciliation brought in from the
-exchange's records, docs/design.md#money). A table made by an earlier release gains these three
-the next time the view is created (``ReadModel.open`` or ``posledger init-db``). The tracking
-table is ``posledger_positions_tracking``.
+exchange's records, docs/design.md#money), ``book`` (text: the key's book, '' for the default
+book, docs/books.md; part of the unique key ``(venue, account, category, symbol, idx, book)``).
+A table made by an earlier release gains the later columns (and the book in its key) the next
+time the view is created (``ReadModel.open`` or ``posledger init-db``). The tracking table is
+``posledger_positions_tracking``. An account's net size is its books' sizes summed with sells
+negated (``GROUP BY venue, account, category, symbol, idx``).
 
 Backends: on PostgreSQL :meth:`ReadModel.run_forever` follows new events live through
 LISTEN/NOTIFY on the event store's channel; SQLite has no live subscription, so it polls.

@@ -21,6 +21,7 @@ from posledger.core.errors import InvalidInput
 from posledger.core.position import PositionState
 from posledger.store.readmodel.views import (
     COLUMNS,
+    KEY_INDEX_COLUMNS,
     OPEN_VIEW,
     TABLE,
     TRACKING_TABLE,
@@ -41,6 +42,24 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
         schema, table = Identifier(datastore.schema), Identifier(TABLE)
         view = Identifier(OPEN_VIEW)
         columns = SQL(", ").join(Identifier(c) for c in COLUMNS)
+
+        def upgrade(last_column: str, statements: str) -> Composed:
+            """``statements`` run once, on a table without ``last_column``, then its view
+            dropped (to be created again with every column)."""
+            return SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+                "to_regclass({name}) AND attname = {column} AND NOT attisdropped) THEN "
+                + statements
+                + "DROP VIEW IF EXISTS {schema}.{view}; END IF; END $$"
+            ).format(
+                name=Literal(f'"{datastore.schema}"."{TABLE}"'),
+                column=Literal(last_column),
+                schema=schema,
+                table=table,
+                index=Identifier(f"{TABLE}_key"),
+                view=view,
+            )
+
         self.sql_create_statements += [
             SQL(
                 "CREATE TABLE IF NOT EXISTS {schema}.{table} ("
@@ -52,29 +71,30 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
                 "lifecycle integer NOT NULL, pending_orders integer NOT NULL, "
                 "version bigint NOT NULL, updated_at timestamptz NOT NULL, "
                 "state jsonb NOT NULL, settle_coin text, adopted_pnl numeric NOT NULL DEFAULT 0, "
-                "unexplained_pnl numeric NOT NULL DEFAULT 0)"
+                "unexplained_pnl numeric NOT NULL DEFAULT 0, book text NOT NULL DEFAULT '')"
             ).format(schema=schema, table=table),
             # A table made before the later columns existed gains them (and its view the
             # columns) once; later opens only read the catalog, taking no lock a dashboard
             # would wait on. No money was checked before them: their default 0 is exact.
-            SQL(
-                "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
-                "to_regclass({name}) AND attname = 'unexplained_pnl' AND NOT attisdropped) THEN "
+            upgrade(
+                "unexplained_pnl",
                 "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS settle_coin text, "
                 "ADD COLUMN IF NOT EXISTS adopted_pnl numeric NOT NULL DEFAULT 0, "
-                "ADD COLUMN IF NOT EXISTS unexplained_pnl numeric NOT NULL DEFAULT 0; "
-                "DROP VIEW IF EXISTS {schema}.{view}; "
-                "END IF; END $$"
-            ).format(
-                name=Literal(f'"{datastore.schema}"."{TABLE}"'),
+                "ADD COLUMN IF NOT EXISTS unexplained_pnl numeric NOT NULL DEFAULT 0; ",
+            ),
+            # A table made before books: every row is the default book's, and the key (its
+            # unique index) gains the book.
+            upgrade(
+                "book",
+                "ALTER TABLE {schema}.{table} ADD COLUMN IF NOT EXISTS book text NOT NULL "
+                "DEFAULT ''; DROP INDEX IF EXISTS {schema}.{index}; ",
+            ),
+            SQL("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {schema}.{table} ({key})").format(
+                index=Identifier(f"{TABLE}_key"),
                 schema=schema,
                 table=table,
-                view=view,
+                key=SQL(KEY_INDEX_COLUMNS),
             ),
-            SQL(
-                "CREATE UNIQUE INDEX IF NOT EXISTS {index} "
-                "ON {schema}.{table} (venue, account, category, symbol, idx)"
-            ).format(index=Identifier(f"{TABLE}_key"), schema=schema, table=table),
             SQL("CREATE INDEX IF NOT EXISTS {index} ON {schema}.{table} (status)").format(
                 index=Identifier(f"{TABLE}_status"), schema=schema, table=table
             ),
@@ -195,4 +215,5 @@ class PostgresPositionsView(PostgresTrackingRecorder, PositionsView):
             key.settle_coin,
             state.adopted_pnl,
             state.unexplained_pnl,
+            key.book,
         )

@@ -51,10 +51,13 @@ COLUMNS: tuple[str, ...] = (
     "updated_at",
     "state",
     *(LATER_COLUMNS := ("settle_coin", "adopted_pnl", "unexplained_pnl")),
+    "book",
 )
 """The table's columns, in order; the open-positions view has the same ones. The
-:data:`LATER_COLUMNS` came with a later release: a table made before gains them when its view is
-created again."""
+:data:`LATER_COLUMNS`, then ``book``, came with later releases: a table made before gains them
+(at the end, where ``ALTER TABLE`` puts them) when its view is created again."""
+KEY_INDEX_COLUMNS = "venue, account, category, symbol, idx, book"
+"""The unique key of a row: a position key, its book included ('' for the default book)."""
 
 SQLITE_MAX_PARAMS = 500
 
@@ -150,9 +153,8 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             "lifecycle INTEGER NOT NULL, pending_orders INTEGER NOT NULL, "
             "version INTEGER NOT NULL, updated_at TEXT NOT NULL, state TEXT NOT NULL, "
             f"settle_coin TEXT, adopted_pnl {quantity} DEFAULT '0', "
-            f"unexplained_pnl {quantity} DEFAULT '0')",
-            f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_key "
-            f"ON {TABLE} (venue, account, category, symbol, idx)",
+            f"unexplained_pnl {quantity} DEFAULT '0', book TEXT NOT NULL DEFAULT '')",
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {TABLE}_key ON {TABLE} ({KEY_INDEX_COLUMNS})",
             f"CREATE INDEX IF NOT EXISTS {TABLE}_status ON {TABLE} (status)",
             f"CREATE VIEW IF NOT EXISTS {OPEN_VIEW} AS SELECT {', '.join(COLUMNS)} "
             f"FROM {TABLE} WHERE status = 'open'",
@@ -170,6 +172,10 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
                 c.execute(f"SELECT stream_id, venue, category, symbol FROM {TABLE}")
                 coins = [(settle_coin(*row[1:]), row[0]) for row in c.fetchall()]
                 c.executemany(f"UPDATE {TABLE} SET settle_coin = ? WHERE stream_id = ?", coins)
+            if names and "book" not in names:  # every row before books is the default book's
+                c.execute(f"ALTER TABLE {TABLE} ADD COLUMN book TEXT NOT NULL DEFAULT ''")
+                c.execute(f"DROP INDEX IF EXISTS {TABLE}_key")
+                c.execute(f"DROP VIEW IF EXISTS {OPEN_VIEW}")
         self.create_table()
 
     def states(self, stream_ids: Iterable[UUID]) -> dict[UUID, PositionState]:
@@ -225,4 +231,5 @@ class SQLitePositionsView(SQLiteTrackingRecorder, PositionsView):
             key.settle_coin,
             _plain(state.adopted_pnl),
             _plain(state.unexplained_pnl),
+            key.book,
         )
