@@ -129,14 +129,21 @@ def test_a_books_history_explains_each_share_it_took_and_markers_are_not_positio
             "fund1",
             "funding +0.003 pro rata among alpha, beta: share +0.00240000",
         ),
+        (None, "phantom -1.8 to the unassigned book (default): share 0"),
     ]
+    # every book's correction shows what the exchange showed (the account flat), not the
+    # book's own size after it
+    [corrected] = [r for r in alpha if r.event == "Reconciled"]
+    assert corrected.evidence is not None
+    assert (corrected.evidence.side, corrected.evidence.size) == (None, 0)
+    assert corrected.size_after == Decimal("1.6")
     assert [(r.exec_id, r.reason) for r in unassigned if r.event == "Allocated"] == [
         ("man1", "trade -0.2 to the unassigned book (default): share -0.2"),
         (None, "phantom -1.8 to the unassigned book (default): share -1.8"),
     ]
     assert all(r.size_change == 0 for r in alpha if r.event == "Allocated")
     assert {row_tone(r) for r in alpha if r.event == "Allocated"} == {"allocation"}
-    assert alpha._repr_html_().count("background:#e3f2fd") == 2
+    assert alpha._repr_html_().count("background:#e3f2fd") == 3
     assert str(alpha[0].key).endswith("@alpha")
 
 

@@ -94,7 +94,8 @@ def test_book_filters_positions_and_picks_a_key_in_history(
     assert beta.returncode == 0, beta.stderr
     assert beta.stdout.splitlines()[0] == f"{ACCOUNT}@beta"
     shares = [line for line in beta.stdout.splitlines() if "Allocated" in line]
-    assert len(shares) == 2 and "adl -0.5 pro" in shares[0]
+    # the ADL's and the funding's shares, and the phantom's (zero: the unassigned book took it)
+    assert len(shares) == 3 and "adl -0.5 pro" in shares[0] and "phantom -1.8" in shares[2]
     missing = run_cli("history", "--db", books_ledger, "ADAUSDT", "--book", "gamma", cwd=tmp_path)
     assert_clean_usage_error(missing, "no key matches --book 'gamma'")
     for command in (("positions",), ("history", "ADAUSDT")):
@@ -133,4 +134,4 @@ def test_export_writes_the_book_column_and_one_book_with_book(
     books = [row["book"] for row in exported("positions.jsonl", "--what", "positions")]
     assert sorted(books) == ["", "", "", "", "", "alpha", "beta"]  # type: ignore[type-var]
     rows = exported("beta.jsonl", "--book", "beta")
-    assert {r["key"] for r in rows} == {f"{ACCOUNT}@beta"} and len(rows) == 12
+    assert {r["key"] for r in rows} == {f"{ACCOUNT}@beta"} and len(rows) == 13

@@ -105,9 +105,10 @@ class HistoryRows(list[HistoryRow]):
         return history_html(self)
 
 
-def _event_fields(event: PositionEvent) -> dict[str, Any]:
+def _event_fields(event: PositionEvent, allocated: Allocated | None) -> dict[str, Any]:
     """What a row shows of the event itself: the execution or request, the reason, the
-    evidence."""
+    evidence (in a book's correction, the exchange's size is the account's, from the
+    ``Allocated`` just before it: docs/books.md#reconciliation)."""
     if isinstance(event, ExecutionEvent):
         return {
             "side": event.side,
@@ -142,10 +143,14 @@ def _event_fields(event: PositionEvent) -> dict[str, Any]:
         )
         return {"reason": "suspect" if event.suspect else "agrees", "evidence": evidence}
     if isinstance(event, CorrectionEvent):
+        side, size = event.after_side or None, event.after_size
+        if allocated is not None:
+            shown = allocated.account_after
+            side, size = (None if shown == 0 else "buy" if shown > 0 else "sell"), abs(shown)
         evidence = Evidence(
             taken_at=event.snapshot_taken_at,
-            side=event.after_side or None,
-            size=event.after_size,
+            side=side,
+            size=size,
             seq=event.snapshot_seq,
             avg_price=event.snapshot_avg_price,
             confirmations=event.confirmations,
@@ -181,10 +186,14 @@ def book_label(book: str) -> str:
 
 
 def history_row(
-    before: PositionState | None, event: PositionEvent, after: PositionState
+    before: PositionState | None,
+    event: PositionEvent,
+    after: PositionState,
+    previous: PositionEvent | None = None,
 ) -> HistoryRow:
     """The row of ``event``, which took the key from ``before`` (None: no state yet) to
-    ``after``."""
+    ``after``; ``previous`` is the stream's event before it."""
+    allocated = previous if isinstance(previous, Allocated) else None
     return HistoryRow(
         key=after.key,
         time=event.timestamp,
@@ -197,7 +206,7 @@ def history_row(
         size_after=after.size,
         status=after.status.value,
         realized_pnl=after.realized_pnl,
-        **_event_fields(event),
+        **_event_fields(event, allocated),
     )
 
 
@@ -209,10 +218,11 @@ def history_rows(
     key's events (then ``key`` may be omitted; given, it selects that key's events)."""
     rows = HistoryRows()
     state: PositionState | None = None
+    previous: PositionEvent | None = None
     for event in key_events(source, key):
         after = evolve(state, event)
-        rows.append(history_row(state, event, after))
-        state = after
+        rows.append(history_row(state, event, after, previous))
+        state, previous = after, event
     return rows
 
 
@@ -226,9 +236,15 @@ def history_stream(
     the number of keys, never with the number of events, so a whole store can be exported.
     A key's rows equal :func:`history_rows` for that key."""
     before: dict[uuid.UUID, PositionState] = {}
+    allocations: dict[uuid.UUID, Allocated] = {}
+    """Each stream's last event when it was an ``Allocated`` (the only previous event a row
+    reads), so memory grows with the keys in an allocation, never with the events."""
     for event, after in replay_events(source, progress=progress, page_size=page_size):
-        yield history_row(before.get(event.originator_id), event, after)
-        before[event.originator_id] = after
+        stream = event.originator_id
+        yield history_row(before.get(stream), event, after, allocations.pop(stream, None))
+        before[stream] = after
+        if isinstance(event, Allocated):
+            allocations[stream] = event
 
 
 # --- as a table ---------------------------------------------------------------------------------

@@ -173,8 +173,9 @@ def _signed(side: str | None, size: Decimal) -> Decimal:
 
 
 def _allocate_correction(out: BookEmitters, event: Reconciled) -> None:
-    """The account's correction as every book's ``Reconciled``: its share (``Allocated``
-    first) or none, its orders among those cleared, and ``Closed`` where its lifecycle ended."""
+    """The account's correction as every book's ``Allocated`` (its share, none for some, and
+    the account's size before and after: the exchange's) then ``Reconciled`` (its orders among
+    those cleared), and ``Closed`` where its lifecycle ended."""
     at = event.timestamp
     change = SIZES.subtract(
         _signed(event.after_side, event.after_size), _signed(event.before_side, event.before_size)
@@ -188,17 +189,18 @@ def _allocate_correction(out: BookEmitters, event: Reconciled) -> None:
         emitter = out.emitters[book]
         before = emitter.preview
         share = shares.get(book, ZERO)
-        if share:
-            emitter.emit(
-                Allocated,
-                at,
-                cause=event.kind,
-                rule=rule.value,
-                exec_id=None,
-                total=change,
-                share=share,
-                books=sorted(shares),
-            )
+        emitter.emit(
+            Allocated,
+            at,
+            cause=event.kind,
+            rule=rule.value,
+            exec_id=None,
+            total=change,
+            share=share,
+            books=sorted(shares),
+            account_before=_signed(event.before_side, event.before_size),
+            account_after=_signed(event.after_side, event.after_size),
+        )
         after = SIZES.add(before.signed_size, share)
         after_side = None if after == 0 else (Side.BUY if after > 0 else Side.SELL)
         emitter.emit(
@@ -287,6 +289,8 @@ def decide_account_fills(
             owners[fill.order_id] = book
         rule, shares = (Rule.UNASSIGNED, {book: fill}) if book is not None else _route(out, fill)
         routed[fill.exec_id] = tuple(shares)
+        account = sum(out.sizes().values(), ZERO)
+        moved = _signed_qty(fill) if fill.kind.changes_size else ZERO
         applied: list[ExecutionEvent] = []
         for share_book, share in shares.items():
             emitter = out.of(share_book, fill.exec_time)
@@ -300,6 +304,8 @@ def decide_account_fills(
                     total=fill.fee if not fill.kind.changes_size else _signed_qty(fill),
                     share=share.fee if not fill.kind.changes_size else _signed_qty(share),
                     books=sorted(shares),
+                    account_before=account,
+                    account_after=account + moved,
                 )
             count = len(emitter.events)
             emit_fill(emitter, share)

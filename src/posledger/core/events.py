@@ -237,7 +237,10 @@ class Allocated(PositionEvent):
     execution, funding or ``Reconciled`` it explains). ``cause`` is the execution's kind, the
     correction's kind or ``funding``; ``rule`` how it was shared; ``total`` the account's
     figure (a signed size change, or the funding amount) and ``share`` this book's part of it;
-    ``books`` every book that took a part. ``exec_id`` names the execution, if one."""
+    ``books`` every book that took a part. ``exec_id`` names the execution, if one.
+    ``account_before``/``account_after`` are the account's signed size around the change; for
+    a correction (written in every book, its share possibly zero) ``account_after`` is what
+    the exchange showed."""
 
     TOPIC: ClassVar[str] = "posledger:Allocated"
 
@@ -247,6 +250,8 @@ class Allocated(PositionEvent):
     total: Decimal
     share: Decimal
     books: list[str]
+    account_before: Decimal
+    account_after: Decimal
 
 
 @dataclass(frozen=True)
