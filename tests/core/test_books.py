@@ -27,6 +27,8 @@ B9  Duplicates: an exec_id repeated in the batch applies once, an exec_id record
     account's record, is an ``ExecutionConflict``.
 B10 Markers: one ``ExecutionSeen`` per new execution, at the end of the first book's events,
     owned by the order's book (or the account key when allocated); nothing for duplicates.
+B11 A late execution the account's last correction already reflected is absorbed in whichever
+    book it lands, a book without a stream at the correction (a new unassigned book) too.
 """
 
 from __future__ import annotations
@@ -673,3 +675,26 @@ def test_b10_an_overfill_is_reported_in_the_result() -> None:
     assert not any(isinstance(e, KeyRegistered) for s in recording.events.values() for e in s)
     assert isinstance(recording.events[BETA][-1], ExecutionSeen)
     assert not any(isinstance(e, ExchangeSnapshot) for e in recording.events[BETA])
+
+
+# --- B11 absorption on the account ----------------------------------------------------------
+
+
+def test_b11_a_late_execution_the_accounts_correction_reflected_is_absorbed_in_a_new_book() -> None:
+    """alpha long 1; an ADL sells 0.5 unseen; two snapshots correct the account to 0.5, the
+    change shared pro rata (alpha alone holds). The ADL, recovered late, goes to the unassigned
+    book, which had no stream at the correction: the account's correction counted it, so it
+    must be absorbed there too, or the account ends at 0 while the exchange holds 0.5."""
+    policy = AllocationPolicy(unassigned="manual", pro_rata={"stale_quantity"})
+    books = {"alpha": book(ALPHA, fill("e1", "buy", "1", "100"))}
+    events = corrected(books, policy, row("BTCUSDT", "Buy", "0.5", avg_price="100"))
+    books = after(books, events)
+    assert sizes(books) == {"alpha": d("0.5")}
+    adl = fill("adl1", "sell", "0.5", "90", kind="adl", exec_time=at(2))
+    recording = record(books, [adl], policy)
+    [landed] = [e for e in recording.events[KEY.in_book("manual")] if isinstance(e, Filled)]
+    assert landed.absorbed
+    written = after(books, recording.events)
+    assert account_view(KEY, written, "manual").signed_size == d("0.5")
+    later = fill("adl2", "sell", "0.1", "90", kind="adl", exec_time=at(12))
+    assert not record(books, [later], policy).events[KEY.in_book("manual")][1].absorbed

@@ -49,7 +49,7 @@ def snapshot(t: float, *positions: ExchangePosition, orders: tuple[str, ...] = (
 
 
 def long(size: str, avg: str = "100") -> ExchangePosition:
-    return ExchangePosition(symbol="BTCUSDT", side="Buy", size=size, avg_price=avg)
+    return ExchangePosition(symbol="BTCUSDT", idx=0, side="Buy", size=size, avg_price=avg)
 
 
 def two_books(ledger: Ledger) -> None:
@@ -233,3 +233,26 @@ def test_a_held_correction_of_an_account_with_books_is_approved_for_all_of_them(
         assert result.applied
         assert sizes(ledger) == {"": 0, "alpha": 0, "beta": 0}
         assert ledger.can_trade(ALPHA)
+
+
+def test_a_late_execution_the_correction_counted_is_absorbed_in_a_new_unassigned_book(
+    ledger_url: str,
+) -> None:
+    """The ADL is missed; the correction (shared pro rata: alpha alone) counts it; recovered
+    late, it goes to the unassigned book, which had no stream at the correction: absorbed there,
+    the account stays at the exchange's 0.5 (it went to 0 before the fix)."""
+    policy = AllocationPolicy(unassigned="manual", pro_rata={"stale_quantity"})
+    with Ledger.open(ledger_url, allocation=policy) as ledger:
+        ledger.request_open(ALPHA, order_id="a1", side="Buy", qty="1", at=at(0))
+        ledger.record_fill(ALPHA, fill("e1", "a1", "Buy", "1", "100", 1))
+        ledger.reconcile(snapshot(600, long("0.5")), now=at(600))
+        ledger.reconcile(snapshot(660, long("0.5")), now=at(660))
+        assert sizes(ledger) == {"alpha": Decimal("0.5")}
+        adl = fill("adl1", "", "Sell", "0.5", "90", 2, kind="adl")
+        result = ledger.record_account_fills(ACCOUNT, [adl])
+        assert result.position.signed_size == Decimal("0.5")
+        assert sizes(ledger) == {"alpha": Decimal("0.5"), "manual": 0}
+        assert (
+            ledger.reconcile(snapshot(720, long("0.5")), now=at(720)).outcomes[0].outcome.value
+            == "agrees"
+        )

@@ -256,10 +256,12 @@ def decide_account_fills(
 ) -> AccountRecording:
     """Record executions of the account ``key`` (in the exchange's order) in its books: one of
     an order the ledger knows (``book_of``) goes to that order's book, as if recorded there;
-    anything else is allocated by ``allocation``, each share preceded by ``Allocated``. An
-    exec_id already recorded for any book of the account with the same payload is a duplicate,
-    with another payload an :class:`ExecutionConflict`."""
+    anything else is allocated by ``allocation``, each share preceded by ``Allocated``. One the
+    account's last correction reflected is absorbed wherever it lands. An exec_id already
+    recorded for any book of the account with the same payload is a duplicate, with another
+    payload an :class:`ExecutionConflict`."""
     out = BookEmitters(key, books, allocation)
+    account = account_view(key, books, allocation.unassigned) if books else None
     offered: dict[str, str] = {}
     results: list[FillResult] = []
     markers: list[tuple[ExecutionSeen, Marker]] = []
@@ -298,7 +300,7 @@ def decide_account_fills(
                     books=sorted(shares),
                 )
             count = len(emitter.events)
-            emit_fill(emitter, share)
+            emit_fill(emitter, share, account)
             applied.extend(e for e in emitter.events[count:] if isinstance(e, ExecutionEvent))
         first = out.emitters[next(iter(shares))].start.key
         owner_key = first if book is not None else key
