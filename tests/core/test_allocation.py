@@ -189,6 +189,13 @@ def test_a5_netting_books_scale_by_the_same_factor() -> None:
     }
 
 
+def test_a5_an_unassigned_book_whose_two_parts_cancel_is_left_out() -> None:
+    # account long 1 (alpha 2, manual -1) sells 2: manual buys back 1 of the shared part and
+    # sells 1 of the rest beyond flat, a zero share in all (no execution of quantity 0)
+    books = {"alpha": d(2), "manual": d(-1)}
+    assert allocate_change(d(-2), books, Rule.PRO_RATA, "manual") == {"alpha": d(-2)}
+
+
 def test_a5_a_book_whose_share_rounds_to_zero_is_left_out() -> None:
     # exact -1, -0.5, +0.5: floors -1, -1, 0 leave one unit, to beta (tie with gamma, first)
     books = {"alpha": d(2), "beta": d(1), "gamma": d(-1)}

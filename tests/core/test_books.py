@@ -534,6 +534,23 @@ def test_b7_beyond_flat_the_unassigned_book_opens_and_fees_follow_quantities() -
     assert sizes(after(books, recording.events)) == {"": -1, "alpha": 0, "beta": 0}
 
 
+def test_b7_an_unassigned_book_netting_against_a_flip_is_left_untouched() -> None:
+    """alpha long 2, manual short 1 (the unassigned book); an ADL sells 2: alpha's share -2,
+    manual's +1 (to flat) and -1 (beyond it) cancel: manual gets nothing (it used to get an
+    execution of quantity 0, refused as invalid input, so the ADL could not be recorded)."""
+    policy = AllocationPolicy(unassigned="manual", pro_rata={"adl"})
+    books = {
+        "alpha": book(ALPHA, fill("e1", "buy", "2")),
+        "manual": book(KEY.in_book("manual"), fill("e2", "sell", "1")),
+    }
+    recording = record(books, [fill("adl1", "sell", "2", "90", kind="adl", fee="0.2")], policy)
+    assert by_book(recording.events) == {
+        "alpha": ["Allocated", "Filled", "Closed", "ExecutionSeen"]
+    }
+    assert recording.events[ALPHA][1].fee == d("0.2")
+    assert sizes(after(books, recording.events)) == {"alpha": 0, "manual": -1}
+
+
 def test_b7_a_pro_rata_increase_goes_whole_to_the_unassigned_book() -> None:
     books = two_books()
     trade = fill("t1", "buy", "1", "100", order_id="web", fee="0.01")
