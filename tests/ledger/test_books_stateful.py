@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from hypothesis import event as tally
-from hypothesis import note, settings
+from hypothesis import note
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -49,8 +49,10 @@ from posledger import (
     Side,
     Snapshot,
 )
+from posledger.core.decide import FillResult
 from posledger.core.events import Allocated, Filled, PartiallyFilled, Reconciled
 from posledger.core.position import evolve
+from posledger.core.reconcile import Outcome
 from posledger.testing.strategies import SimulatedExchange, WorkingOrder, decimals_qty, prices
 
 ZERO = Decimal(0)
@@ -59,8 +61,16 @@ BTC = PositionKey(venue="bybit", account="main", category="linear", symbol="BTCU
 SOL = PositionKey(venue="bybit", account="main", category="linear", symbol="SOLUSDT")
 ACCOUNTS = (BTC, SOL)
 """Two one-way symbols of one account: routing one must never touch the other."""
-BOOK_NAMES = ("", "alpha", "beta", "gamma")
+BOOK_NAMES = ("", "alpha", "beta", "gamma", "delta")
+"""The default book, then named ones: a run takes the first n, with the default book or not."""
 SHAREABLE = ("adl", "liquidation", "trade", "phantom", "stale_quantity", "side_mismatch")
+PRO_RATA = (
+    frozenset(),
+    frozenset(SHAREABLE),
+    frozenset({"phantom", "stale_quantity", "side_mismatch"}),
+    frozenset({"adl", "liquidation", "trade"}),
+)
+"""Nothing, everything, only corrections, only executions shared pro rata (or any subset)."""
 POLICIES = {
     "no grace": ReconcilePolicy(grace=timedelta(0)),
     "defaults (60 s grace)": ReconcilePolicy(),
@@ -101,6 +111,9 @@ class BooksOnAnAccount(RuleBasedStateMachine):
         self.checked: dict[PositionKey, tuple[int, PositionState | None]] = {}
         """Per book key: how many of its events were checked, and the state they fold to."""
         self.counter = 0
+        self.clean = set(ACCOUNTS)
+        """Accounts the ledger must agree with now: every execution told, none overfilled, or
+        those still missing reflected by the last correction (so absorbed when they come)."""
 
     @property
     def led(self) -> Ledger:
@@ -149,13 +162,23 @@ class BooksOnAnAccount(RuleBasedStateMachine):
         """Executions told through the account key (in the exchange's order): each new one is
         applied once, wherever it goes."""
         result = self.led.record_account_fills(key, fills)
+        self.overfilled(key, result.fills)
         assert [r.exec_id for r in result.fills] == list(dict.fromkeys(f.exec_id for f in fills))
         known = {f.exec_id for f in self.delivered}
         for item in result.fills:
             assert item.duplicate == (item.exec_id in known), item
         self.delivered += [f for f in fills if f.exec_id not in known]
 
-    def reconcile(self) -> None:
+    def overfilled(self, key: PositionKey, results: Sequence[FillResult]) -> None:
+        """An exit sized on its book that the exchange executed against the account (the book
+        had been reduced meanwhile): the book stops at flat, the account differs until
+        reconciled."""
+        if any(r.overfill > 0 for r in results):
+            tally("execution: overfilled its book")
+            self.clean.discard(key)
+
+    def reconcile(self) -> set[PositionKey]:
+        """Reconcile a snapshot taken now; the accounts it corrected."""
         snapshot = Snapshot(
             venue="bybit",
             account="main",
@@ -179,17 +202,22 @@ class BooksOnAnAccount(RuleBasedStateMachine):
         for outcome in report.outcomes:
             assert outcome.key.book == "", "a book judged apart from its account"
             tally(f"reconcile: {outcome.outcome.value} {outcome.correction or ''}".strip())
+        return {o.key for o in report.outcomes if o.outcome is Outcome.CORRECTED}
 
     # --- setup ---------------------------------------------------------------------------
 
     @initialize(
-        books=st.sets(st.sampled_from(BOOK_NAMES), min_size=1, max_size=4),
+        books=st.integers(min_value=1, max_value=4).flatmap(
+            lambda n: st.sampled_from((BOOK_NAMES[:n], BOOK_NAMES[1 : n + 1]))
+        ),
         unassigned=st.sampled_from(("", "manual", "alpha")),
-        pro_rata=st.sets(st.sampled_from(SHAREABLE)),
+        pro_rata=st.sampled_from(PRO_RATA) | st.sets(st.sampled_from(SHAREABLE)),
         policy=st.sampled_from(sorted(POLICIES)),
     )
-    def start(self, books: set[str], unassigned: str, pro_rata: set[str], policy: str) -> None:
-        self.books = tuple(sorted(books))
+    def start(
+        self, books: tuple[str, ...], unassigned: str, pro_rata: frozenset[str], policy: str
+    ) -> None:
+        self.books = books
         self.allocation = AllocationPolicy(unassigned=unassigned, pro_rata=pro_rata)
         self.policy = POLICIES[policy]
         note(f"books {self.books}, {self.allocation}")
@@ -203,17 +231,56 @@ class BooksOnAnAccount(RuleBasedStateMachine):
 
     # --- the books trade -----------------------------------------------------------------
 
-    @rule(pick=PICK, key=st.sampled_from(ACCOUNTS), side=SIDES, qty=QTY)
-    def request_open(self, pick: int, key: PositionKey, side: Side, qty: Decimal) -> None:
+    @rule(
+        pick=PICK,
+        key=st.sampled_from(ACCOUNTS),
+        side=SIDES,
+        qty=QTY,
+        market=st.booleans(),
+        price=PRICE,
+        fee=FEE,
+        how=DELIVERY,
+    )
+    def request_open(
+        self,
+        pick: int,
+        key: PositionKey,
+        side: Side,
+        qty: Decimal,
+        market: bool,
+        price: Decimal,
+        fee: Decimal,
+        how: str,
+    ) -> None:
+        """A book places an order: a limit order that rests, or a market order, executed at once."""
         book = self.books[pick % len(self.books)]
         order_id = self.next_id("o")
         self.tick()
         self.owner[order_id] = book
         self.exchange.orders[order_id] = WorkingOrder(key, side, qty, reduce_only=False)
         self.led.request_open(key.in_book(book), order_id=order_id, side=side, qty=qty, at=self.now)
+        if market:
+            self.executed(order_id, True, price, fee, how)
 
-    @rule(pick=PICK, key=st.sampled_from(ACCOUNTS), part=st.integers(1, 4))
-    def request_exit(self, pick: int, key: PositionKey, part: int) -> None:
+    @rule(
+        pick=PICK,
+        key=st.sampled_from(ACCOUNTS),
+        part=st.integers(1, 4),
+        market=st.booleans(),
+        price=PRICE,
+        fee=FEE,
+        how=DELIVERY,
+    )
+    def request_exit(
+        self,
+        pick: int,
+        key: PositionKey,
+        part: int,
+        market: bool,
+        price: Decimal,
+        fee: Decimal,
+        how: str,
+    ) -> None:
         """A book closes (part of) what it holds, reduce-only on the exchange as well."""
         book = self.books[pick % len(self.books)]
         state = self.led.position(key.in_book(book))
@@ -227,13 +294,18 @@ class BooksOnAnAccount(RuleBasedStateMachine):
             key, state.side.opposite, qty, reduce_only=True
         )
         self.led.request_exit(key.in_book(book), order_id=order_id, qty=qty, at=self.now)
+        if market and order_id in self.executable():
+            self.executed(order_id, True, price, fee, how)
 
     @precondition(lambda self: bool(self.executable()))
     @rule(pick=PICK, whole=st.booleans(), price=PRICE, fee=FEE, how=DELIVERY)
     def execute(self, pick: int, whole: bool, price: Decimal, fee: Decimal, how: str) -> None:
-        """The exchange executes (half of) a working order; the ledger hears of it by ``how``."""
+        """The exchange executes (half of) a working order."""
         candidates = self.executable()
-        order_id = candidates[pick % len(candidates)]
+        self.executed(candidates[pick % len(candidates)], whole, price, fee, how)
+
+    def executed(self, order_id: str, whole: bool, price: Decimal, fee: Decimal, how: str) -> None:
+        """The exchange executes (half of) ``order_id``; the ledger hears of it by ``how``."""
         order = self.exchange.orders[order_id]
         qty = order.remaining
         if order.reduce_only:
@@ -257,11 +329,13 @@ class BooksOnAnAccount(RuleBasedStateMachine):
         tally(f"execution: {how}")
         if how == "miss":
             self.missed.append(fill)
+            self.clean.discard(order.key)
             return
         if how == "account":
             self.record_account(order.key, [fill])
             return
         result = self.led.record_fills(book_key, [fill])
+        self.overfilled(order.key, result.fills)
         assert [r.duplicate for r in result.fills] == [False]
         self.delivered.append(fill)
         if how == "twice":
@@ -314,6 +388,7 @@ class BooksOnAnAccount(RuleBasedStateMachine):
             self.record_account(key, [fill])
         else:
             self.missed.append(fill)
+            self.clean.discard(key)
 
     @precondition(lambda self: bool(self.held()))
     @rule(
@@ -366,10 +441,13 @@ class BooksOnAnAccount(RuleBasedStateMachine):
     def settle(self) -> None:
         """Nothing happens past grace; two complete snapshots: the account equals the exchange."""
         self.now += self.policy.grace + timedelta(seconds=1)
+        corrected: set[PositionKey] = set()
         for _ in range(2):
             self.tick()
-            self.reconcile()
+            corrected |= self.reconcile()
         for key in ACCOUNTS:
+            if key in corrected or not any(f.symbol == key.symbol for f in self.missed):
+                self.clean.add(key)
             view = self.led.account_position(key)
             held = ZERO if view is None else view.signed_size
             assert held == self.exchange.sizes[key], (
@@ -403,6 +481,15 @@ class BooksOnAnAccount(RuleBasedStateMachine):
             assert all(s.key.account_key == key for s in books)
 
     @invariant()
+    def accounts_told_everything_equal_the_exchange(self) -> None:
+        if self.ledger is None:
+            return
+        for key in self.clean:
+            view = self.led.account_position(key)
+            held = ZERO if view is None else view.signed_size
+            assert held == self.exchange.sizes[key], f"{key}: {held} != {self.exchange.sizes[key]}"
+
+    @invariant()
     def funding_sums_to_what_the_exchange_charged(self) -> None:
         if self.ledger is None:
             return
@@ -431,6 +518,11 @@ class BooksOnAnAccount(RuleBasedStateMachine):
             state = evolve(state, event)
             moved = state.signed_size != before
             allocated = isinstance(previous, Allocated)
+            if isinstance(event, Allocated):
+                what = "correction" if event.exec_id is None else "execution"
+                tally(f"allocated: {event.rule} ({what})")
+            if isinstance(event, Filled | PartiallyFilled) and event.absorbed:
+                tally("execution: absorbed")
             if isinstance(event, Filled | PartiallyFilled):
                 # without named books the default book is the account: all is its own
                 own = self.owner.get(event.order_id) == key.book or not named
@@ -453,8 +545,5 @@ def machine(backend: str) -> Callable[[], BooksOnAnAccount]:
 
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 def test_books_on_one_account_follow_the_exchange(backend: str) -> None:
-    """Examples of the loaded profile (ci/slow/dev), shared between the two backends."""
-    base = settings.default
-    run_state_machine_as_test(
-        machine(backend), settings=settings(base, max_examples=max(1, base.max_examples // 2))
-    )
+    """As many runs as the loaded profile (ci/slow/dev) says, on each backend."""
+    run_state_machine_as_test(machine(backend))
