@@ -110,7 +110,7 @@ def test_a3_a_negative_weight_takes_the_opposite_sign() -> None:
 
 
 def test_a3_weights_summing_to_zero_are_refused() -> None:
-    with pytest.raises(ValueError, match="sum to zero"):
+    with pytest.raises(ValueError, match=r"^weights sum to zero$"):
         hamilton(d(1), {"a": d(1), "b": d(-1)}, d(1))
 
 
@@ -150,6 +150,13 @@ def test_a5_a_reduction_is_shared_in_proportion() -> None:
         "alpha": d("0.2"),
         "beta": d("0.1"),
     }
+    assert allocate_change(d(1), {"alpha": d(-1)}, Rule.PRO_RATA, "") == {"alpha": 1}
+
+
+def test_a5_the_unit_is_the_finest_among_the_change_and_the_books() -> None:
+    # a whole change of books held in halves is shared in halves, not whole units
+    halves = {"a": d("0.5"), "b": d("0.5")}
+    assert allocate_change(d(-1), halves, Rule.PRO_RATA, "") == {"a": d("-0.5"), "b": d("-0.5")}
 
 
 def test_a5_beyond_flat_goes_to_the_unassigned_book() -> None:
@@ -280,7 +287,8 @@ def test_a7_a_policy_shares_pro_rata_exactly_the_causes_it_lists() -> None:
     ("fields", "message"),
     [
         ({"pro_rata": {"funding"}}, "cannot share funding"),
-        ({"pro_rata": {"adopted", "adl"}}, "cannot share adopted;"),
+        ({"pro_rata": {"adopted", "adl"}}, "cannot share adopted; one of adl, delivery, "),
+        ({"pro_rata": {"adopted", "funding"}}, "cannot share adopted, funding;"),
         ({"pro_rata": "adl"}, "must be a set of causes"),
         ({"pro_rata": b"adl"}, "must be a set of causes"),
         ({"pro_rata": 3}, "must be a set of causes"),

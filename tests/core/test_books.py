@@ -172,13 +172,41 @@ def test_b1_the_latest_lifecycle_and_correction_of_any_book() -> None:
     books = two_books()
     books["alpha"] = filled(books["alpha"], fill("e3", "sell", "2", "90", exec_time=at(2)))
     books["alpha"] = filled(books["alpha"], fill("e4", "buy", "1", "90", exec_time=at(3)))
-    exchange = snapshot(at(11), [row("BTCUSDT", "Buy", "3", avg_price="100")])
+    exchange = snapshot(at(11), [row("BTCUSDT", "Buy", "3", avg_price="100", seq=40)])
     books["beta"] = fold(books["beta"], judge(books["beta"], exchange, confirmations=1).events)
     view = account_view(KEY, books, "")
     assert books["alpha"].lifecycle == 2 and view.lifecycle == 2
     assert view.corrected_at == books["beta"].corrected_at is not None
+    assert view.corrected_seq == 40
     assert view.opened_at == min(books["alpha"].opened_at, books["beta"].opened_at)  # type: ignore[type-var]
     assert view.last_fill_seq is None
+
+
+def test_b1_counts_sum_and_per_key_bookkeeping_is_not_the_accounts() -> None:
+    """The first book (fewest events) carries no field of its own into the view but its
+    registration: counts and PnL sum, a book's last closed lifecycle and money check are its own."""
+    books = two_books()
+    books["beta"] = filled(books["beta"], fill("e3", "sell", "1", "120", exec_time=at(2)))
+    for order_id in ("a2", "a3", "a4", "a5"):
+        books["alpha"] = requested(books["alpha"], order_id, "buy", "1", at(3))
+    books["beta"] = requested(books["beta"], "b2", "sell", "1", at(3))
+    books["beta"] = attrs.evolve(
+        books["beta"],
+        overfills=1,
+        adopted_pnl=d(2),
+        unexplained_pnl=d(3),
+        money_checked_until=at(2),
+        active=False,
+    )
+    books["alpha"] = attrs.evolve(
+        books["alpha"], overfills=2, adopted_pnl=d(5), unexplained_pnl=d(7)
+    )
+    assert min(books.values(), key=lambda s: s.version) is books["beta"]
+    view = account_view(KEY, books, "")
+    assert (view.overfills, view.adopted_pnl, view.unexplained_pnl) == (3, 7, 10)
+    assert books["beta"].last_closed is not None and view.last_closed is None
+    assert view.money_checked_until is None and view.active
+    assert sorted(o.order_id for o in view.pending_orders) == ["a2", "a3", "a4", "a5", "b2"]
 
 
 # --- B2 averages --------------------------------------------------------------------------------
@@ -363,6 +391,17 @@ def test_b5_a_phantom_shared_pro_rata_closes_every_book() -> None:
     assert sizes(after(books, events)) == {"alpha": 0, "beta": 0}
 
 
+def test_b5_a_short_accounts_phantom_buys_every_book_back() -> None:
+    books = {
+        "alpha": book(ALPHA, fill("e1", "sell", "2", "100")),
+        "beta": book(BETA, fill("e2", "sell", "1", "110")),
+    }
+    events = corrected(books, PRO_RATA)
+    assert [e.share for e in (events[ALPHA][0], events[BETA][0])] == [2, 1]
+    assert events[ALPHA][0].total == 3
+    assert sizes(after(books, events)) == {"alpha": 0, "beta": 0}
+
+
 def test_b5_by_default_the_unassigned_book_takes_a_correction() -> None:
     books = two_books()
     events = corrected(books, DEFAULT)
@@ -488,6 +527,14 @@ def test_b6_an_unknown_order_goes_to_the_unassigned_book() -> None:
     assert sizes(after(books, recording.events))["manual"] == d("-0.5")
 
 
+def test_b6_an_account_without_streams_records_in_the_unassigned_book() -> None:
+    recording = record(
+        {}, [fill("m1", "buy", "1", order_id="web")], AllocationPolicy(unassigned="m")
+    )
+    assert by_book(recording.events) == {"m": ["Allocated", "Filled", "ExecutionSeen"]}
+    assert not recording.events[KEY.in_book("m")][1].absorbed
+
+
 # --- B7 pro rata executions ---------------------------------------------------------------------
 
 
@@ -549,6 +596,31 @@ def test_b7_an_unassigned_book_netting_against_a_flip_is_left_untouched() -> Non
     }
     assert recording.events[ALPHA][1].fee == d("0.2")
     assert sizes(after(books, recording.events)) == {"alpha": 0, "manual": -1}
+
+
+def test_b7_each_share_takes_its_own_side() -> None:
+    """A buy ADL of a short account buys back every book; a netting book's share of a sell is
+    a buy."""
+    short = {
+        "alpha": book(ALPHA, fill("e1", "sell", "0.4")),
+        "beta": book(BETA, fill("e2", "sell", "0.2")),
+    }
+    recording = record(short, [fill("adl1", "buy", "0.3", kind="adl")], PRO_RATA)
+    fills = {k.book: s[1] for k, s in recording.events.items()}
+    assert {b: (f.side, f.qty) for b, f in fills.items()} == {
+        "alpha": ("buy", d("0.2")),
+        "beta": ("buy", d("0.1")),
+    }
+    netting = {
+        "alpha": book(ALPHA, fill("e1", "buy", "2")),
+        "beta": book(BETA, fill("e2", "sell", "1")),
+    }
+    recording = record(netting, [fill("adl1", "sell", "1", kind="adl")], PRO_RATA)
+    fills = {k.book: s[1] for k, s in recording.events.items()}
+    assert {b: (f.side, f.qty) for b, f in fills.items()} == {
+        "alpha": ("sell", 2),
+        "beta": ("buy", 1),
+    }
 
 
 def test_b7_a_pro_rata_increase_goes_whole_to_the_unassigned_book() -> None:
@@ -620,24 +692,43 @@ def test_b8_funding_of_books_netting_to_flat_goes_to_the_unassigned_book() -> No
 def test_b9_a_repeat_in_the_batch_applies_once() -> None:
     books = two_books()
     trade = fill("t1", "sell", "1", order_id="web")
-    recording = record(books, [trade, trade])
-    assert [r.exec_id for r in recording.results] == ["t1"]
-    assert by_book(recording.events) == {"": ["Allocated", "Filled", "ExecutionSeen"]}
-    with pytest.raises(ExecutionConflict):
-        record(books, [trade, attrs.evolve(trade, qty=d(2))])
+    other = fill("t2", "sell", "1", order_id="web")
+    recording = record(books, [trade, trade, other])
+    assert [r.exec_id for r in recording.results] == ["t1", "t2"]
+    assert by_book(recording.events) == {
+        "": ["Allocated", "Filled", "Allocated", "Filled", "ExecutionSeen", "ExecutionSeen"]
+    }
+    changed = attrs.evolve(trade, qty=d(2))
+    with pytest.raises(ExecutionConflict) as conflict:
+        record(books, [trade, changed])
+    assert (conflict.value.exec_id, conflict.value.recorded, conflict.value.offered) == (
+        "t1",
+        trade.payload(),
+        changed.payload(),
+    )
 
 
 def test_b9_an_execution_recorded_for_a_book_of_the_account_is_a_duplicate() -> None:
     books = two_books()
     again = fill("e1", "buy", "2", "100", fee="0.1")
     stored = {marker_id("bybit", "main", "e1"): marker_payload(ALPHA, again)}
-    recording = record(books, [again], recorded=stored.get)
+    later = fill("e9", "sell", "1", order_id="web")
+    recording = record(books, [again, later], recorded=stored.get)
     assert [(r.exec_id, r.duplicate, r.event, r.overfill) for r in recording.results] == [
-        ("e1", True, None, 0)
+        ("e1", True, None, 0),
+        ("e9", False, "Filled", 0),
     ]
-    assert recording.events == {} and recording.markers == () and recording.books == {}
-    with pytest.raises(ExecutionConflict):
-        record(books, [attrs.evolve(again, price=d(101))], recorded=stored.get)
+    assert recording.books == {"e9": ("",)}
+    moved = attrs.evolve(again, price=d(101))
+    with pytest.raises(ExecutionConflict) as conflict:
+        record(books, [moved], recorded=stored.get)
+    assert (conflict.value.exec_id, conflict.value.recorded, conflict.value.offered) == (
+        "e1",
+        marker_payload(ALPHA, again),
+        marker_payload(KEY, moved),
+    )
+    duplicate_only = record(books, [again], recorded=stored.get)
+    assert duplicate_only.events == {} and duplicate_only.markers == ()
 
 
 def test_b9_an_execution_recorded_for_another_account_conflicts() -> None:
@@ -660,15 +751,21 @@ def test_b10_one_marker_per_new_execution_at_the_end_of_the_first_books_events()
     books["beta"] = requested(books["beta"], "b2", "buy", "1", at(2))
     own = fill("e3", "buy", "1", "100", order_id="b2", exec_time=at(3))
     manual = fill("m1", "sell", "1", "100", order_id="web", exec_time=at(4))
-    recording = record(books, [own, manual], book_of={"b2": "beta"}.get)
+    policy = AllocationPolicy(unassigned="manual")
+    recording = record(books, [own, manual], policy, book_of={"b2": "beta"}.get)
     assert by_book(recording.events) == {
         "beta": ["Filled", "ExecutionSeen", "ExecutionSeen"],
-        "": ["Allocated", "Filled"],
+        "manual": ["Allocated", "Filled"],
     }
+    assert recording.events[KEY.in_book("manual")][0].timestamp == at(4)
     seen = recording.events[BETA][1:]
-    assert [(s.exec_id, s.stream_id, s.originator_version) for s in seen] == [
-        ("e3", BETA.stream_id, 1),
-        ("m1", KEY.stream_id, 1),
+    assert [(s.exec_id, s.stream_id, s.originator_version, s.timestamp) for s in seen] == [
+        ("e3", BETA.stream_id, 1, at(3)),
+        ("m1", KEY.in_book("manual").stream_id, 1, at(4)),
+    ]
+    assert [s.originator_id for s in seen] == [
+        marker_id("bybit", "main", "e3"),
+        marker_id("bybit", "main", "m1"),
     ]
     assert [m.payload for m in recording.markers] == [
         marker_payload(BETA, own),
