@@ -173,10 +173,10 @@ def test_b1_the_latest_lifecycle_and_correction_of_any_book() -> None:
     books["alpha"] = filled(books["alpha"], fill("e3", "sell", "2", "90", exec_time=at(2)))
     books["alpha"] = filled(books["alpha"], fill("e4", "buy", "1", "90", exec_time=at(3)))
     exchange = snapshot(at(11), [row("BTCUSDT", "Buy", "3", avg_price="100", seq=40)])
-    books["beta"] = fold(books["beta"], judge(books["beta"], exchange, confirmations=1).events)
+    books["alpha"] = fold(books["alpha"], judge(books["alpha"], exchange, confirmations=1).events)
     view = account_view(KEY, books, "")
     assert books["alpha"].lifecycle == 2 and view.lifecycle == 2
-    assert view.corrected_at == books["beta"].corrected_at is not None
+    assert view.corrected_at == books["alpha"].corrected_at is not None
     assert view.corrected_seq == 40
     assert view.opened_at == min(books["alpha"].opened_at, books["beta"].opened_at)  # type: ignore[type-var]
     assert view.last_fill_seq is None
@@ -207,6 +207,13 @@ def test_b1_counts_sum_and_per_key_bookkeeping_is_not_the_accounts() -> None:
     assert books["beta"].last_closed is not None and view.last_closed is None
     assert view.money_checked_until is None and view.active
     assert sorted(o.order_id for o in view.pending_orders) == ["a2", "a3", "a4", "a5", "b2"]
+
+
+def test_b1_books_never_opened_make_a_view_with_no_times() -> None:
+    view = account_view(KEY, {"alpha": fresh(ALPHA), "beta": fresh(BETA)}, "")
+    assert (view.opened_at, view.last_fill_time, view.last_fill_seq) == (None, None, None)
+    assert (view.corrected_at, view.corrected_seq, view.last_snapshot_at) == (None, None, None)
+    assert (view.size, view.side, view.avg_entry_price, view.version) == (0, None, None, 2)
 
 
 # --- B2 averages --------------------------------------------------------------------------------
