@@ -819,3 +819,15 @@ def test_b11_a_late_execution_the_accounts_correction_reflected_is_absorbed_in_a
     assert account_view(KEY, written, "manual").signed_size == d("0.5")
     later = fill("adl2", "sell", "0.1", "90", kind="adl", exec_time=at(12))
     assert not record(books, [later], policy).events[KEY.in_book("manual")][1].absorbed
+
+
+def test_b10_each_result_names_its_own_execution_in_a_batch_to_one_book() -> None:
+    books = two_books()
+    books["beta"] = requested(books["beta"], "b2", "buy", "1", at(2))
+    part = fill("e3", "buy", "0.4", order_id="b2", exec_time=at(3))
+    rest = fill("e4", "buy", "0.9", order_id="b2", exec_time=at(4))
+    recording = record(books, [part, rest], book_of={"b2": "beta"}.get)
+    assert [(r.event, r.overfill) for r in recording.results] == [
+        ("PartiallyFilled", 0),
+        ("Filled", d("0.3")),
+    ]
