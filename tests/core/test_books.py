@@ -608,26 +608,20 @@ def test_b7_an_unassigned_book_netting_against_a_flip_is_left_untouched() -> Non
 def test_b7_each_share_takes_its_own_side() -> None:
     """A buy ADL of a short account buys back every book; a netting book's share of a sell is
     a buy."""
-    short = {
-        "alpha": book(ALPHA, fill("e1", "sell", "0.4")),
-        "beta": book(BETA, fill("e2", "sell", "0.2")),
-    }
-    recording = record(short, [fill("adl1", "buy", "0.3", kind="adl")], PRO_RATA)
-    fills = {k.book: s[1] for k, s in recording.events.items()}
-    assert {b: (f.side, f.qty) for b, f in fills.items()} == {
+
+    def shares(alpha: str, beta: str, side: str, qty: str) -> dict[str, tuple[str, Decimal]]:
+        books = {
+            "alpha": book(ALPHA, fill("e1", "buy" if d(alpha) > 0 else "sell", alpha.lstrip("-"))),
+            "beta": book(BETA, fill("e2", "buy" if d(beta) > 0 else "sell", beta.lstrip("-"))),
+        }
+        recording = record(books, [fill("adl1", side, qty, kind="adl")], PRO_RATA)
+        return {k.book: (s[1].side, s[1].qty) for k, s in recording.events.items()}
+
+    assert shares("-0.4", "-0.2", "buy", "0.3") == {
         "alpha": ("buy", d("0.2")),
         "beta": ("buy", d("0.1")),
     }
-    netting = {
-        "alpha": book(ALPHA, fill("e1", "buy", "2")),
-        "beta": book(BETA, fill("e2", "sell", "1")),
-    }
-    recording = record(netting, [fill("adl1", "sell", "1", kind="adl")], PRO_RATA)
-    fills = {k.book: s[1] for k, s in recording.events.items()}
-    assert {b: (f.side, f.qty) for b, f in fills.items()} == {
-        "alpha": ("sell", 2),
-        "beta": ("buy", 1),
-    }
+    assert shares("2", "-1", "sell", "1") == {"alpha": ("sell", 2), "beta": ("buy", 1)}
 
 
 def test_b7_a_pro_rata_increase_goes_whole_to_the_unassigned_book() -> None:

@@ -85,6 +85,8 @@ DELIVERY = st.sampled_from(("book", "book", "account", "twice", "miss"))
 """How an execution of a book's order reaches the ledger: recorded in its book (the bot's own
 stream), through the account key, in its book and again through the account (a duplicate), or
 not at all (recovered later through the account)."""
+AT_ONCE = {"market": st.booleans(), "price": PRICE, "fee": FEE, "how": DELIVERY}
+"""A request's draws for a market order: whether it is one, and how its execution goes."""
 
 
 def no_wall_clock() -> datetime:
@@ -231,16 +233,7 @@ class BooksOnAnAccount(RuleBasedStateMachine):
 
     # --- the books trade -----------------------------------------------------------------
 
-    @rule(
-        pick=PICK,
-        key=st.sampled_from(ACCOUNTS),
-        side=SIDES,
-        qty=QTY,
-        market=st.booleans(),
-        price=PRICE,
-        fee=FEE,
-        how=DELIVERY,
-    )
+    @rule(pick=PICK, key=st.sampled_from(ACCOUNTS), side=SIDES, qty=QTY, **AT_ONCE)
     def request_open(
         self,
         pick: int,
@@ -262,15 +255,7 @@ class BooksOnAnAccount(RuleBasedStateMachine):
         if market:
             self.executed(order_id, True, price, fee, how)
 
-    @rule(
-        pick=PICK,
-        key=st.sampled_from(ACCOUNTS),
-        part=st.integers(1, 4),
-        market=st.booleans(),
-        price=PRICE,
-        fee=FEE,
-        how=DELIVERY,
-    )
+    @rule(pick=PICK, key=st.sampled_from(ACCOUNTS), part=st.integers(1, 4), **AT_ONCE)
     def request_exit(
         self,
         pick: int,
