@@ -48,6 +48,10 @@ def snapshot(t: float, *positions: ExchangePosition, orders: tuple[str, ...] = (
     )
 
 
+def long(size: str, avg: str = "100") -> ExchangePosition:
+    return ExchangePosition(symbol="BTCUSDT", idx=0, side="Buy", size=size, avg_price=avg)
+
+
 def two_books(ledger: Ledger) -> None:
     """alpha long 2 @ 100, beta long 1 @ 110: the account long 3."""
     ledger.request_open(ALPHA, order_id="a1", side="Buy", qty="2", at=at(0))
@@ -254,3 +258,26 @@ def test_a_late_execution_of_an_ended_default_book_order_stays_in_the_default_bo
         assert sizes(ledger) == {"": Decimal("-0.5"), "alpha": 2, "beta": 1}
         with pytest.raises(InvalidInput, match="belongs to one book"):
             ledger.request_open(ALPHA, order_id="d1", side="Sell", qty="1", at=at(6))
+
+
+def test_a_late_execution_the_correction_counted_is_absorbed_in_a_new_unassigned_book(
+    ledger_url: str,
+) -> None:
+    """The ADL is missed; the correction (shared pro rata: alpha alone) counts it; recovered
+    late, it goes to the unassigned book, which had no stream at the correction: absorbed there,
+    the account stays at the exchange's 0.5 (it went to 0 before the fix)."""
+    policy = AllocationPolicy(unassigned="manual", pro_rata={"stale_quantity"})
+    with Ledger.open(ledger_url, allocation=policy) as ledger:
+        ledger.request_open(ALPHA, order_id="a1", side="Buy", qty="1", at=at(0))
+        ledger.record_fill(ALPHA, fill("e1", "a1", "Buy", "1", "100", 1))
+        ledger.reconcile(snapshot(600, long("0.5")), now=at(600))
+        ledger.reconcile(snapshot(660, long("0.5")), now=at(660))
+        assert sizes(ledger) == {"alpha": Decimal("0.5")}
+        adl = fill("adl1", "", "Sell", "0.5", "90", 2, kind="adl")
+        result = ledger.record_account_fills(ACCOUNT, [adl])
+        assert result.position.signed_size == Decimal("0.5")
+        assert sizes(ledger) == {"alpha": Decimal("0.5"), "manual": 0}
+        assert (
+            ledger.reconcile(snapshot(720, long("0.5")), now=at(720)).outcomes[0].outcome.value
+            == "agrees"
+        )

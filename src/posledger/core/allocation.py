@@ -119,11 +119,12 @@ def allocate_change(
         reducing = min(abs(change), abs(net)) * (1 if change > 0 else -1)
         holders = {book: size for book, size in books.items() if size != 0}
         split = hamilton(reducing, holders, unit_of(reducing, *holders.values()))
-        shares = {book: share for book, share in split.items() if share}
+        shares = dict(split)
     rest = SIZES.subtract(change, reducing)
     if rest:
         shares[unassigned] = SIZES.add(shares.get(unassigned, ZERO), rest)
-    return shares
+    # the unassigned book's two parts cancel when it nets against a change beyond flat
+    return {book: share for book, share in shares.items() if share}
 
 
 def split_funding(amount: Decimal, books: Mapping[str, Decimal]) -> dict[str, Decimal]:

@@ -258,10 +258,12 @@ def decide_account_fills(
 ) -> AccountRecording:
     """Record executions of the account ``key`` (in the exchange's order) in its books: one of
     an order the ledger knows (``book_of``) goes to that order's book, as if recorded there;
-    anything else is allocated by ``allocation``, each share preceded by ``Allocated``. An
-    exec_id already recorded for any book of the account with the same payload is a duplicate,
-    with another payload an :class:`ExecutionConflict`."""
+    anything else is allocated by ``allocation``, each share preceded by ``Allocated``. One the
+    account's last correction reflected is absorbed wherever it lands. An exec_id already
+    recorded for any book of the account with the same payload is a duplicate, with another
+    payload an :class:`ExecutionConflict`."""
     out = BookEmitters(key, books, allocation)
+    account = account_view(key, books, allocation.unassigned) if books else None
     offered: dict[str, str] = {}
     results: list[FillResult] = []
     markers: list[tuple[ExecutionSeen, Marker]] = []
@@ -289,7 +291,7 @@ def decide_account_fills(
             owners[fill.order_id] = book
         rule, shares = (Rule.UNASSIGNED, {book: fill}) if book is not None else _route(out, fill)
         routed[fill.exec_id] = tuple(shares)
-        account = sum(out.sizes().values(), ZERO)
+        net = sum(out.sizes().values(), ZERO)
         moved = _signed_qty(fill) if fill.kind.changes_size else ZERO
         applied: list[ExecutionEvent] = []
         for share_book, share in shares.items():
@@ -304,11 +306,11 @@ def decide_account_fills(
                     total=fill.fee if not fill.kind.changes_size else _signed_qty(fill),
                     share=share.fee if not fill.kind.changes_size else _signed_qty(share),
                     books=sorted(shares),
-                    account_before=account,
-                    account_after=account + moved,
+                    account_before=net,
+                    account_after=net + moved,
                 )
             count = len(emitter.events)
-            emit_fill(emitter, share)
+            emit_fill(emitter, share, account)
             applied.extend(e for e in emitter.events[count:] if isinstance(e, ExecutionEvent))
         first = out.emitters[next(iter(shares))].start.key
         owner_key = first if book is not None else key
@@ -331,9 +333,8 @@ def decide_account_fills(
             )
         )
     events = out.events()
-    if markers:
-        target = next(iter(events)) if events else key
-        events.setdefault(target, []).extend(seen for seen, _ in markers)
+    if markers:  # saved with the first book's events (every new execution wrote some)
+        next(iter(events.values())).extend(seen for seen, _ in markers)
     return AccountRecording(
         events=events,
         results=tuple(results),

@@ -194,7 +194,10 @@ def preview_fills(
     return emitter.events, emitter.preview
 
 
-def emit_fill(emitter: Emitter, fill: Fill) -> None:
+def emit_fill(emitter: Emitter, fill: Fill, account: PositionState | None = None) -> None:
+    """Emit ``fill``'s execution event. Whether the last correction already counted it is judged
+    on ``account`` when given: a book's share of an account's execution is absorbed when the
+    account's correction reflected it, even in a book that had no stream then."""
     state = emitter.preview
     fields: dict[str, Any] = {
         "exec_id": fill.exec_id,
@@ -220,7 +223,7 @@ def emit_fill(emitter: Emitter, fill: Fill) -> None:
         )
         return
     order = state.pending(fill.order_id) if fill.order_id else None
-    absorbed = _reflected_by_last_correction(state, fill, order)
+    absorbed = _reflected_by_last_correction(state if account is None else account, fill, order)
     leg = state.key.leg_side
     reduce_only = (order is not None and order.reduce_only) or (
         leg is not None and fill.side is not leg
