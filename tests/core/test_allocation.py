@@ -116,7 +116,8 @@ def test_a3_weights_summing_to_zero_are_refused() -> None:
 
 def test_a3_a_total_finer_than_the_weights_is_split_in_its_own_unit() -> None:
     assert unit_of(d("0.003"), d(2), d(1), d(1)) == d("0.001")
-    assert unit_of(d(3), d("1.50")) == d("0.01")  # a trailing zero counts: the figure's own digit
+    assert unit_of(d(3), d("1.50")) == d("0.1")  # trailing zeros do not count: how a figure is
+    assert unit_of(d("1.0"), d(2)) == unit_of(d(1), d(2)) == 1  # written never changes a split
     assert unit_of(d(5)) == 1 and unit_of(d("5E+2")) == 1
     assert unit_of(d("0.1"), Decimal("NaN")) == d("0.1")
     # exact 1.5, 0.75, 0.75 thousandths: floors 1, 0, 0; two units to the 0.75s

@@ -452,11 +452,12 @@ def test_b5_a_grown_book_takes_the_exchanges_average_a_reduced_one_keeps_its_own
         after(books, grown)["alpha"].avg_entry_price == account_view(KEY, books, "").avg_entry_price
     )
     assert after(books, grown)["alpha"].size == 4
-    # a reduction shared pro rata (in tenths: the exchange's figure is the finest): every book
-    # keeps its own average
-    reduced = corrected(books, policy, row("BTCUSDT", "Buy", "1.0", avg_price="99"))
+    # a reduction shared pro rata (in tenths: the exchange's 1.5 is the finest figure; exact
+    # -0.25/+0.25 for beta and manual round down to -0.3/+0.2, and the unit left goes to the
+    # tie's first name, beta): every book keeps its own average
+    reduced = corrected(books, policy, row("BTCUSDT", "Buy", "1.5", avg_price="99"))
     written = after(books, reduced)
-    assert sizes(written) == {"alpha": 1, "beta": d("0.5"), "manual": d("-0.5")}
+    assert sizes(written) == {"alpha": d("1.5"), "beta": d("0.8"), "manual": d("-0.8")}
     assert [written[b].avg_entry_price for b in ("alpha", "beta", "manual")] == [100, 110, 90]
 
 

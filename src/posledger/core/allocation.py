@@ -81,8 +81,9 @@ class AllocationPolicy:
 
 
 def unit_of(*values: Decimal) -> Decimal:
-    """The finest last digit among ``values`` (1 for integers): the unit shares are exact in."""
-    exponent = min([0, *(int(v.as_tuple().exponent) for v in values if v.is_finite())])
+    """The finest significant digit among ``values`` (1 for integers): the unit shares are
+    exact in. Trailing zeros do not count, so ``1.0`` and ``1`` split alike."""
+    exponent = min([0, *(int(v.normalize().as_tuple().exponent) for v in values if v.is_finite())])
     return Decimal(1).scaleb(exponent)
 
 
