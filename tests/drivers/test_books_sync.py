@@ -23,7 +23,7 @@ from posledger.core.events import Allocated
 from posledger.testing.fake_bybit import FakeBybit
 from posledger.venues.bybit import BybitVenue
 from tests.ccxt_harness import FLAVOURS, NOW, CcxtHarness, Clock, Rig, ago
-from tests.drivers.books_worker import Trade, trade_book
+from tests.drivers.books_worker import START_TIMEOUT_S, Trade, trade_book
 
 VENUES = ("pybit", *(f"ccxt-{flavour}" for flavour in FLAVOURS))
 ACCOUNT = PositionKey(venue="bybit", account="main", category="linear", symbol="ETHUSDT")
@@ -452,7 +452,9 @@ def test_books_written_by_two_processes_lose_and_double_nothing(
     for bot in bots:
         bot.start()
     for bot in bots:
-        bot.join()
+        bot.join(timeout=2 * START_TIMEOUT_S)
+        if bot.exitcode is None:
+            bot.kill()
     assert [bot.exitcode for bot in bots] == [0, 0]
     with rig_for(harness, durable_url, clock) as rig:
         assert sizes(rig) == {"alpha": Decimal("1.5"), "beta": Decimal("-2.6")}

@@ -7,6 +7,7 @@ server still starting, so it is retried until the timeout, then reported as refu
 
 from __future__ import annotations
 
+import multiprocessing
 import socket
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -177,3 +180,30 @@ def test_a_failed_open_leaves_no_pool_connecting_in_the_background(server: str) 
     while pool_threads() - before and time.monotonic() < give_up:
         time.sleep(0.05)
     assert not pool_threads() - before, caught.value
+
+
+def _open_once(url: str, start: Any, errors: Any) -> None:
+    start.wait(timeout=60)
+    try:
+        with Ledger.open(url, timeout=10) as ledger:
+            ledger.positions()
+    except Exception as error:
+        errors.put(repr(error))
+
+
+def test_bots_starting_at_once_on_a_new_sqlite_file_all_open_it(tmp_path: Path) -> None:
+    """Processes opening a new file at the same moment: one switches it to WAL while another
+    is refused ("database is locked"), and waits within its timeout instead of failing to
+    start. (A race: without the wait, about one round in five fails; 15 rounds of 4.)"""
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    for round_ in range(15):
+        url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
+        start = context.Barrier(4)
+        bots = [context.Process(target=_open_once, args=(url, start, errors)) for _ in range(4)]
+        for bot in bots:
+            bot.start()
+        for bot in bots:
+            bot.join(timeout=120)
+        assert [bot.exitcode for bot in bots] == [0, 0, 0, 0]
+    assert errors.empty(), errors.get()

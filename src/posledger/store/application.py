@@ -8,6 +8,7 @@ Its name fixes the table names, so every reader of a store constructs
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -46,12 +47,17 @@ class LedgerApplication(Application[uuid.UUID]):
         return app
 
 
+STARTUP_RACES = ("concurrently", "already exists", "database is locked")
+"""What opening a store says when other processes open it at the same moment: PostgreSQL
+refuses concurrent catalog changes ("tuple concurrently updated", a type that "already
+exists"); SQLite refuses to switch a new file to WAL while another connection holds it."""
+
+
 def open_application(settings: StorageSettings) -> LedgerApplication:
     """The application for ``settings``, creating its tables unless told not to.
 
-    Creating tables is idempotent, but PostgreSQL refuses concurrent catalog changes ("tuple
-    concurrently updated", a type that "already exists") when several processes start at once:
-    try again until ``settings.timeout_s`` has passed."""
+    Creating tables is idempotent, but several processes opening a store at once race
+    (:data:`STARTUP_RACES`): try again until ``settings.timeout_s`` has passed."""
     started = time.monotonic()
     while True:
         try:
@@ -59,8 +65,8 @@ def open_application(settings: StorageSettings) -> LedgerApplication:
             if settings.env.get("CREATE_TABLE") != "n":
                 ensure_key_index(app)
             return app
-        except (InternalError, IntegrityError) as error:
-            if "concurrently" not in str(error) and "already exists" not in str(error):
+        except (InternalError, IntegrityError, OperationalError, sqlite3.OperationalError) as error:
+            if not any(race in str(error) for race in STARTUP_RACES):
                 raise
             if time.monotonic() - started > settings.timeout_s:
                 raise
