@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from posledger import AllocationPolicy, ExecKind, InvalidInput
+from posledger import AllocationPolicy, ExecKind, InvalidInput, PositionKey
 from posledger.core.allocation import (
     MONEY_UNIT,
     SHAREABLE,
@@ -40,6 +40,7 @@ from posledger.core.allocation import (
     split_funding,
     unit_of,
 )
+from posledger.testing.strategies import allocation_policies, book_names, position_keys
 from tests.core.literals import d
 
 NAMES = st.sampled_from(("", "alpha", "beta", "gamma", "manual"))
@@ -302,3 +303,12 @@ def test_a7_a_policy_shares_pro_rata_exactly_the_causes_it_lists() -> None:
 def test_a7_bad_policies_are_refused(fields: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         AllocationPolicy(**fields)  # type: ignore[arg-type]
+
+
+@given(book_names(), allocation_policies(), position_keys(books=("", "alpha", "beta")))
+def test_the_public_strategies_draw_valid_books_policies_and_book_keys(
+    name: str, policy: AllocationPolicy, k: PositionKey
+) -> None:
+    assert PositionKey.book_name(name) == name
+    assert AllocationPolicy(unassigned=policy.unassigned, pro_rata=policy.pro_rata) == policy
+    assert k.book in ("", "alpha", "beta") and k.account_key.book == ""

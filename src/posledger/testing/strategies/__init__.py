@@ -3,8 +3,9 @@
 Everything drawn here is what an exchange could report: quantities, prices and fees are
 ``Decimal`` (never ``float``), times are timezone-aware UTC ``datetime``, and keys are one-way
 (``idx`` 0) or a hedge-mode leg (``idx`` 1 long, ``idx`` 2 short). The building blocks are
-:func:`decimals_qty`, :func:`prices`, :func:`fees`, :func:`utc_datetimes`, :func:`position_keys`,
-:func:`fills`, :func:`exchange_positions` and :func:`snapshots`; :func:`exchange_histories` draws
+:func:`decimals_qty`, :func:`prices`, :func:`fees`, :func:`utc_datetimes`, :func:`position_keys`
+(in books too), :func:`book_names`, :func:`allocation_policies`, :func:`fills`,
+:func:`exchange_positions` and :func:`snapshots`; :func:`exchange_histories` draws
 a whole scripted exchange session (requests, partial and full executions, order-less
 liquidations, funding, cancellations) together with the exchange's true positions after every
 step, so a test can feed any part of it to a ledger (or to a bot) and compare with the truth::
@@ -47,6 +48,8 @@ from posledger.testing.strategies.simulation import (
 )
 from posledger.testing.strategies.values import (
     DEFAULT_SYMBOLS,
+    allocation_policies,
+    book_names,
     decimals_qty,
     exchange_positions,
     fees,
@@ -67,6 +70,8 @@ __all__ = [
     "OrderPlaced",
     "SimulatedExchange",
     "WorkingOrder",
+    "allocation_policies",
+    "book_names",
     "decimals_qty",
     "exchange_histories",
     "exchange_positions",

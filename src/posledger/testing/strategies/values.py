@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from hypothesis import strategies as st
 
+from posledger.core.allocation import SHAREABLE, AllocationPolicy
 from posledger.core.model import (
     ExchangePosition,
     ExecKind,
@@ -110,11 +111,13 @@ def position_keys(
     category: str = "linear",
     symbols: Sequence[str] = DEFAULT_SYMBOLS,
     hedge: bool | None = False,
+    books: Sequence[str] = ("",),
 ) -> st.SearchStrategy[PositionKey]:
     """Keys of one venue/account/category. ``hedge`` False draws one-way keys (``idx`` 0), True
-    hedge-mode legs (``idx`` 1 or 2), None either."""
-    if not symbols:
-        raise ValueError("symbols must not be empty")
+    hedge-mode legs (``idx`` 1 or 2), None either; ``books`` the books they may be in (the
+    default book ``""`` only, unless given: docs/books.md)."""
+    if not symbols or not books:
+        raise ValueError("symbols and books must not be empty")
     idxs = _idxs(hedge)
     return st.builds(
         PositionKey,
@@ -123,6 +126,28 @@ def position_keys(
         category=st.just(category),
         symbol=st.sampled_from(tuple(symbols)),
         idx=st.sampled_from(idxs),
+        book=st.sampled_from(tuple(books)),
+    )
+
+
+def book_names(*, default: bool = True) -> st.SearchStrategy[str]:
+    """Names a book may have: the default book ``""`` (unless ``default`` is False) and printable
+    names up to 64 characters, none with surrounding spaces (docs/books.md)."""
+    named = st.text(
+        st.characters(codec="utf-8", categories=("L", "N", "P", "S")), min_size=1, max_size=64
+    ).filter(lambda name: name == name.strip())
+    return st.one_of(st.just(""), named) if default else named
+
+
+def allocation_policies(
+    books: st.SearchStrategy[str] | None = None,
+) -> st.SearchStrategy[AllocationPolicy]:
+    """Allocation policies: an unassigned book (drawn from ``books``, default
+    :func:`book_names`) and any set of the causes that may be shared pro rata."""
+    return st.builds(
+        AllocationPolicy,
+        unassigned=books if books is not None else book_names(),
+        pro_rata=st.frozensets(st.sampled_from(sorted(SHAREABLE))),
     )
 
 
