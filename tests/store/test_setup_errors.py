@@ -191,14 +191,36 @@ def _open_once(url: str, start: Any, errors: Any) -> None:
         errors.put(repr(error))
 
 
-def test_bots_starting_at_once_on_a_new_sqlite_file_all_open_it(tmp_path: Path) -> None:
-    """Processes opening a new file at the same moment: one switches it to WAL while another
-    is refused ("database is locked"), and waits within its timeout instead of failing to
-    start. (A race: without the wait, about one round in five fails; 15 rounds of 4.)"""
+@pytest.fixture(params=["sqlite", "postgres"])
+def new_stores(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """Fifteen URLs of stores that do not exist yet (files, or empty schemas)."""
+    if request.param == "sqlite":
+        yield [f"sqlite:///{tmp_path / f'new-{n}.db'}" for n in range(15)]
+        return
+    server = request.getfixturevalue("server")
+    import psycopg
+
+    schemas = [f"t_{uuid.uuid4().hex[:16]}" for _ in range(15)]
+    with psycopg.connect(server, autocommit=True) as connection:
+        for schema in schemas:
+            connection.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield [f"{server}?schema={schema}" for schema in schemas]
+    finally:
+        with psycopg.connect(server, autocommit=True) as connection:
+            for schema in schemas:
+                connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_bots_starting_at_once_on_a_new_store_all_open_it(new_stores: list[str]) -> None:
+    """Processes opening a new store at the same moment race: SQLite refuses to switch a new
+    file to WAL while another connection holds it ("database is locked"); PostgreSQL refuses
+    concurrent catalog changes (an index that "already exists"). Each waits, within its
+    timeout, instead of failing to start. (A race: without the wait, about one round in five
+    failed on SQLite; 15 rounds of 4 processes.)"""
     context = multiprocessing.get_context("spawn")
     errors = context.Queue()
-    for round_ in range(15):
-        url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
+    for url in new_stores:
         start = context.Barrier(4)
         bots = [context.Process(target=_open_once, args=(url, start, errors)) for _ in range(4)]
         for bot in bots:

@@ -49,8 +49,9 @@ class LedgerApplication(Application[uuid.UUID]):
 
 STARTUP_RACES = ("concurrently", "already exists", "database is locked")
 """What opening a store says when other processes open it at the same moment: PostgreSQL
-refuses concurrent catalog changes ("tuple concurrently updated", a type that "already
-exists"); SQLite refuses to switch a new file to WAL while another connection holds it."""
+refuses concurrent catalog changes ("tuple concurrently updated", a type or an index that
+"already exists"); SQLite refuses to switch a new file to WAL while another connection holds
+it."""
 
 
 def open_application(settings: StorageSettings) -> LedgerApplication:
@@ -65,7 +66,13 @@ def open_application(settings: StorageSettings) -> LedgerApplication:
             if settings.env.get("CREATE_TABLE") != "n":
                 ensure_key_index(app)
             return app
-        except (InternalError, IntegrityError, OperationalError, sqlite3.OperationalError) as error:
+        except (
+            InternalError,
+            IntegrityError,
+            OperationalError,
+            ProgrammingError,
+            sqlite3.OperationalError,
+        ) as error:
             if not any(race in str(error) for race in STARTUP_RACES):
                 raise
             if time.monotonic() - started > settings.timeout_s:
