@@ -530,10 +530,11 @@ def ingest_rate(
     keys: Sequence[PositionKey],
     next_i: list[int],
     cfg: Config,
+    latencies: list[float],
 ) -> float:
-    """Single writer, round-robin over ``keys``: fills/s of ``write``, timing only the write.
-    ``Ledger.record_fill`` (durable on return) for posledger; for the baseline of (1), one
-    INSERT + COMMIT of an equivalent row per fill."""
+    """Single writer, round-robin over ``keys``: fills/s of ``write``, timing only the write
+    (each call's seconds appended to ``latencies``). ``Ledger.record_fill`` (durable on return)
+    for posledger; for the baseline of (1), one INSERT + COMMIT of an equivalent row per fill."""
     busy = 0.0
     done = 0
     while busy < cfg.min_seconds:
@@ -542,9 +543,17 @@ def ingest_rate(
         next_i[k] += 1
         started = time.perf_counter()
         write(keys[k], fill)
-        busy += time.perf_counter() - started
+        took = time.perf_counter() - started
+        latencies.append(took)
+        busy += took
         done += 1
     return done / busy
+
+
+def percentiles(latencies: list[float]) -> str:
+    """p50 and p99 of per-call seconds, in milliseconds."""
+    cuts = statistics.quantiles(latencies, n=100)
+    return f"p50 {cuts[49] * 1000:.2f} ms, p99 {cuts[98] * 1000:.2f} ms"
 
 
 def figure_ingest_durable(
@@ -557,6 +566,8 @@ def figure_ingest_durable(
     table = backend.raw_table("ingest")
     ours: list[float] = []
     raw: list[float] = []
+    ours_latency: list[float] = []
+    raw_latency: list[float] = []
     with Ledger.open(url) as ledger:
         for k, key in enumerate(keys):  # register the keys outside the timing
             ledger.record_fill(key, fill_for(k, 0, "ingest"))
@@ -564,8 +575,8 @@ def figure_ingest_durable(
             ours_i[k] = raw_i[k] = 1
         started = time.perf_counter()
         for _ in range(cfg.repeats):  # interleaved, so drift hits both alike
-            ours.append(ingest_rate(ledger.record_fill, keys, ours_i, cfg))
-            raw.append(ingest_rate(table.insert_commit, keys, raw_i, cfg))
+            ours.append(ingest_rate(ledger.record_fill, keys, ours_i, cfg, ours_latency))
+            raw.append(ingest_rate(table.insert_commit, keys, raw_i, cfg, raw_latency))
             if time.perf_counter() - started > cfg.repeat_budget_s:
                 break
     stored = backend.count_events(url)
@@ -584,6 +595,8 @@ def figure_ingest_durable(
             ours_rate / raw_rate,
             [
                 f"runs posledger {[round(v) for v in ours]}, raw {[round(v) for v in raw]}",
+                f"latency of one durable write: record_fill {percentiles(ours_latency)}; "
+                f"raw INSERT + COMMIT {percentiles(raw_latency)}",
                 f"posledger stored {stored / fills:.2f} event rows per fill; baseline payload "
                 f"{len(fill_payload(keys[0], sample))} B of JSON + 15 columns per fill",
             ],

@@ -54,4 +54,5 @@ def test_quick_benchmark_prints_every_figure(tmp_path: Path) -> None:
         assert f"{figure}.sqlite" in ratios, f"no 'ratio {figure}.sqlite' line"
         assert float(ratios[f"{figure}.sqlite"]) > 0
     assert "| figure | backend |" in completed.stdout
+    assert re.search(r"record_fill p50 [\d.]+ ms, p99 [\d.]+ ms", completed.stdout)
     assert out.exists()
