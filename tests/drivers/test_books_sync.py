@@ -49,17 +49,6 @@ class PybitHarness:
         return outcome
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def fake(clock: Clock) -> Iterator[FakeBybit]:
-    with FakeBybit(clock=clock, page_size=2) as server:
-        yield server
-
-
 @pytest.fixture(params=VENUES)
 def harness(request: pytest.FixtureRequest, fake: FakeBybit) -> Iterator[Any]:
     if request.param == "pybit":

@@ -36,18 +36,6 @@ def key(symbol: str, idx: int = 0) -> PositionKey:
     return PositionKey(venue="bybit", account="main", category="linear", symbol=symbol, idx=idx)
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def fake(clock: Clock) -> Iterator[FakeBybit]:
-    """The fake Bybit on the rig's clock: a snapshot is taken at its replies' time."""
-    with FakeBybit(clock=clock, page_size=2) as server:
-        yield server
-
-
 @pytest.fixture(params=FLAVOURS)
 def harness(request: pytest.FixtureRequest, fake: FakeBybit) -> Iterator[CcxtHarness]:
     with CcxtHarness(request.param, fake, timeout_ms=2000) as opened:

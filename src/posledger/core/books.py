@@ -351,11 +351,19 @@ def _owner(
 ) -> str | None:
     """The book an order belongs to: pending in a book as this batch left it, met earlier in
     the batch, else what ``book_of`` knows (its marker)."""
-    for book, emitter in out.emitters.items():
-        if emitter.preview.pending(order_id) is not None:
+    previews = {book: emitter.preview for book, emitter in out.emitters.items()}
+    found = pending_book(previews, order_id)
+    if found is None:
+        found = owners.get(order_id)
+    return found if found is not None else book_of(order_id)
+
+
+def pending_book(books: Books, order_id: str) -> str | None:
+    """The book in which ``order_id`` is pending, if any."""
+    for book, state in books.items():
+        if state.pending(order_id) is not None:
             return book
-    met = owners.get(order_id)
-    return met if met is not None else book_of(order_id)
+    return None
 
 
 def _signed_qty(fill: Fill) -> Decimal:

@@ -14,7 +14,13 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from posledger.core.allocation import AllocationPolicy
-from posledger.core.books import Books, account_view, decide_account_fills, to_books
+from posledger.core.books import (
+    Books,
+    account_view,
+    decide_account_fills,
+    pending_book,
+    to_books,
+)
 from posledger.core.decide import FillBatchResult
 from posledger.core.events import OrderBooked, PositionEvent, order_marker_id
 from posledger.core.model import Fill, PositionKey
@@ -80,6 +86,11 @@ class Accounts:
                 assert isinstance(event, OrderBooked)
                 book = self._orders[stream] = event.book
         return book
+
+    def book_of_order(self, account: PositionKey, order_id: str, lookup: Lookup) -> str | None:
+        """The book ``order_id`` belongs to: pending in one, else its marker's; None if neither."""
+        found = pending_book(self.states(account, lookup), order_id)
+        return found if found is not None else self.order_book(account, order_id)
 
     def record(self, account: PositionKey, fills: Sequence[Fill], at: datetime) -> FillBatchResult:
         """Executions of the account routed to its books (docs/books.md#routing), in one save."""

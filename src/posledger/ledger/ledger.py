@@ -336,7 +336,8 @@ class Ledger:
         status = text(status, "status")
         when = self._time(at, "at")
         if not key.book and self._has_books(key):  # an account key: the order's own book
-            book = self._book_of_order(key, order_id)
+            with self._lock, self._storage_errors():
+                book = self._accounts.book_of_order(key, order_id, self._cache.state)
             key = key.in_book(book) if book else key
 
         def decide(state: PositionState) -> Decision[None]:
@@ -703,14 +704,6 @@ class Ledger:
             self._cache.catch_up()
             self._cache.know_every_key()
             return self._accounts.has_books(key.account_key)
-
-    def _book_of_order(self, key: PositionKey, order_id: str) -> str | None:
-        with self._lock, self._storage_errors():
-            states = self._accounts.states(key.account_key, self._cache.state)
-            for book, state in states.items():
-                if state.pending(order_id) is not None:
-                    return book
-            return self._accounts.order_book(key, order_id)
 
     def _check_key(self, key: object) -> None:
         if not isinstance(key, PositionKey):
