@@ -24,66 +24,29 @@ then reported with its reason.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
-import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
-from uuid import UUID
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import psycopg.errors
 import psycopg_pool
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import (
-    PostgresAggregateRecorder,
-    PostgresApplicationRecorder,
     PostgresDatastore,
     PostgresFactory,
 )
-from psycopg import ClientCursor, Connection
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg import Connection
+from psycopg.sql import SQL, Identifier
 
 from posledger.core.errors import ConfigurationError
+from posledger.store.postgres_log import BoundedAggregateRecorder, BoundedApplicationRecorder
 from posledger.store.postgres_pool import ReportingPool, ServerRefusal, one_line
-from posledger.store.replay import KEY_INDEX, key_index_statement
 
-R = TypeVar("R")
-RETRY_PAUSE_S = 0.1
-ONE_QUERY_MAX = 64
-"""Events up to which a transaction goes as one simple query; beyond, binding values on the
-client costs more than the round trips it saves, and the rows go by COPY."""
-STAGING_TABLE = "posledger_staged_events"
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-"""The characters COPY's text format needs escaped in a value."""
-
-
-def _copy_text(value: str) -> str:
-    return value.translate(_COPY_ESCAPES)
-
-
-_LITERAL_ESCAPES = str.maketrans({"\\": "\\\\", "'": "''"})
-
-
-def _literal_text(value: str) -> str:
-    """A SQL string literal of ``value`` (escape syntax: the same whatever
-    standard_conforming_strings says)."""
-    return f"E'{value.translate(_LITERAL_ESCAPES)}'"
-
-
-def _literal_id(value: UUID | str) -> str:
-    return f"'{value.hex}'::uuid" if isinstance(value, UUID) else f"{_literal_text(value)}::uuid"
-
-
-def _copy_id(value: UUID | str) -> str:
-    return value.hex if isinstance(value, UUID) else _copy_text(value)
-
-
-LOCK_NOT_AVAILABLE = "55P03"
 SERVER_SHARE = 0.75
 """Part of the timeout the server's lock timeout gets; the watchdog waits for the whole."""
 WATCH_TICK_S = 0.02
@@ -252,191 +215,6 @@ class GuardedPostgresDatastore(PostgresDatastore):
             self.pool.close(timeout=0.1)
 
 
-def _within(deadline_s: float, call: Callable[[], R]) -> R:
-    """``call``, retried after transient errors while ``deadline_s`` allows; a lock timeout
-    is not retried (it used most of the deadline already, and says why)."""
-    started = time.monotonic()
-    while True:
-        try:
-            return call()
-        except (InterfaceError, OperationalError) as error:
-            pause = RETRY_PAUSE_S * random.uniform(0.5, 1.5)
-            locked = getattr(error.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE
-            if locked or time.monotonic() - started + pause >= deadline_s:
-                raise
-            time.sleep(pause)
-
-
-def _bounded(method: Callable[..., Any]) -> Callable[..., Any]:
-    """The method without eventsourcing's fixed retries, retried within ``self.deadline_s``."""
-    unwrapped: Callable[..., Any] = getattr(method, "__wrapped__")  # noqa: B009
-
-    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
-
-    call.__name__ = method.__name__
-    call.__doc__ = method.__doc__
-    return call
-
-
-def _create_what_is_missing(recorder: Any, create: Callable[[], None], names: list[str]) -> None:
-    """Run the recorder's CREATE statements only if one of the relations ``names`` (or its
-    row type) is missing. ``CREATE INDEX IF NOT EXISTS`` takes a SHARE lock on the table even
-    when the index exists, so running them at every open would wait for any writer holding the
-    table's EXCLUSIVE lock, and queue every later writer behind the open."""
-    datastore = recorder.datastore
-    if getattr(datastore, "enable_db_functions", False):
-        create()  # the insert function is (re)created with the statements
-        return
-    qualified = [f'"{datastore.schema}"."{name}"' for name in names]
-    type_name = f'"{datastore.schema}"."{recorder.stored_event_type_name}"'
-    checks = " OR ".join(["to_regclass(%s) IS NULL"] * len(qualified))
-    with datastore.get_connection() as conn:
-        query = f"SELECT {checks} OR to_regtype(%s) IS NULL AS missing"
-        missing = conn.execute(query, [*qualified, type_name]).fetchone()["missing"]
-    if missing:
-        create()
-    else:
-        datastore.register_type_adapters()
-
-
-class BoundedAggregateRecorder(PostgresAggregateRecorder):
-    """Snapshots: the aggregate recorder with deadline-bounded retries."""
-
-    deadline_s = 5.0
-    insert_events = _bounded(PostgresAggregateRecorder.insert_events)
-    select_events = _bounded(PostgresAggregateRecorder.select_events)
-
-    def create_table(self) -> None:
-        _create_what_is_missing(self, super().create_table, [self.events_table_name])
-
-
-class BoundedApplicationRecorder(PostgresApplicationRecorder):
-    """Events and the notification log, with deadline-bounded retries, every ordinary write in
-    one round trip to the server, and large imports by COPY.
-
-    eventsourcing's insert takes the table's EXCLUSIVE lock so that transactions commit in the
-    order of their notification ids (a follower of the log never passes a gap that a slower
-    transaction fills later); it then waits for the insert's result before sending COMMIT, two
-    round trips. Here the same statements (lock timeout, lock, NOTIFY, INSERT ... RETURNING)
-    go out as one simple query, which PostgreSQL runs as one implicit transaction (rolled back
-    whole if any statement fails): the lock and its guarantee are unchanged, the wait for the
-    server happens once. A large import stages its rows by COPY under the same lock (see
-    ``_insert_copied``). The tables also get the partial index bulk loading finds keys by.
-    """
-
-    deadline_s = 5.0
-    select_events = _bounded(PostgresAggregateRecorder.select_events)
-    select_notifications = _bounded(PostgresApplicationRecorder.select_notifications)
-    max_notification_id = _bounded(PostgresApplicationRecorder.max_notification_id)
-
-    def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"):
-        super().__init__(datastore, events_table_name=events_table_name)
-        self._head: str | None = None
-        qualified = f'"{datastore.schema}"."{events_table_name}"'
-        self.sql_create_statements.append(
-            SQL(key_index_statement(events_table_name, qualified))  # type: ignore[arg-type]
-        )
-
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        if not stored_events:
-            return []
-        if len(stored_events) > ONE_QUERY_MAX:
-            return _within(self.deadline_s, lambda: self._insert_copied(stored_events))
-        return _within(self.deadline_s, lambda: self._insert_one_query(stored_events))
-
-    def _insert_one_query(self, stored_events: Sequence[StoredEvent]) -> list[int]:
-        """The whole transaction as one simple query, its values written as SQL literals here
-        (psycopg's client-side binding adapts every value in Python, which costs more than
-        the rest of a write's Python)."""
-        rows = ",".join(
-            [
-                f"({_literal_id(e.originator_id)},{int(e.originator_version)},"
-                f"{_literal_text(e.topic)},E'\\\\x{e.state.hex()}'::bytea)"
-                for e in stored_events
-            ]
-        )
-        with self.datastore.get_connection() as conn:
-            assert conn.autocommit
-            curs = ClientCursor(conn)
-            curs.execute(f"{self._insert_head(conn)}{rows} RETURNING notification_id")
-            while curs.nextset():
-                pass
-            return [row["notification_id"] for row in curs.fetchall()]
-
-    def _insert_copied(self, stored_events: Sequence[StoredEvent]) -> list[int]:
-        """Large imports: the rows go to a temporary table by COPY (no per-value adaptation),
-        then into the events table with one INSERT ... SELECT in their given order, under the
-        same lock timeout, EXCLUSIVE lock and NOTIFY as every write; a duplicate fails the
-        INSERT and so the whole transaction."""
-        data = "".join(
-            [
-                f"{n}\t{_copy_id(e.originator_id)}\t{e.originator_version}\t"
-                f"{_copy_text(e.topic)}\t\\\\x{e.state.hex()}\n"
-                for n, e in enumerate(stored_events)
-            ]
-        )
-        with self.datastore.get_connection() as conn:
-            curs = conn.cursor()
-            with conn.transaction():
-                curs.execute(self._lock_and_stage)
-                with curs.copy(self._copy_staged) as copy:
-                    copy.write(data)
-                curs.execute(self._insert_staged)
-                return [row["notification_id"] for row in curs.fetchall()]
-
-    def _insert_head(self, conn: Any) -> str:
-        """The statements before the rows' values: lock timeout, lock, NOTIFY, INSERT."""
-        if self._head is None:
-            insert = SQL(
-                "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) VALUES "
-            ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
-            statements = [*self.lock_table_statements, self._notify, insert]
-            self._head = SQL("; ").join(statements).as_string(conn)
-        return self._head
-
-    @functools.cached_property
-    def _lock_and_stage(self) -> Composed:
-        """The lock timeout, the table lock, NOTIFY, and the staging table (dropped at commit),
-        as one simple query."""
-        stage = SQL(
-            "CREATE TEMPORARY TABLE {0} (n bigint, originator_id uuid, "
-            "originator_version bigint, topic text, state bytea) ON COMMIT DROP"
-        ).format(Identifier(STAGING_TABLE))
-        return SQL("; ").join([*self.lock_table_statements, self._notify, stage])
-
-    @functools.cached_property
-    def _copy_staged(self) -> Composed:
-        return SQL("COPY {0} FROM STDIN").format(Identifier(STAGING_TABLE))
-
-    @functools.cached_property
-    def _insert_staged(self) -> Composed:
-        """The staged rows in their given order, so their notification ids follow it."""
-        return SQL(
-            "INSERT INTO {0}.{1} (originator_id, originator_version, topic, state) "
-            "SELECT originator_id, originator_version, topic, state FROM {2} ORDER BY n "
-            "RETURNING notification_id"
-        ).format(
-            Identifier(self.datastore.schema),
-            Identifier(self.events_table_name),
-            Identifier(STAGING_TABLE),
-        )
-
-    @functools.cached_property
-    def _notify(self) -> Composed:
-        return SQL("NOTIFY {0}").format(Identifier(self.channel_name))
-
-    def create_table(self) -> None:
-        names = [
-            self.events_table_name,
-            self.notification_id_index_name,
-            f"{self.events_table_name}_{KEY_INDEX}",
-        ]
-        _create_what_is_missing(self, super().create_table, names)
-
-
 class BoundedPostgresFactory(PostgresFactory):
     """Selected by ``PERSISTENCE_MODULE=posledger.store.postgres:BoundedPostgresFactory``; the
     deadline comes from ``POSLEDGER_STORAGE_TIMEOUT`` (seconds)."""
@@ -488,6 +266,9 @@ class BoundedPostgresFactory(PostgresFactory):
     def application_recorder(self) -> Any:
         with self._closed_on_failure():
             recorder = super().application_recorder()
+            if not self.env_create_table():
+                assert isinstance(recorder, BoundedApplicationRecorder)
+                recorder.require_upgraded()
         recorder.deadline_s = self._deadline()  # type: ignore[attr-defined]
         return recorder
 

@@ -259,6 +259,7 @@ class _PostgresStore(_Store):
         schema = f'"{recorder.datastore.schema}"'
         self.events = f'{schema}."{recorder.events_table_name}"'
         self.snapshot_table = f'{schema}."{snapshots.events_table_name}"'
+        self.followable: str = recorder.followable
 
     def _rows(
         self, query: str, params: tuple[Any, ...] = (), *, ordered: bool = False
@@ -328,7 +329,7 @@ class _PostgresStore(_Store):
         return self._rows(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             f"FROM {self.events} WHERE notification_id > %s AND notification_id <= %s "
-            "AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
+            f"AND topic = ANY(%s) AND {self.followable} ORDER BY notification_id LIMIT %s",
             (after, stop, list(topics), limit),
             ordered=True,
         )
