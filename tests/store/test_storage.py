@@ -42,6 +42,12 @@ def test_passwords_never_appear_in_descriptions_or_reprs() -> None:
     assert "s3cr" not in repr(settings)
 
 
+@pytest.mark.parametrize("schema", ["live-bots", "live bots", "1live", "x" * 64, ""])
+def test_a_schema_name_the_store_cannot_use_is_refused_before_connecting(schema: str) -> None:
+    with pytest.raises(InvalidInput, match="letters, digits and underscores"):
+        Ledger.open(f"postgresql://bot@127.0.0.1:1/ledger?schema={schema}")
+
+
 def test_a_ledger_reopens_its_sqlite_file(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
     with Ledger.open(url) as first:

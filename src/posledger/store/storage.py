@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -89,6 +90,20 @@ def _sqlite(url: str, lock_timeout_s: float) -> StorageSettings:
     return StorageSettings("sqlite", env, f"sqlite:///{path}", lock_timeout_s)
 
 
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+def _schema_name(name: str) -> str:
+    """eventsourcing names the schema's types without quoting it, so a name that would need
+    quotes (a '-', a space) fails deep inside the driver: refuse it here, saying why."""
+    if not SCHEMA_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"PostgreSQL schema name {name!r}: use letters, digits and underscores (at most 63, "
+            "not starting with a digit), e.g. schema=live_bots"
+        )
+    return name
+
+
 def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
     if importlib.util.find_spec("psycopg") is None:
         raise InvalidInput("PostgreSQL needs psycopg 3: pip install -e '.[postgres]'")
@@ -96,7 +111,7 @@ def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
     dbname = parts.path.lstrip("/")
     if not dbname or not parts.hostname:
         raise InvalidInput("postgresql URL needs a host and a database: postgresql://user@host/db")
-    query = parse_qs(parts.query)
+    query = parse_qs(parts.query, keep_blank_values=True)
     env = {
         "PERSISTENCE_MODULE": "posledger.store.postgres:BoundedPostgresFactory",
         "POSLEDGER_STORAGE_TIMEOUT": str(lock_timeout_s),
@@ -110,7 +125,7 @@ def _postgres(url: str, lock_timeout_s: float) -> StorageSettings:
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(max(1, round(lock_timeout_s * 2))),
     }
     if "schema" in query:
-        env["POSTGRES_SCHEMA"] = query["schema"][0]
+        env["POSTGRES_SCHEMA"] = _schema_name(query["schema"][0])
     user = f"{unquote(parts.username)}@" if parts.username else ""
     schema = f"?schema={env['POSTGRES_SCHEMA']}" if "POSTGRES_SCHEMA" in env else ""
     description = f"postgresql://{user}{parts.hostname}:{env['POSTGRES_PORT']}/{dbname}{schema}"
