@@ -81,6 +81,11 @@ QTY = Decimal("0.010")
 SIDES = (Side.BUY, Side.BUY, Side.SELL, Side.SELL)
 """Per key: open, add, reduce, close; so a quarter of the fills end a lifecycle."""
 WRITERS = 8
+FLEET_STORES = 4
+"""The fleet figure: WRITERS processes spread over this many stores on one server."""
+LOAD_TOLERANCE = 0.5
+"""Largest difference of the 1-minute load average per core between two runs that --compare
+accepts: runs taken under different load are not compared."""
 BACKFILL_KEYS = 500
 BACKFILL_BATCH = 100
 
@@ -89,6 +94,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "ingest_concurrent": (">=", 1.0),
     "ingest_concurrent_ledgers": (">=", 1.0),
     "ingest_concurrent_procs": (">=", 1.0),
+    "ingest_fleet": (">=", 1.0),
     "backfill": (">=", 0.25),
     "replay": (">=", 0.5),
     "replay_audit": (">=", 0.5),
@@ -672,7 +678,8 @@ def _process_context() -> Any:
     return context
 
 
-def _process_writers(url: str, account: str, per_writer: int) -> tuple[float, int]:
+def _process_writers(urls: Sequence[str], account: str, per_writer: int) -> tuple[float, int]:
+    """WRITERS processes, the t-th writing to ``urls[t % len(urls)]``, started together."""
     context = _process_context()
     opening = context.Lock()
     barrier = context.Barrier(WRITERS + 1)
@@ -680,7 +687,7 @@ def _process_writers(url: str, account: str, per_writer: int) -> tuple[float, in
     processes = [
         context.Process(
             target=_process_writer,
-            args=(url, account, t, per_writer, opening, barrier, queue),
+            args=(urls[t % len(urls)], account, t, per_writer, opening, barrier, queue),
         )
         for t in range(WRITERS)
     ]
@@ -742,12 +749,23 @@ def figure_ingest_concurrent(
                 ledger.close()
 
     def processes(account: str) -> tuple[float, int]:
-        return _process_writers(url, account, per_writer)
+        return _process_writers([url], account, per_writer)
+
+    def fleet(account: str) -> tuple[float, int]:
+        label = account.replace("-", "_")  # a schema name: eventsourcing takes no "-" there
+        stores = [backend.ledger_url(f"{label}_store{s}") for s in range(FLEET_STORES)]
+        return _process_writers(stores, account, per_writer)
 
     variants: list[tuple[str, str, Callable[[str], tuple[float, int]]]] = [
         ("ingest_concurrent", "8 threads sharing one Ledger", shared),
         ("ingest_concurrent_ledgers", "8 threads, one Ledger each", own),
         ("ingest_concurrent_procs", "8 processes, one Ledger each", processes),
+        (
+            "ingest_fleet",
+            f"{FLEET_STORES} stores x {WRITERS // FLEET_STORES} processes on one server "
+            "(aggregate)",
+            fleet,
+        ),
     ]
     for figure, how, run in variants:
         runs = repeated(_rate_of(run, figure), cfg)
@@ -1234,7 +1252,7 @@ def machine(backends: Sequence[Backend]) -> dict[str, str]:
         "ram": ram,
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
-        "load average at start": " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "load average at start": load_average(),
         "sqlite": sqlite3.sqlite_version,
         "eventsourcing": importlib.metadata.version("eventsourcing"),
     }
@@ -1243,6 +1261,43 @@ def machine(backends: Sequence[Backend]) -> dict[str, str]:
     for backend in backends:
         described[backend.name] = backend.describe()
     return described
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def load_per_core(described: dict[str, str], moment: str) -> float:
+    """The 1-minute load average per core a run recorded at ``moment`` ('start' or 'end')."""
+    return float(described[f"load average at {moment}"].split()[0]) / int(described["cores"])
+
+
+def comparable(earlier: dict[str, str], now: dict[str, str]) -> str | None:
+    """Why two runs' figures must not be compared (None if they may): a different mode, or a
+    load per core that differs by more than LOAD_TOLERANCE at the start or the end."""
+    if earlier.get("mode") != now.get("mode"):
+        return f"one run is {earlier.get('mode')}, the other {now.get('mode')}"
+    for moment in ("start", "end"):
+        if f"load average at {moment}" not in earlier:
+            return f"the earlier run did not record its load at {moment}"
+        before, after = load_per_core(earlier, moment), load_per_core(now, moment)
+        if abs(before - after) > LOAD_TOLERANCE:
+            return (
+                f"load per core at {moment} was {before:.2f} then and is {after:.2f} now "
+                f"(tolerance {LOAD_TOLERANCE}): run both on an equally quiet machine"
+            )
+    return None
+
+
+def comparison(earlier: dict[str, Any], results: Sequence[Result]) -> str:
+    """Each figure's ratio in the earlier run and now, as a table."""
+    before = {f["name"]: f["ratio"] for f in earlier["figures"]}
+    lines = ["| figure | earlier ratio | ratio now |", "|---|---|---|"]
+    for r in results:
+        name = f"{r.figure}.{r.backend}"
+        then = f"{before[name]:.3f}" if name in before else "-"
+        lines.append(f"| {name} | {then} | {r.ratio:.3f} |")
+    return "\n".join(lines)
 
 
 def table(results: Sequence[Result]) -> str:
@@ -1296,6 +1351,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--workdir", help="directory for the SQLite files (default: temp dir)")
     parser.add_argument(
+        "--compare",
+        metavar="PATH",
+        help="also print each ratio beside the one in an earlier --json run; refused (exit 3) "
+        "when the two runs were taken under different load",
+    )
+    parser.add_argument(
         "--backfill-budget",
         type=float,
         default=180.0,
@@ -1319,10 +1380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 SqliteBackend(args.workdir) if name == "sqlite" else PostgresBackend(args.postgres)
             )
         described = machine(backends)
+        described["mode"] = "quick" if cfg.quick else "full"
         print("## Machine\n")
         for item, value in described.items():
             print(f"- {item}: {value}")
-        print(f"- mode: {'quick' if cfg.quick else 'full'}\n", flush=True)
+        print(flush=True)
         for backend in backends:
             run_backend(backend, cfg, results)
     finally:
@@ -1337,8 +1399,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"- {r.figure}.{r.backend}: {note}")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"- benchmark process peak RSS {peak:,.0f} MB", flush=True)
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"- load average at the end: {load} (other work on the machine skews figures)")
+    described["load average at end"] = load_average()
+    print(
+        f"- load average at the end: {described['load average at end']} (other work on the "
+        "machine skews figures)"
+    )
     if args.json:
         with open(args.json, "w") as out:
             json.dump(
@@ -1359,6 +1424,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out,
                 indent=2,
             )
+    if args.compare:
+        with open(args.compare) as earlier_file:
+            earlier = json.load(earlier_file)
+        refusal = comparable(earlier["machine"], described)
+        if refusal:
+            print(f"\nnot compared with {args.compare}: {refusal}", file=sys.stderr)
+            return 3
+        print(f"\n## Compared with {args.compare}\n")
+        print(comparison(earlier, results))
     return 0
 
 
