@@ -216,3 +216,12 @@ def test_a_held_table_lock_times_out_a_large_backfill(postgres_url: str) -> None
         ledger.backfill(batches[0])
         with reference(batches) as expected:
             assert stored_rows(ledger) == stored_rows(expected)
+
+
+def test_a_backfill_given_pairs_instead_of_a_mapping_says_so_in_one_short_line() -> None:
+    """The refusal names the value cut short: a whole history in the message buries why."""
+    pairs = [(KEYS[k], history(k, 0, 50)) for k in range(len(KEYS))]
+    with Ledger.open() as ledger, pytest.raises(InvalidInput, match="mapping of keys") as raised:
+        ledger.backfill(pairs)  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 200
+    assert "\n" not in str(raised.value)

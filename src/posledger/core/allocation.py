@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import attrs
 
-from posledger.core.errors import InvalidInput
+from posledger.core.errors import InvalidInput, shown
 from posledger.core.model import SIZES, ExecKind, _to_book
 
 ZERO = Decimal(0)
@@ -58,7 +58,7 @@ class Rule(StrEnum):
 
 def _pro_rata(value: object) -> frozenset[str]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidInput(f"pro_rata must be a set of causes, got {value!r}")
+        raise InvalidInput(f"pro_rata must be a set of causes, got {shown(value)}")
     causes = frozenset(str(getattr(item, "value", item)) for item in value)
     unknown = sorted(causes - SHAREABLE)
     if unknown:

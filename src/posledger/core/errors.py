@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import reprlib
 from uuid import UUID
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel = 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 3
+_SHORT.maxstring = _SHORT.maxother = 60
+SHOWN_MAX = 120
+
+
+def shown(value: object) -> str:
+    """``repr(value)``, cut short: a refused value goes into an error's message, and a whole
+    backfill's worth of fills there would bury the reason."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHOWN_MAX else f"{text[: SHOWN_MAX - 3]}..."
 
 
 class PosledgerError(Exception):

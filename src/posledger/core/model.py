@@ -20,7 +20,7 @@ from typing import TypeVar
 import attrs
 
 from posledger.core.contract import INVERSE, settle_coin
-from posledger.core.errors import InvalidInput
+from posledger.core.errors import InvalidInput, shown
 
 STREAM_NAMESPACE = uuid.UUID("6f1c1e0a-3b0e-5d55-9a55-706f736c6564")
 """uuid5 namespace of position streams; changing it orphans every stored stream."""
@@ -160,7 +160,7 @@ def text(value: object, what: str, *, empty: bool = False) -> str:
     fields are joined with one to name its stream, so one inside a field could make two keys
     share a stream) and storable as UTF-8 (no lone surrogate)."""
     if not isinstance(value, str) or not (empty or value.strip()):
-        raise InvalidInput(f"{what} must be a non-empty string, got {value!r}")
+        raise InvalidInput(f"{what} must be a non-empty string, got {shown(value)}")
     if _UNSAFE.search(value):
         raise InvalidInput(f"{what} must not contain control characters: {value!r}")
     return value
@@ -211,7 +211,9 @@ def _to_book(value: object) -> str:
         return ""
     name = text(value, "book")
     if name != name.strip() or any(not c.isprintable() for c in name) or len(name) > 64:
-        raise InvalidInput(f"book must be printable text of at most 64 characters, got {value!r}")
+        raise InvalidInput(
+            f"book must be printable text of at most 64 characters, got {shown(value)}"
+        )
     return name
 
 

@@ -17,7 +17,7 @@ from types import MappingProxyType
 import attrs
 
 from posledger.core.decide import Emitter
-from posledger.core.errors import InvalidInput
+from posledger.core.errors import InvalidInput, shown
 from posledger.core.events import MoneyReconciled, PositionEvent, Reconciled
 from posledger.core.model import (
     PositionKey,
@@ -96,7 +96,7 @@ def _tolerance(value: object) -> Decimal:
 
 def _per_coin(value: object) -> Mapping[str, Decimal]:
     if not isinstance(value, Mapping):
-        raise InvalidInput(f"per_coin must map settle coins to tolerances, got {value!r}")
+        raise InvalidInput(f"per_coin must map settle coins to tolerances, got {shown(value)}")
     return MappingProxyType(
         {text(coin, "settle coin"): _tolerance(amount) for coin, amount in value.items()}
     )

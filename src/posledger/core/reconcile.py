@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from posledger.core.decide import Emitter
-from posledger.core.errors import InvalidInput
+from posledger.core.errors import InvalidInput, shown
 from posledger.core.events import (
     CorrectionProposed,
     ExchangeSnapshot,
@@ -65,7 +65,7 @@ def _tolerance(value: object) -> Decimal:
 
 def _held_kinds(value: object) -> frozenset[Correction]:
     if isinstance(value, str | bytes) or not isinstance(value, Iterable):
-        raise InvalidInput(f"hold_for_approval must be a set of corrections, got {value!r}")
+        raise InvalidInput(f"hold_for_approval must be a set of corrections, got {shown(value)}")
     return frozenset(Correction.parse(kind) for kind in value)
 
 

@@ -35,7 +35,7 @@ from posledger.core.decide import (
     decide_request,
     register,
 )
-from posledger.core.errors import InvalidInput, StorageUnavailable
+from posledger.core.errors import InvalidInput, StorageUnavailable, shown
 from posledger.core.events import PositionEvent
 from posledger.core.model import (
     Fill,
@@ -287,7 +287,7 @@ class Ledger:
         snapshotted at the end, so the next load reads one row per key. Bad input anywhere
         raises :class:`InvalidInput` before anything is written."""
         if not isinstance(fills_by_key, Mapping):
-            raise InvalidInput(f"expected a mapping of keys to fills, got {fills_by_key!r}")
+            raise InvalidInput(f"expected a mapping of keys to fills, got {shown(fills_by_key)}")
         for key, fills in fills_by_key.items():
             self._check_fills(key, fills)
         fills_by_key = {
