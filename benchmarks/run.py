@@ -615,7 +615,19 @@ def figure_ingest_durable(
 # --- figure 2: concurrent ingest ------------------------------------------------------------
 
 
-def _thread_writers(ledgers: Sequence[Ledger], account: str, per_writer: int) -> tuple[float, int]:
+Timed = tuple[float, int, float]
+"""(seconds, fills, CPU seconds the whole machine was busy meanwhile: writers and server)."""
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_writers(ledgers: Sequence[Ledger], account: str, per_writer: int) -> Timed:
     """WRITERS threads, thread t on its own key with ``ledgers[t % len(ledgers)]``."""
     barrier = threading.Barrier(WRITERS + 1)
     errors: list[BaseException] = []
@@ -638,13 +650,13 @@ def _thread_writers(ledgers: Sequence[Ledger], account: str, per_writer: int) ->
     for thread in threads:
         thread.start()
     barrier.wait()
-    started = time.perf_counter()
+    started, busy = time.perf_counter(), machine_busy_s()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, busy = time.perf_counter() - started, machine_busy_s() - busy
     if errors:
         raise errors[0]
-    return elapsed, WRITERS * per_writer
+    return elapsed, WRITERS * per_writer, busy
 
 
 def _process_writer(
@@ -678,7 +690,7 @@ def _process_context() -> Any:
     return context
 
 
-def _process_writers(urls: Sequence[str], account: str, per_writer: int) -> tuple[float, int]:
+def _process_writers(urls: Sequence[str], account: str, per_writer: int) -> Timed:
     """WRITERS processes, the t-th writing to ``urls[t % len(urls)]``, started together."""
     context = _process_context()
     opening = context.Lock()
@@ -696,9 +708,9 @@ def _process_writers(urls: Sequence[str], account: str, per_writer: int) -> tupl
     outcomes: list[tuple[int, str | None]] = []
     try:
         barrier.wait(timeout=120)
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), machine_busy_s()
         outcomes = [queue.get(timeout=600) for _ in processes]
-        elapsed = time.perf_counter() - started
+        elapsed, busy = time.perf_counter() - started, machine_busy_s() - busy
     except threading.BrokenBarrierError:
         with contextlib.suppress(Exception):
             outcomes.append(queue.get(timeout=10))
@@ -711,18 +723,32 @@ def _process_writers(urls: Sequence[str], account: str, per_writer: int) -> tupl
     failures = [error for _, error in outcomes if error]
     if failures or math.isnan(elapsed):
         raise RuntimeError(f"writer process failed: {failures[0] if failures else 'unknown'}")
-    return elapsed, WRITERS * per_writer
+    return elapsed, WRITERS * per_writer, busy
 
 
-def _rate_of(run: Callable[[str], tuple[float, int]], figure: str) -> Callable[[], float]:
-    """fills/s of successive runs, each on its own keys (a fresh account per attempt)."""
+def _rate_of(
+    run: Callable[[str], Timed], figure: str, cpu_per_fill: list[float]
+) -> Callable[[], float]:
+    """fills/s of successive runs, each on its own keys (a fresh account per attempt); each
+    run's machine CPU seconds per fill go to ``cpu_per_fill``."""
     attempts = iter(range(1_000))
 
     def measure() -> float:
-        elapsed, fills = run(f"{figure}-{next(attempts)}")
+        elapsed, fills, busy = run(f"{figure}-{next(attempts)}")
+        cpu_per_fill.append(busy / fills)
         return fills / elapsed
 
     return measure
+
+
+def cpu_bound(cpu_per_fill: float, rate: float) -> str:
+    """How far the machine's CPU lets writers go: fills/s if every core worked on nothing
+    else, given the CPU one fill cost (client, server and all)."""
+    cores = os.cpu_count() or 1
+    return (
+        f"machine CPU {cpu_per_fill * 1000:.2f} ms per fill, {cpu_per_fill * rate / cores:.0%} "
+        f"of {cores} cores busy: at most {cores / cpu_per_fill:,.0f} fills/s on this machine"
+    )
 
 
 def figure_ingest_concurrent(
@@ -736,11 +762,11 @@ def figure_ingest_concurrent(
     # Fixed work sized so that matching the single-writer rate takes cfg.min_seconds.
     per_writer = max(20, math.ceil(single_ours * cfg.min_seconds / WRITERS))
 
-    def shared(account: str) -> tuple[float, int]:
+    def shared(account: str) -> Timed:
         with Ledger.open(url) as ledger:
             return _thread_writers([ledger], account, per_writer)
 
-    def own(account: str) -> tuple[float, int]:
+    def own(account: str) -> Timed:
         ledgers = [Ledger.open(url) for _ in range(WRITERS)]
         try:
             return _thread_writers(ledgers, account, per_writer)
@@ -748,15 +774,15 @@ def figure_ingest_concurrent(
             for ledger in ledgers:
                 ledger.close()
 
-    def processes(account: str) -> tuple[float, int]:
+    def processes(account: str) -> Timed:
         return _process_writers([url], account, per_writer)
 
-    def fleet(account: str) -> tuple[float, int]:
+    def fleet(account: str) -> Timed:
         label = account.replace("-", "_")  # a schema name: eventsourcing takes no "-" there
         stores = [backend.ledger_url(f"{label}_store{s}") for s in range(FLEET_STORES)]
         return _process_writers(stores, account, per_writer)
 
-    variants: list[tuple[str, str, Callable[[str], tuple[float, int]]]] = [
+    variants: list[tuple[str, str, Callable[[str], Timed]]] = [
         ("ingest_concurrent", "8 threads sharing one Ledger", shared),
         ("ingest_concurrent_ledgers", "8 threads, one Ledger each", own),
         ("ingest_concurrent_procs", "8 processes, one Ledger each", processes),
@@ -768,7 +794,8 @@ def figure_ingest_concurrent(
         ),
     ]
     for figure, how, run in variants:
-        runs = repeated(_rate_of(run, figure), cfg)
+        cpu_per_fill: list[float] = []
+        runs = repeated(_rate_of(run, figure, cpu_per_fill), cfg)
         rate = statistics.median(runs)
         emit(
             Result(
@@ -782,6 +809,7 @@ def figure_ingest_concurrent(
                 [
                     f"{how}, {per_writer} fills each, distinct keys; runs "
                     f"{[round(v) for v in runs]}; posledger single writer {single_ours:,.0f}/s",
+                    cpu_bound(statistics.median(cpu_per_fill), rate),
                 ],
             ),
             results,
