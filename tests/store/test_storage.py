@@ -122,3 +122,20 @@ def test_opening_does_not_wait_for_a_writer_holding_the_table_lock(postgres_url:
             "SELECT indexname FROM pg_indexes WHERE schemaname = %s", (schema,)
         ).fetchall()
     assert ("posledger_events_posledger_key_registered_idx",) in indexes
+
+
+def test_a_sqlite_commit_is_durable_when_it_returns(tmp_path: Path) -> None:
+    """docs/design.md#eventsourcing: the store runs in WAL mode with synchronous FULL (SQLite's
+    default, which eventsourcing keeps); in WAL mode only FULL syncs the log at each commit. A
+    build whose default is NORMAL would fail here rather than lose the last fills at a power
+    cut."""
+    from posledger.store.application import open_application
+
+    app = open_application(settings_for(f"sqlite:///{tmp_path / 'p.db'}"))
+    try:
+        with app.recorder.datastore.get_connection(commit=True) as pooled:
+            db = pooled._sqlite_conn
+            assert tuple(db.execute("PRAGMA journal_mode").fetchone()) == ("wal",)
+            assert tuple(db.execute("PRAGMA synchronous").fetchone()) == (2,)
+    finally:
+        app.close()
