@@ -199,3 +199,19 @@ def test_4_an_add_to_a_position_of_unknown_cost_prices_it_at_the_fill(
 def test_keys_in_books_are_other_streams() -> None:
     assert key().in_book("alpha").stream_id != key().stream_id
     assert key().in_book("alpha").account_key == key()
+
+
+def test_every_way_to_a_key_shares_one_cached_instance() -> None:
+    """A cold start meets each key as a registration, a snapshot and an exchange row: all three
+    must hit cached_key's one instance (a call without ``book`` once missed the cache and built
+    and hashed every key twice)."""
+    from posledger import ExchangePosition, Snapshot
+    from posledger.core.model import cached_key
+
+    stored = cached_key("bybit", "main", "linear", "ETHUSDT", 0, "")
+    row = ExchangePosition(symbol="ETHUSDT", side="Buy", size="1", idx=0)
+    snapshot = Snapshot(
+        venue="bybit", account="main", category="linear", taken_at=LATER, positions=[row]
+    )
+    assert snapshot.key_for(snapshot.positions[0]) is stored
+    assert cached_key("bybit", "main", "linear", "ETHUSDT", 0, "alpha").account_key is stored

@@ -349,7 +349,7 @@ class PositionKey:
         book (what the exchange reports, the sum over the account's books)."""
         if not self.book:
             return self
-        return cached_key(self.venue, self.account, self.category, self.symbol, self.idx)
+        return cached_key(self.venue, self.account, self.category, self.symbol, self.idx, "")
 
     def in_book(self, book: str) -> PositionKey:
         """The same account position in ``book``."""
@@ -396,7 +396,8 @@ def cached_key(
 ) -> PositionKey:
     """The key of fields validated before (stored ones, or a Snapshot's): loading and
     reconciling meet each key once per registration, snapshot and exchange row, and its stream
-    id is a SHA-1. One shared immutable instance per key saves building and hashing it again."""
+    id is a SHA-1. One shared immutable instance per key saves building and hashing it again.
+    Callers pass all six arguments, ``book`` too: the cache tells ``(…, 0)`` from ``(…, 0, "")``."""
     return PositionKey(
         venue=venue, account=account, category=category, symbol=symbol, idx=idx, book=book
     )
@@ -544,7 +545,9 @@ class Snapshot:
 
     def key_for(self, position: ExchangePosition) -> PositionKey:
         """The key of one of this snapshot's rows (their fields are validated already)."""
-        return cached_key(self.venue, self.account, self.category, position.symbol, position.idx)
+        return cached_key(
+            self.venue, self.account, self.category, position.symbol, position.idx, ""
+        )
 
     def key(self, symbol: str, idx: int = 0) -> PositionKey:
         """The key of ``symbol``/``idx`` in this snapshot's venue, account and category."""
