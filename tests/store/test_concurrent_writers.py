@@ -211,3 +211,47 @@ def test_followers_see_every_committed_event_once_while_writers_race_and_die(
         with Ledger.open(durable_url) as ledger:
             assert model.positions() == ledger.positions()
             assert len(ledger.positions()) >= len(symbols)
+
+
+@pytest.mark.parametrize("durable_url", ["postgres"], indirect=True)
+@pytest.mark.parametrize("events", [2, 100], ids=["one query", "by COPY"])
+def test_a_refused_write_leaves_no_transaction_open_and_no_id_lock_held(
+    durable_url: str, app: LedgerApplication, events: int
+) -> None:
+    """A duplicate fails the write whole; its connection goes back to the pool clean (rolled
+    back, advisory locks released), so the next writer neither waits nor fails."""
+    import psycopg
+    from eventsourcing.persistence import IntegrityError, StoredEvent
+
+    stream = uuid.uuid4()
+    app.recorder.insert_events([StoredEvent(stream, 1, "t", b"{}")])
+    refused = [StoredEvent(uuid.uuid4(), v, "t", b"{}") for v in range(1, events)]
+    with pytest.raises(IntegrityError):
+        app.recorder.insert_events([*refused, StoredEvent(stream, 1, "t", b"{}")])
+    server, _ = durable_url.split("?schema=")
+    with psycopg.connect(server) as admin:
+        locks = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        assert locks.fetchone() == (0,)
+        aborted = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"
+        )
+        assert aborted.fetchone() == (0,)
+    assert app.recorder.insert_events([StoredEvent(stream, 2, "t", b"{}")]) == [events + 2]
+
+
+@pytest.mark.parametrize("durable_url", ["postgres"], indirect=True)
+def test_a_write_interrupted_holding_the_id_lock_releases_it(
+    durable_url: str, app: LedgerApplication
+) -> None:
+    """A query cancelled inside the reserve function would leave its session's advisory lock
+    held, and every other writer waiting for it: the write's error path releases it."""
+    from posledger.store.postgres_log import RESERVE_LOCK_CLASS, _released_on_error
+
+    with app.recorder.datastore.get_connection() as conn:
+        with pytest.raises(RuntimeError), _released_on_error(conn):
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_lock(%s, 1)", [RESERVE_LOCK_CLASS])
+            raise RuntimeError("cancelled")
+        held = conn.execute("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'")
+        assert held.fetchone()["n"] == 0
+        assert conn.info.transaction_status == conn.info.transaction_status.IDLE
