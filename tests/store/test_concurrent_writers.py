@@ -228,12 +228,17 @@ def test_a_refused_write_leaves_no_transaction_open_and_no_id_lock_held(
     refused = [StoredEvent(uuid.uuid4(), v, "t", b"{}") for v in range(1, events)]
     with pytest.raises(IntegrityError):
         app.recorder.insert_events([*refused, StoredEvent(stream, 1, "t", b"{}")])
-    server, _ = durable_url.split("?schema=")
-    with psycopg.connect(server) as admin:
-        locks = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+    server, schema = durable_url.split("?schema=")
+    with psycopg.connect(server) as admin:  # this store's lock and sessions, not other tests'
+        locks = admin.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s::regclass",
+            [f'"{schema}".posledger_events'],
+        )
         assert locks.fetchone() == (0,)
         aborted = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'"
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%%' "
+            "AND query LIKE %s",
+            [f"%{schema}%"],
         )
         assert aborted.fetchone() == (0,)
     assert app.recorder.insert_events([StoredEvent(stream, 2, "t", b"{}")]) == [events + 2]
@@ -252,6 +257,9 @@ def test_a_write_interrupted_holding_the_id_lock_releases_it(
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_lock(%s, 1)", [RESERVE_LOCK_CLASS])
             raise RuntimeError("cancelled")
-        held = conn.execute("SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory'")
+        held = conn.execute(
+            "SELECT count(*) AS n FROM pg_locks WHERE locktype = 'advisory' "
+            "AND pid = pg_backend_pid()"
+        )
         assert held.fetchone()["n"] == 0
         assert conn.info.transaction_status == conn.info.transaction_status.IDLE
