@@ -54,6 +54,7 @@ from posledger.core.events import Allocated, Filled, PartiallyFilled, Reconciled
 from posledger.core.position import evolve
 from posledger.core.reconcile import Outcome
 from posledger.testing.strategies import SimulatedExchange, WorkingOrder, decimals_qty, prices
+from tests.ledger.machine import LedgerMachine, no_wall_clock
 
 ZERO = Decimal(0)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -89,11 +90,7 @@ AT_ONCE = {"market": st.booleans(), "price": PRICE, "fee": FEE, "how": DELIVERY}
 """A request's draws for a market order: whether it is one, and how its execution goes."""
 
 
-def no_wall_clock() -> datetime:
-    raise AssertionError("every command must be given its time explicitly")
-
-
-class BooksOnAnAccount(RuleBasedStateMachine):
+class BooksOnAnAccount(LedgerMachine, RuleBasedStateMachine):
     def __init__(self, backend: str) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="posledger-books-")
@@ -117,30 +114,10 @@ class BooksOnAnAccount(RuleBasedStateMachine):
         """Accounts the ledger must agree with now: every execution told, none overfilled, or
         those still missing reflected by the last correction (so absorbed when they come)."""
 
-    @property
-    def led(self) -> Ledger:
-        assert self.ledger is not None
-        return self.ledger
-
-    def tick(self, seconds: int = 1) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def next_id(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
     def open_ledger(self) -> None:
         self.ledger = Ledger.open(
             self.url, policy=self.policy, allocation=self.allocation, clock=no_wall_clock
         )
-
-    def executable(self) -> list[str]:
-        ex = self.exchange
-        return [
-            order_id
-            for order_id, order in sorted(ex.orders.items())
-            if not order.reduce_only or ex.reducible(order.key, order.side) > 0
-        ]
 
     def held(self) -> list[PositionKey]:
         return [key for key in ACCOUNTS if self.exchange.sizes[key] != 0]

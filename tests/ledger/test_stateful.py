@@ -63,6 +63,7 @@ from posledger.testing.strategies import (
     fees,
     prices,
 )
+from tests.ledger.machine import LedgerMachine, no_wall_clock
 
 ZERO = Decimal(0)
 T0 = datetime(2025, 11, 12, 9, 0, tzinfo=UTC)
@@ -106,10 +107,6 @@ def signed(side: Side | str | None, size: Decimal) -> Decimal:
 
 def ledger_signed(state: PositionState | None) -> Decimal:
     return ZERO if state is None else signed(state.side, state.size)
-
-
-def no_wall_clock() -> datetime:
-    raise AssertionError("every command must be given its time explicitly")
 
 
 # --- the exchange --------------------------------------------------------------------------
@@ -240,7 +237,9 @@ def fold_history(key: PositionKey, history: Sequence[object]) -> tuple[Decimal, 
 # --- the machine ---------------------------------------------------------------------------
 
 
-class ExchangeAndLedger(RuleBasedStateMachine):
+class ExchangeAndLedger(LedgerMachine, RuleBasedStateMachine):
+    exchange: Exchange
+
     def __init__(self) -> None:
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="posledger-stateful-")
@@ -258,26 +257,6 @@ class ExchangeAndLedger(RuleBasedStateMachine):
         self.counter = 0
 
     # --- helpers -------------------------------------------------------------------------
-
-    @property
-    def led(self) -> Ledger:
-        assert self.ledger is not None
-        return self.ledger
-
-    def tick(self, seconds: int = 1) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def next_id(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def executable(self) -> list[str]:
-        ex = self.exchange
-        return [
-            order_id
-            for order_id, order in sorted(ex.orders.items())
-            if not order.reduce_only or ex.reducible(order.key, order.side) > 0
-        ]
 
     def held(self) -> list[PositionKey]:
         return [key for key in KEYS if self.exchange.sizes[key] != 0]
