@@ -21,12 +21,16 @@ from posledger.core.position import PositionState, evolve, key_of
 from posledger.store.application import LedgerApplication
 from posledger.store.corruption import DAMAGE, corrupted, reading_stream
 from posledger.store.decoding import StoredEventDecoder
-from posledger.store.replay import load_states, log_rows, registered_ids, registered_keys
+from posledger.store.replay import (
+    LOG_END,
+    load_states,
+    log_rows,
+    registered_ids,
+    registered_keys,
+)
 from posledger.store.snapshot import PositionSnapshot, project_from_store
 
 LOG_PAGE = 1_000
-LOG_END = 2**63 - 1
-"""No upper bound on a catch-up's read of the log (PostgreSQL's largest bigint)."""
 
 
 class _Keys(dict[uuid.UUID, PositionKey]):

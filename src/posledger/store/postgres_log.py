@@ -56,7 +56,7 @@ from psycopg import ClientCursor
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from posledger.core.errors import ConfigurationError
-from posledger.store.replay import KEY_INDEX, key_index_statement
+from posledger.store.replay import KEY_INDEX, LOG_END, key_index_statement
 
 R = TypeVar("R")
 RETRY_PAUSE_S = 0.1
@@ -115,7 +115,7 @@ def _within(deadline_s: float, call: Callable[[], R]) -> R:
 
 def _bounded(method: Callable[..., Any]) -> Callable[..., Any]:
     """The method without eventsourcing's fixed retries, retried within ``self.deadline_s``."""
-    unwrapped: Callable[..., Any] = getattr(method, "__wrapped__", method)
+    unwrapped: Callable[..., Any] = getattr(method, "__wrapped__")  # noqa: B009
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         return _within(self.deadline_s, lambda: unwrapped(self, *args, **kwargs))
@@ -180,9 +180,10 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
         self.reserve_function = SQL("{0}.{1}").format(
             Identifier(datastore.schema), Identifier(f"{events_table_name}_reserve_ids")
         )
-        qualified = f'"{datastore.schema}"."{events_table_name}"'
+        self.qualified_table = f'"{datastore.schema}"."{events_table_name}"'
+        """The table's name as SQL text (in literals: ``'<name>'::regclass``)."""
         self.sql_create_statements += [
-            SQL(key_index_statement(events_table_name, qualified)),  # type: ignore[list-item]
+            SQL(key_index_statement(events_table_name, self.qualified_table)),  # type: ignore[list-item]
             *self._concurrent_writer_statements(),
         ]
 
@@ -190,7 +191,6 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
         """The ``xact_id`` column (0 for rows already stored, without a rewrite; each new row's
         own transaction id) and the reserve function."""
         column = Identifier(XACT_COLUMN)
-        table = f'"{self.datastore.schema}"."{self.events_table_name}"'
         sequence = f'"{self.datastore.schema}"."{self.events_table_name}_notification_id_seq"'
         return [
             SQL("ALTER TABLE {0} ADD COLUMN IF NOT EXISTS {1} xid8 NOT NULL DEFAULT '0'").format(
@@ -211,7 +211,12 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
                 "PERFORM pg_advisory_unlock({3}, lock_key); "
                 "RETURN last - n + 1; "
                 "END $$"
-            ).format(self.reserve_function, Literal(sequence), Literal(table), RESERVE_LOCK_CLASS),
+            ).format(
+                self.reserve_function,
+                Literal(sequence),
+                Literal(self.qualified_table),
+                RESERVE_LOCK_CLASS,
+            ),
         ]
 
     def insert_events(
@@ -401,28 +406,23 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
         return [
             f'to_regprocedure(\'"{schema}"."{table}_reserve_ids"(bigint)\') IS NULL',
             "NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
-            f"to_regclass('\"{schema}\".\"{table}\"') AND attname = '{XACT_COLUMN}')",
+            f"to_regclass('{self.qualified_table}') AND attname = '{XACT_COLUMN}')",
         ]
 
     def require_upgraded(self) -> None:
         """For a ledger told not to create tables: a store an earlier release wrote, which this
         one cannot write to until it is upgraded, is a :class:`ConfigurationError` now rather
         than a failed write later (a store without tables is reported at its first use)."""
-        table = f'"{self.datastore.schema}"."{self.events_table_name}"'
         needs = " OR ".join(f"({c})" for c in self._upgrade_missing)
         with self.datastore.get_connection() as conn:
             query = f"SELECT to_regclass(%s) IS NOT NULL AND ({needs}) AS old"
-            row = conn.execute(query, [table]).fetchone()
+            row = conn.execute(query, [self.qualified_table]).fetchone()
         if row is not None and row["old"]:
             raise ConfigurationError(
                 "the store was written by an earlier release and needs an upgrade first: run "
                 "`posledger init-db --db URL` once (it adds a column and a function; no stored "
                 "event changes; docs/design.md#concurrent-writers)"
             )
-
-
-LOG_END = 2**63 - 1
-"""No upper bound on a read of the log (PostgreSQL's largest bigint)."""
 
 
 def _returned_ids(curs: Any) -> list[int]:

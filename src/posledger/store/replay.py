@@ -36,6 +36,8 @@ Row = tuple[Any, int, str, bytes]
 """(originator_id, originator_version, topic, state) as a recorder stores them."""
 LogRow = tuple[int, Any, int, str, bytes]
 """(notification id, originator_id, originator_version, topic, state) of the notification log."""
+LOG_END = 2**63 - 1
+"""No upper bound on a read of the log (PostgreSQL's largest bigint)."""
 
 
 def key_index_statement(table: str, qualified_table: str | None = None) -> str:
