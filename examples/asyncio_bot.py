@@ -94,9 +94,12 @@ class OfflineBot:
         await self.send(symbol, order_id, side, qty, reduce_only=False)
 
     async def trim(self, symbol: str, side: Side | None, qty: Decimal) -> None:
+        """Exit part of the ``side`` position the bot read. The exit names its side: between
+        that read and this request the synchronizer may recover a lost fill that closed the
+        position, and an exit without a side has no position left to imply it from."""
         order_id = f"bot-{next(self.order_ids)}"
-        await self.ledger.request_exit(key(symbol), order_id=order_id, qty=qty)
         exit_side = Side.SELL if side is Side.BUY else Side.BUY
+        await self.ledger.request_exit(key(symbol), order_id=order_id, qty=qty, side=exit_side)
         await self.send(symbol, order_id, exit_side, qty, reduce_only=True)
 
     async def send(
@@ -151,13 +154,15 @@ async def offline(db: str, rounds: int) -> int:
                     asyncio.create_task(sync.run_forever()),
                     asyncio.create_task(bot.record_fills()),
                 ]
-                await bot.trade(rounds)
-                await bot.feed.join()
-                settled = await until_settled(ledger, fake)
-                for task in tasks:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                try:
+                    await bot.trade(rounds)
+                    await bot.feed.join()
+                    settled = await until_settled(ledger, fake)
+                finally:  # the tasks end before the ledger closes, even if the bot failed
+                    for task in tasks:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 return await summary(ledger, fake, bot) if settled else 1
         finally:
             await exchange.close()

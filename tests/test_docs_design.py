@@ -69,6 +69,8 @@ def test_the_settle_coin_table_is_what_the_keys_say() -> None:
     for venue, category, symbol, inverse, coin in rows:
         key = PositionKey(venue=venue, account="main", category=category, symbol=symbol)
         assert (key.inverse, key.settle_coin) == (inverse == "yes", coin), key
+
+
 def exec_type_rows() -> dict[str, dict[str, str]]:
     """The execution-type table as {venue: {type: kind}}, a range `a`–`b` expanded; "not a fill"
     is kept as the kind ``-``."""

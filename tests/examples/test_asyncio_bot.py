@@ -4,15 +4,31 @@ beside it, none is recorded twice, and the ledger ends holding what the exchange
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import os
 import re
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from posledger import Side
+from posledger.aio import AsyncLedger
+from posledger.testing.fake_bybit import FakeBybit
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "asyncio_bot.py"
+
+
+def example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("posledger_asyncio_bot", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
@@ -63,3 +79,22 @@ def test_live_mode_without_keys_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "BYBIT_API_KEY" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_trim_survives_the_position_closing_after_the_bot_read_it() -> None:
+    """CI failed once this way: the bot read SOLUSDT as held, the synchronizer then recovered
+    a lost fill that closed it, and the bot's exit (no side given) was refused with "no
+    position to exit", killing the bot mid-run."""
+    bot_module = example()
+
+    async def scenario() -> None:
+        with FakeBybit() as fake:
+            async with AsyncLedger.open("memory://") as ledger:
+                bot = bot_module.OfflineBot(fake, ledger)
+                await bot.trim("SOLUSDT", Side.BUY, Decimal("0.004"))
+                state = await ledger.position(bot_module.key("SOLUSDT"))
+                assert state is not None and state.size == 0 and not state.pending_orders
+                names = [type(e).__name__ for e in await ledger.history(state.key)]
+                assert names[-2:] == ["ExitRequested", "OrderEnded"]
+
+    asyncio.run(scenario())

@@ -72,6 +72,11 @@ class ConfigurationError(PosledgerError):
     bots retry."""
 
 
+class LedgerClosed(PosledgerError):
+    """The ledger was closed: a task still using it (a fill task, a synchronizer) outlived it.
+    Not a :class:`StorageUnavailable`: retrying cannot help."""
+
+
 class ConcurrencyError(PosledgerError):
     """Optimistic-concurrency retries ran out: other writers kept changing the same position."""
 

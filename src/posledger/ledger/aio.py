@@ -17,6 +17,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
+from posledger.core.errors import LedgerClosed
 from posledger.core.model import Fill, PositionKey, Side, Snapshot
 from posledger.core.position import PositionState
 from posledger.core.reconcile import ReconcilePolicy, ReconcileReport
@@ -33,6 +34,7 @@ class AsyncLedger:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="posledger")
+        self._closed = False
 
     @classmethod
     def open(cls, url: str = "memory://", **options: Any) -> AsyncLedger:
@@ -51,7 +53,11 @@ class AsyncLedger:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Wait for work in flight, then close the store."""
+        """Wait for work in flight, then close the store. A task still awaiting the ledger
+        afterwards (a synchronizer left running) gets :class:`~posledger.LedgerClosed`."""
+        if self._closed:
+            return
+        self._closed = True
 
         def close() -> None:
             self._executor.shutdown(wait=True)
@@ -60,6 +66,8 @@ class AsyncLedger:
         await asyncio.get_running_loop().run_in_executor(None, close)
 
     async def _call(self, method: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._closed:
+            raise LedgerClosed(f"{self.ledger.settings.description}: this ledger is closed")
         loop = asyncio.get_running_loop()
         call = functools.partial(method, *args, **kwargs)
         return await loop.run_in_executor(self._executor, call)

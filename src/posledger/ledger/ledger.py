@@ -35,7 +35,7 @@ from posledger.core.decide import (
     decide_request,
     register,
 )
-from posledger.core.errors import InvalidInput, StorageUnavailable, shown
+from posledger.core.errors import InvalidInput, LedgerClosed, StorageUnavailable, shown
 from posledger.core.events import PositionEvent
 from posledger.core.model import (
     Fill,
@@ -111,6 +111,7 @@ class Ledger:
         self.policy = policy or ReconcilePolicy()
         self.clock: Clock = clock or utc_now
         self._lock = threading.RLock()
+        self._closed = False
         """Serialises the state cache and the writer's groups; queries hold it while reading."""
         self._seen = SeenExecutions()
         with self._storage_errors():
@@ -166,7 +167,11 @@ class Ledger:
     def close(self) -> None:
         """Snapshot the states this ledger changed since their last snapshot, so the next open
         loads one row per key instead of replaying their tails; then release the store. If the
-        store is unavailable the snapshots are skipped (they are only derived data)."""
+        store is unavailable the snapshots are skipped (they are only derived data). Closing
+        twice is harmless; any other use of a closed ledger raises :class:`LedgerClosed`."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if self.settings.scheme != "memory":
                 with self._lock:
@@ -706,13 +711,19 @@ class Ledger:
             return self._accounts.has_books(key.account_key)
 
     def _check_key(self, key: object) -> None:
+        self._check_open()
         if not isinstance(key, PositionKey):
             raise InvalidInput(f"expected a PositionKey, got {type(key).__name__}")
 
     def _time(self, value: datetime | None, what: str) -> datetime:
         return aware_utc(self.clock() if value is None else value, what)
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LedgerClosed(f"{self.settings.description}: this ledger is closed")
+
     def _storage_errors(self) -> contextlib.AbstractContextManager[None]:
+        self._check_open()
         if not self.observers:
             return storage_errors(self.settings.description)
         return self._observed_storage_errors()
