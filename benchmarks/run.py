@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import importlib.metadata
 import json
@@ -490,11 +491,19 @@ class PostgresBackend(Backend):
 # --- measuring helpers ----------------------------------------------------------------------
 
 
+def settled() -> None:
+    """Collect garbage before a timed section, so that no measurement pays the collector's debt
+    left by the one before it: posledger pauses the collector during bulk calls, and a baseline
+    timed right after one would pay for the collection it deferred."""
+    gc.collect()
+
+
 def repeated(measure: Callable[[], float], cfg: Config) -> list[float]:
     """Up to ``cfg.repeats`` runs of ``measure``, fewer once they have used the repeat budget."""
     values: list[float] = []
     started = time.perf_counter()
     for _ in range(cfg.repeats):
+        settled()
         values.append(measure())
         if time.perf_counter() - started > cfg.repeat_budget_s:
             break
@@ -504,6 +513,7 @@ def repeated(measure: Callable[[], float], cfg: Config) -> list[float]:
 def per_call(call: Callable[[], Any], min_seconds: float) -> float:
     """Seconds per call of a short in-memory operation, repeated for at least ``min_seconds``."""
     calls = 0
+    settled()
     started = time.perf_counter()
     while True:
         call()
@@ -543,6 +553,7 @@ def ingest_rate(
     for posledger; for the baseline of (1), one INSERT + COMMIT of an equivalent row per fill."""
     busy = 0.0
     done = 0
+    settled()
     while busy < cfg.min_seconds:
         k = done % len(keys)
         fill = fill_for(k, next_i[k], "ingest")
@@ -649,6 +660,7 @@ def _thread_writers(ledgers: Sequence[Ledger], account: str, per_writer: int) ->
     threads = [threading.Thread(target=writer, args=(t,)) for t in range(WRITERS)]
     for thread in threads:
         thread.start()
+    settled()
     barrier.wait()
     started, busy = time.perf_counter(), machine_busy_s()
     for thread in threads:
@@ -848,6 +860,7 @@ def backfill_posledger(url: str, cfg: Config) -> tuple[float, int, int]:
         generator = backfill_batches(keys, per_key, batch, rounds)
         for r in range(rounds):
             page = dict(next(generator) for _ in keys)
+            settled()
             before = time.perf_counter()
             ledger.backfill({keys[k]: batch_fills for k, batch_fills in page.items()})
             busy += time.perf_counter() - before
@@ -881,6 +894,7 @@ def backfill_raw(table: RawTable, cfg: Config, rounds: int) -> tuple[float, int]
             for fill in fills:
                 yield keys[k], fill
 
+    settled()
     started = time.perf_counter()
     table.bulk_load(rows())
     return time.perf_counter() - started - generating, count
@@ -919,6 +933,7 @@ def replay_posledger(url: str, opens: list[float] | None = None) -> float:
     """Seconds for a fresh Ledger to open and return every position; ``opens`` collects the
     share spent in Ledger.open (discovering the keys)."""
     cached_key.cache_clear()  # a fresh process would hash every key again
+    settled()
     started = time.perf_counter()
     with Ledger.open(url) as ledger:
         if opens is not None:
@@ -931,6 +946,7 @@ def replay_posledger(url: str, opens: list[float] | None = None) -> float:
 
 def replay_raw(backend: Backend, url: str) -> float:
     """The baseline of (4): every stored row read and its JSON decoded, no domain logic."""
+    settled()
     started = time.perf_counter()
     count = 0
     for _topic, state in backend.event_rows(url):
@@ -945,6 +961,7 @@ def replay_repository(url: str, stream_ids: Sequence[uuid.UUID]) -> float:
     """eventsourcing's one-aggregate-at-a-time path: repository.get for every key (with the
     snapshots the ledger's application is configured with)."""
     cached_key.cache_clear()
+    settled()
     started = time.perf_counter()
     app = LedgerApplication.for_settings(settings_for(url))
     try:
@@ -970,6 +987,7 @@ def load_replay_all() -> Callable[[str], Any] | None:
 
 def replay_audit(replay_all: Callable[[str], Any], url: str) -> float:
     cached_key.cache_clear()
+    settled()
     started = time.perf_counter()
     replay_all(url)
     return time.perf_counter() - started

@@ -25,6 +25,7 @@ from posledger.ledger import Ledger
 from posledger.store.application import LedgerApplication
 from posledger.store.corruption import DAMAGE, corrupted, reading_stream
 from posledger.store.decoding import StoredEventDecoder
+from posledger.store.gc_pause import gc_paused
 
 
 def position_events(
@@ -90,10 +91,11 @@ def replay_all(
     """The current state of every key, rebuilt from the whole event log in bulk (not through
     snapshots and not one read per key), in key order. Equals ``Ledger.positions()``."""
     states: dict[int, PositionState] = {}
-    with opened(source) as app:
-        for _ in position_events(app, states, progress, page_size):
-            pass
-    return {s.key: s for s in sorted(states.values(), key=lambda s: str(s.key))}
+    with gc_paused():
+        with opened(source) as app:
+            for _ in position_events(app, states, progress, page_size):
+                pass
+        return {s.key: s for s in sorted(states.values(), key=lambda s: str(s.key))}
 
 
 def state_at(

@@ -76,6 +76,7 @@ from posledger.store.application import (
     storage_errors,
 )
 from posledger.store.corruption import reading_stream
+from posledger.store.gc_pause import gc_paused
 from posledger.store.storage import StorageSettings, settings_for
 
 log = logging.getLogger("posledger")
@@ -291,6 +292,12 @@ class Ledger:
         transaction of about ``events_per_transaction`` events. Every key it changed is
         snapshotted at the end, so the next load reads one row per key. Bad input anywhere
         raises :class:`InvalidInput` before anything is written."""
+        with gc_paused():  # a bulk import: objects by the hundred thousand, all kept
+            return self._backfill(fills_by_key, events_per_transaction)
+
+    def _backfill(
+        self, fills_by_key: Mapping[PositionKey, Sequence[Fill]], events_per_transaction: int
+    ) -> dict[PositionKey, FillBatchResult]:
         if not isinstance(fills_by_key, Mapping):
             raise InvalidInput(f"expected a mapping of keys to fills, got {shown(fills_by_key)}")
         for key, fills in fills_by_key.items():
@@ -364,7 +371,16 @@ class Ledger:
         if not isinstance(snapshot, Snapshot):
             raise InvalidInput(f"expected a Snapshot, got {type(snapshot).__name__}")
         when = self._time(now, "now")
-        rules = policy or self.policy
+        with gc_paused():  # one snapshot may cover thousands of keys: a bulk load
+            return self._reconcile(snapshot, when, policy or self.policy, skip)
+
+    def _reconcile(
+        self,
+        snapshot: Snapshot,
+        when: datetime,
+        rules: ReconcilePolicy,
+        skip: Collection[PositionKey],
+    ) -> ReconcileReport:
         with self._lock, self._storage_errors():
             self._cache.catch_up()
             self._cache.know_every_key()

@@ -26,6 +26,7 @@ from posledger.core.model import PositionKey, cached_key
 from posledger.core.position import PositionState, evolve, key_of
 from posledger.store.corruption import DAMAGE, corrupted, reading_stream
 from posledger.store.decoding import StoredEventDecoder
+from posledger.store.gc_pause import gc_paused
 from posledger.store.snapshot import PositionSnapshot, decode, project_from_store
 
 KEY_INDEX = "posledger_key_registered_idx"
@@ -58,6 +59,11 @@ def ensure_key_index(app: Any) -> None:
 
 def registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     """Every key of the store, by stream id, from its ``KeyRegistered`` event."""
+    with gc_paused():
+        return _registered_keys(app)
+
+
+def _registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     decoder = StoredEventDecoder(app.mapper)
     keys = {}
     for row in _store(app).registrations():
@@ -100,6 +106,13 @@ def load_states(
     app: Any, stream_ids: Collection[uuid.UUID] | None = None
 ) -> dict[uuid.UUID, PositionState]:
     """The current state of each of ``stream_ids`` (every key if None) that exists."""
+    with gc_paused():
+        return _load_states(app, stream_ids)
+
+
+def _load_states(
+    app: Any, stream_ids: Collection[uuid.UUID] | None
+) -> dict[uuid.UUID, PositionState]:
     store = _store(app)
     decoder = StoredEventDecoder(app.mapper)
     ids = (
