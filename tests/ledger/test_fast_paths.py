@@ -134,6 +134,33 @@ def test_bulk_loading_equals_one_repository_get_per_key(
                 assert fresh.positions() == sorted(expected.values(), key=lambda s: str(s.key))
 
 
+def test_a_postgres_bulk_load_reads_snapshots_and_tails_in_one_statement_per_batch(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One round trip per batch of keys (#20), and one MVCC snapshot of the store: a key's
+    tail is read in the statement that read its snapshot."""
+    monkeypatch.setattr(replay, "POSTGRES_KEYS_PER_QUERY", 3)
+    keys = [key(f"K{n}USDT") for n in range(5)]
+    with Ledger.open(postgres_url, snapshot_every=4) as ledger:
+        for n, k in enumerate(keys):
+            for i in range(2 + 3 * n):
+                ledger.record_fill(k, fill(f"{k.symbol}-{i}", "buy", "1"))
+        app = ledger.application
+        statements: list[str] = []
+        read = replay._PostgresStore._rows
+
+        def counted(store: Any, query: str, *args: Any, **kwargs: Any) -> Any:
+            statements.append(query)
+            return read(store, query, *args, **kwargs)
+
+        monkeypatch.setattr(replay._PostgresStore, "_rows", counted)
+        states = load_states(app, [k.stream_id for k in keys])
+        assert len(statements) == 2  # keys 0-2, then 3-4
+        assert {s.key: s.size for s in states.values()} == {
+            k: 2 + 3 * n for n, k in enumerate(keys)
+        }
+
+
 def test_keys_are_found_through_an_index(durable_url: str) -> None:
     with Ledger.open(durable_url) as ledger:
         ledger.record_fill(key(), fill("e1", "buy", "1"))

@@ -122,18 +122,19 @@ def _load_states(
     )
     if not ids:
         return {}
-    states = dict(store.snapshots(ids, decoder))
-    versions = {stream: states[stream].version if stream in states else 0 for stream in ids}
-    for row in store.tails(versions):
-        try:
-            event = decoder(*row)
-            assert isinstance(event, PositionEvent)
-            stream = event.originator_id
-            states[stream] = evolve(states.get(stream), event)
-        except DAMAGE as error:
-            state = states.get(decoder.stream_id(row[0]))
-            key = None if state is None else state.key
-            raise corrupted(row[0], error, key, row[1]) from error
+    states: dict[uuid.UUID, PositionState] = {}
+    for snapshotted, tails in store.latest(ids, decoder):
+        states.update(snapshotted)
+        for row in tails:
+            try:
+                event = decoder(*row)
+                assert isinstance(event, PositionEvent)
+                stream = event.originator_id
+                states[stream] = evolve(states.get(stream), event)
+            except DAMAGE as error:
+                state = states.get(decoder.stream_id(row[0]))
+                key = None if state is None else state.key
+                raise corrupted(row[0], error, key, row[1]) from error
     return states
 
 
@@ -164,6 +165,15 @@ class _Store:
     def registered_ids(self) -> Iterable[uuid.UUID | str]:
         """The stream id of every ``KeyRegistered`` row, as stored."""
         return [row[0] for row in self.registrations()]
+
+    def latest(
+        self, ids: list[uuid.UUID], decoder: StoredEventDecoder
+    ) -> Iterator[tuple[dict[uuid.UUID, PositionState], Iterable[Row]]]:
+        """Batch by batch of ``ids``: the states in their latest snapshots, and every
+        stream's events after its snapshot (after version 0 without one), in version order
+        per stream."""
+        states = dict(self.snapshots(ids, decoder))
+        yield states, self.tails({s: states[s].version if s in states else 0 for s in ids})
 
     def snapshots(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
@@ -311,34 +321,32 @@ class _PostgresStore(_Store):
             )
         ]
 
-    def snapshots(
+    def latest(
         self, ids: list[uuid.UUID], decoder: StoredEventDecoder
-    ) -> Iterator[tuple[uuid.UUID, PositionState]]:
+    ) -> Iterator[tuple[dict[uuid.UUID, PositionState], Iterable[Row]]]:
+        # One statement per batch, so one round trip and one MVCC snapshot of the store: each
+        # key's latest snapshot (one backward probe of the primary key; older ones are not
+        # read), then its events after it. OFFSET 0 keeps the per-key subquery a nested loop
+        # over the primary key index: on a table not analyzed yet the planner would otherwise
+        # hash-join a full scan.
+        query = (
+            "WITH k AS MATERIALIZED "
+            "(SELECT * FROM unnest(%s::uuid[]) WITH ORDINALITY AS k(id, n)), "
+            "s AS MATERIALIZED (SELECT k.id, k.n, s.originator_version, s.topic, s.state FROM k "
+            f"CROSS JOIN LATERAL (SELECT * FROM {self.snapshot_table} WHERE originator_id = k.id "
+            "ORDER BY originator_version DESC LIMIT 1) AS s) "
+            "SELECT 0 AS part, n, id, originator_version, topic, state FROM s "
+            "UNION ALL SELECT 1, k.n, e.originator_id, e.originator_version, e.topic, e.state "
+            f"FROM k LEFT JOIN s USING (id) CROSS JOIN LATERAL (SELECT * FROM {self.events} "
+            "WHERE originator_id = k.id "
+            "AND originator_version > coalesce(s.originator_version, 0) OFFSET 0) AS e "
+            "ORDER BY part, n, originator_version"
+        )
         for start in range(0, len(ids), POSTGRES_KEYS_PER_QUERY):
-            # Per key, one backward probe of the primary key: older snapshots are not read.
-            rows = self._rows(
-                "SELECT s.originator_id, s.originator_version, s.topic, s.state "
-                "FROM unnest(%s::uuid[]) AS k(id) CROSS JOIN LATERAL (SELECT * FROM "
-                f"{self.snapshot_table} WHERE originator_id = k.id "
-                "ORDER BY originator_version DESC LIMIT 1) AS s",
-                (ids[start : start + POSTGRES_KEYS_PER_QUERY],),
-            )
-            yield from _snapshot_states(rows, decoder)
-
-    def tails(self, versions: dict[uuid.UUID, int]) -> Iterator[Row]:
-        items = list(versions.items())
-        # OFFSET 0 keeps the per-key subquery a nested loop over the primary key index: on a
-        # table not analyzed yet the planner would otherwise hash-join a full scan.
-        for start in range(0, len(items), POSTGRES_KEYS_PER_QUERY):
-            batch = items[start : start + POSTGRES_KEYS_PER_QUERY]
-            yield from self._rows(
-                "SELECT e.originator_id, e.originator_version, e.topic, e.state "
-                "FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS k(id, after, n) "
-                f"CROSS JOIN LATERAL (SELECT * FROM {self.events} WHERE originator_id = k.id "
-                "AND originator_version > k.after OFFSET 0) AS e "
-                "ORDER BY k.n, e.originator_version",
-                ([s for s, _ in batch], [v for _, v in batch]),
-            )
+            rows = self._rows(query, (ids[start : start + POSTGRES_KEYS_PER_QUERY],))
+            split = next((i for i, row in enumerate(rows) if row[0]), len(rows))
+            snapshot_rows = [row[2:] for row in rows[:split]]
+            yield dict(_snapshot_states(snapshot_rows, decoder)), [row[2:] for row in rows[split:]]
 
     def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
         return self._rows(
