@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from posledger import Correction, ExchangeUnavailable, Fill, Ledger, Outcome, Snapshot
+from posledger import (
+    Correction,
+    ExchangeUnavailable,
+    Fill,
+    Ledger,
+    LedgerClosed,
+    Outcome,
+    Snapshot,
+)
 from posledger.drivers.aio import AsyncSynchronizer
 from posledger.ledger.aio import AsyncLedger
 from posledger.venues.base import AsyncVenue
@@ -243,5 +251,22 @@ def test_books_are_awaited_too(ledger_url: str) -> None:
             assert (await aledger.account_position(K)).size == 1  # type: ignore[union-attr]
             assert [p.key for p in await aledger.account_positions()] == [K]
             assert [p.key for p in await aledger.positions(book="beta")] == [beta]
+
+    asyncio.run(scenario())
+
+
+def test_a_synchronizer_left_running_after_aclose_ends_with_ledger_closed(
+    ledger_url: str,
+) -> None:
+    """Not a failure to back off from and retry forever: the ledger is gone."""
+
+    async def scenario() -> None:
+        aledger = AsyncLedger.open(ledger_url)
+        await aledger.aclose()
+        venue = AsyncScriptedVenue()
+        sync = AsyncSynchronizer(aledger, venue, interval=timedelta(milliseconds=1))
+        with pytest.raises(LedgerClosed):
+            await asyncio.wait_for(sync.run_forever(), timeout=10)
+        assert sync.backoff.failures == 0
 
     asyncio.run(scenario())
