@@ -229,3 +229,70 @@ def test_bots_starting_at_once_on_a_new_store_all_open_it(new_stores: list[str])
             bot.join(timeout=120)
         assert [bot.exitcode for bot in bots] == [0, 0, 0, 0]
     assert errors.empty(), errors.get()
+
+
+def _creation_lock(url: str) -> tuple[Any, str]:
+    """A connection to the server of ``url`` and the statement taking the lock that serialises
+    creating the tables of its schema."""
+    import zlib
+
+    import psycopg
+
+    from posledger.store.postgres_log import CREATE_LOCK_CLASS
+
+    server, schema = url.split("?schema=")
+    key = zlib.crc32(schema.encode()) & 0x7FFFFFFF
+    return psycopg.connect(server), f"SELECT pg_advisory_xact_lock({CREATE_LOCK_CLASS}, {key})"
+
+
+def test_a_store_is_created_by_one_process_at_a_time(postgres_url: str) -> None:
+    """Concurrent creators deadlocked (CI: four bots opening a new store; one held a SHARE
+    lock on the events table and waited for the insert function, the other held the function
+    and waited to ALTER the table). Each creator now waits for the schema's creation lock
+    before its first statement."""
+    holder, take = _creation_lock(postgres_url)
+    opened = threading.Event()
+
+    def open_store() -> None:
+        with Ledger.open(postgres_url, timeout=10):
+            opened.set()
+
+    with holder:
+        holder.execute(take)  # another creator's transaction, still open
+        opener = threading.Thread(target=open_store)
+        opener.start()
+        assert not opened.wait(1.0), "the tables were created while another creator held the lock"
+        holder.commit()
+        opener.join(10)
+    assert opened.is_set()
+
+
+def test_creators_racing_on_an_old_store_all_upgrade_it(postgres_url: str) -> None:
+    """Every round the store lacks what this release adds, so each of four openers runs the
+    whole creation at once: without the creation lock one of them was chosen as the victim
+    of a deadlock in most rounds."""
+    import psycopg
+
+    with Ledger.open(postgres_url):
+        pass
+    server, schema = postgres_url.split("?schema=")
+    failures: list[str] = []
+    for _ in range(8):
+        with psycopg.connect(server, autocommit=True) as connection:
+            connection.execute(f'DROP FUNCTION "{schema}".posledger_events_reserve_ids(bigint)')
+        start = threading.Barrier(4)
+
+        def open_once(start: threading.Barrier = start) -> None:
+            start.wait(10)
+            try:
+                with Ledger.open(postgres_url, timeout=10):
+                    pass
+            except Exception as error:
+                failures.append(repr(error))
+
+        openers = [threading.Thread(target=open_once) for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join(60)
+    assert failures == []

@@ -36,6 +36,7 @@ import contextlib
 import functools
 import random
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
@@ -74,6 +75,10 @@ FOLLOWABLE = f"{XACT_COLUMN} < {HIGH_WATER_MARK}"
 RESERVE_LOCK_CLASS = 0x706C6467
 """The first key of the reserve function's advisory lock ('pldg'; the second is the events
 table's oid), so it cannot meet an application's own advisory locks by chance."""
+
+CREATE_LOCK_CLASS = 0x706C6463
+"""The first key of the advisory lock that serialises table creation in one schema ('pldc';
+the second is a hash of the schema's name)."""
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 """The characters COPY's text format needs escaped in a value."""
@@ -149,6 +154,21 @@ def _create_what_is_missing(
         datastore.register_type_adapters()
 
 
+def _serialise_creation(datastore: Any, curs: Any) -> None:
+    """First in a transaction of CREATE statements: wait for any other posledger process
+    creating or upgrading this schema's tables. Concurrent creators otherwise deadlock: one
+    holds a SHARE lock on the events table (its ``CREATE INDEX IF NOT EXISTS``) and waits for
+    the insert function the other is replacing, while the other, holding that function, waits
+    to ``ALTER`` the table (seen in CI with four bots opening a new store at once)."""
+    schema_key = zlib.crc32(datastore.schema.encode()) & 0x7FFFFFFF
+    curs.execute(
+        SQL("SELECT pg_advisory_xact_lock({0}, {1})").format(
+            Literal(CREATE_LOCK_CLASS), Literal(schema_key)
+        ),
+        prepare=False,
+    )
+
+
 class BoundedAggregateRecorder(PostgresAggregateRecorder):
     """Snapshots: the aggregate recorder with deadline-bounded retries."""
 
@@ -158,6 +178,10 @@ class BoundedAggregateRecorder(PostgresAggregateRecorder):
 
     def create_table(self) -> None:
         _create_what_is_missing(self, super().create_table, [self.events_table_name])
+
+    def _create_table(self, curs: Any) -> None:
+        _serialise_creation(self.datastore, curs)
+        super()._create_table(curs)
 
 
 class BoundedApplicationRecorder(PostgresApplicationRecorder):
@@ -398,6 +422,10 @@ class BoundedApplicationRecorder(PostgresApplicationRecorder):
             f"{self.events_table_name}_{KEY_INDEX}",
         ]
         _create_what_is_missing(self, super().create_table, names, self._upgrade_missing)
+
+    def _create_table(self, curs: Any) -> None:
+        _serialise_creation(self.datastore, curs)
+        super()._create_table(curs)
 
     @functools.cached_property
     def _upgrade_missing(self) -> list[str]:
