@@ -14,6 +14,11 @@ from tests.audit.stores import append, damage_by_sql, filled
 from tests.conftest import T0, key
 from tests.helpers import at, fill
 
+pytestmark = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+"""A load stopped by a damaged row must leave nothing open: a bulk read's generator once kept
+its SQLite transaction open across the rows it handed out, and closing it after the store had
+closed raised where nobody could catch it."""
+
 BTC, ETH = key("BTCUSDT"), key("ETHUSDT")
 GARBLED = b'{"timestamp": {'
 

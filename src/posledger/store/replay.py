@@ -264,7 +264,10 @@ class _SQLiteStore(_Store):
                     f"WITH k(n, {columns}) AS (VALUES {','.join([row] * len(batch))}) {query}",
                     [v for n, key in enumerate(batch, start) for v in (n, *key)],
                 )
-                yield cursor.fetchall()
+                rows = cursor.fetchall()
+            # Yielded with the transaction ended: a caller that stops early (a damaged row)
+            # leaves nothing open for the garbage collector to close after the store is gone.
+            yield rows
 
     def log(self, after: int, stop: int, topics: Sequence[str], limit: int) -> Sequence[LogRow]:
         with self.datastore.transaction(commit=False) as cursor:
