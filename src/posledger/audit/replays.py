@@ -82,6 +82,7 @@ def replay(
         yield state
 
 
+@gc_paused()
 def replay_all(
     source: Source,
     *,
@@ -91,11 +92,10 @@ def replay_all(
     """The current state of every key, rebuilt from the whole event log in bulk (not through
     snapshots and not one read per key), in key order. Equals ``Ledger.positions()``."""
     states: dict[int, PositionState] = {}
-    with gc_paused():
-        with opened(source) as app:
-            for _ in position_events(app, states, progress, page_size):
-                pass
-        return {s.key: s for s in sorted(states.values(), key=lambda s: str(s.key))}
+    with opened(source) as app:
+        for _ in position_events(app, states, progress, page_size):
+            pass
+    return {s.key: s for s in sorted(states.values(), key=lambda s: str(s.key))}
 
 
 def state_at(

@@ -279,6 +279,7 @@ class Ledger:
         with self._storage_errors():
             return self._accounts.record(account, fills, _earliest(fills))
 
+    @gc_paused()  # a bulk import: objects by the hundred thousand, all kept
     def backfill(
         self,
         fills_by_key: Mapping[PositionKey, Sequence[Fill]],
@@ -292,12 +293,6 @@ class Ledger:
         transaction of about ``events_per_transaction`` events. Every key it changed is
         snapshotted at the end, so the next load reads one row per key. Bad input anywhere
         raises :class:`InvalidInput` before anything is written."""
-        with gc_paused():  # a bulk import: objects by the hundred thousand, all kept
-            return self._backfill(fills_by_key, events_per_transaction)
-
-    def _backfill(
-        self, fills_by_key: Mapping[PositionKey, Sequence[Fill]], events_per_transaction: int
-    ) -> dict[PositionKey, FillBatchResult]:
         if not isinstance(fills_by_key, Mapping):
             raise InvalidInput(f"expected a mapping of keys to fills, got {shown(fills_by_key)}")
         for key, fills in fills_by_key.items():
@@ -358,6 +353,7 @@ class Ledger:
 
         return self._execute(key, when, decide)[0]
 
+    @gc_paused()  # one snapshot may cover thousands of keys: a bulk load
     def reconcile(
         self,
         snapshot: Snapshot,
@@ -371,16 +367,7 @@ class Ledger:
         if not isinstance(snapshot, Snapshot):
             raise InvalidInput(f"expected a Snapshot, got {type(snapshot).__name__}")
         when = self._time(now, "now")
-        with gc_paused():  # one snapshot may cover thousands of keys: a bulk load
-            return self._reconcile(snapshot, when, policy or self.policy, skip)
-
-    def _reconcile(
-        self,
-        snapshot: Snapshot,
-        when: datetime,
-        rules: ReconcilePolicy,
-        skip: Collection[PositionKey],
-    ) -> ReconcileReport:
+        rules = policy or self.policy
         with self._lock, self._storage_errors():
             self._cache.catch_up()
             self._cache.know_every_key()

@@ -57,13 +57,9 @@ def ensure_key_index(app: Any) -> None:
             cursor.execute(key_index_statement(recorder.events_table_name))
 
 
+@gc_paused()
 def registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     """Every key of the store, by stream id, from its ``KeyRegistered`` event."""
-    with gc_paused():
-        return _registered_keys(app)
-
-
-def _registered_keys(app: Any) -> dict[uuid.UUID, PositionKey]:
     decoder = StoredEventDecoder(app.mapper)
     keys = {}
     for row in _store(app).registrations():
@@ -102,17 +98,11 @@ def registered_ids(app: Any) -> list[uuid.UUID]:
     return [decoder.stream_id(stream) for stream in _store(app).registered_ids()]
 
 
+@gc_paused()
 def load_states(
     app: Any, stream_ids: Collection[uuid.UUID] | None = None
 ) -> dict[uuid.UUID, PositionState]:
     """The current state of each of ``stream_ids`` (every key if None) that exists."""
-    with gc_paused():
-        return _load_states(app, stream_ids)
-
-
-def _load_states(
-    app: Any, stream_ids: Collection[uuid.UUID] | None
-) -> dict[uuid.UUID, PositionState]:
     store = _store(app)
     decoder = StoredEventDecoder(app.mapper)
     ids = (
